@@ -1,0 +1,127 @@
+// Package app is ptproxy's composition root: it turns a configuration into
+// a running client or server, wires the session, the pipeline and the
+// operator log together, and handles the command line and signals.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ptproxy/ptproxy/config"
+)
+
+// Version is set at build time with -ldflags "-X ...app.Version=v1.2.3".
+var Version = "dev"
+
+// Exit statuses, as the original: 0 after a clean shutdown, 1 after a fatal
+// error, 130 when a second signal forces the exit.
+const (
+	ExitOK     = 0
+	ExitFatal  = 1
+	ExitForced = 130
+	exitUsage  = 2
+)
+
+const usage = `ptproxy: point-to-point HTTP/1.1 reverse proxy over one persistent HTTP/3 session
+
+Usage:
+  ptproxy [-c FILE]        run as configured (mode = "Client" or "Server")
+  ptproxy demo             run a client, a server and an origin on loopback
+  ptproxy certs [flags]    write a CA and client/server certificates
+  ptproxy -V | --version
+  ptproxy -h | --help
+
+Options:
+  -c, --config FILE   configuration file, TOML or YAML (default /etc/ptproxy/config.toml)
+
+Environment variables PTPROXY_<SECTION>__<FIELD> override the file; see docs/config.md.
+`
+
+// Main runs the command line and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(args[1:], stdout, stderr)
+		case "certs":
+			return runCerts(args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("ptproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	var path string
+	var version bool
+	fs.StringVar(&path, "c", "/etc/ptproxy/config.toml", "configuration file")
+	fs.StringVar(&path, "config", "/etc/ptproxy/config.toml", "configuration file")
+	fs.BoolVar(&version, "V", false, "print the version")
+	fs.BoolVar(&version, "version", false, "print the version")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return ExitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ptproxy: unexpected argument %q\n\n%s", fs.Arg(0), usage)
+		return exitUsage
+	}
+	if version {
+		fmt.Fprintf(stdout, "ptproxy %s\n", Version)
+		return ExitOK
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", path, err)
+		return ExitFatal
+	}
+	log, err := newLogger(stderr, string(cfg.System.LogFormat), string(cfg.System.LogLevel))
+	if err != nil {
+		fmt.Fprintf(stderr, "failed at parsing configuration: %v\n", err)
+		return ExitFatal
+	}
+	stdlogBridge(log)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	return Serve(cfg, log, sigs)
+}
+
+// Serve runs an instance until the first signal, drains it, and returns the
+// exit status. A second signal during the drain returns ExitForced at once.
+func Serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal) int {
+	in, err := Start(cfg, slogger)
+	if err != nil {
+		slogger.Error(err.Error())
+		return ExitFatal
+	}
+	sig := <-sigs
+	slogger.Info("stopping: draining in-flight requests", "signal", sig.String(), "drain_timeout_ms", cfg.System.DrainTimeout.Duration().Milliseconds())
+	ctx := context.Background()
+	if d := cfg.System.DrainTimeout.Duration(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	done := make(chan error, 1)
+	go func() { done <- in.Drain(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			slogger.Warn("drain ended early", "error", err)
+		}
+		slogger.Info("stopped")
+		return ExitOK
+	case sig := <-sigs:
+		slogger.Warn("second signal: exiting at once", "signal", sig.String())
+		return ExitForced
+	}
+}

@@ -1,0 +1,358 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/pipeline"
+	"github.com/ptproxy/ptproxy/session"
+)
+
+// StepError is a fatal startup or main-loop error, printed as the original
+// does: "failed at <step>: <cause>".
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return "failed at " + e.Step + ": " + e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+func step(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &StepError{Step: name, Err: err}
+}
+
+// Instance is one running ptproxy, client or server. It owns every
+// goroutine it starts; Drain and Close end them all.
+type Instance struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	// runCtx ends everything at once (second signal, drain timeout);
+	// drainCtx ends when a graceful drain starts.
+	runCtx     context.Context
+	cancelRun  context.CancelFunc
+	drainCtx   context.Context
+	startDrain context.CancelFunc
+
+	wg sync.WaitGroup
+
+	// client mode
+	client *session.Client
+	lis    *httpListener
+	ln     net.Listener
+
+	// server mode
+	server *session.Server
+	origin *pipeline.OriginPool
+
+	ready    chan struct{} // closed when the instance counts as started (systemd READY)
+	stopOnce sync.Once
+}
+
+// Start builds and starts an instance from cfg. The returned instance runs
+// until Drain or Close.
+func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
+	in := &Instance{cfg: cfg, log: log, ready: make(chan struct{})}
+	in.runCtx, in.cancelRun = context.WithCancel(context.Background())
+	in.drainCtx, in.startDrain = context.WithCancel(context.Background())
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	var err error
+	if cfg.General.Mode == config.ModeClient {
+		err = in.startClient()
+	} else {
+		err = in.startServer()
+	}
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+func transportOf(cfg *config.Config) session.Transport {
+	t := cfg.Transport
+	return session.Transport{
+		MaxIdleTimeout:       t.MaxIdleTimeout.Duration(),
+		KeepAliveInterval:    t.KeepAliveInterval.Duration(),
+		MaxConcurrentStreams: t.MaxConcurrentHTTPStreams,
+		StreamReceiveWindow:  uint64(t.StreamReceiveWindow),
+		ReceiveWindow:        uint64(t.ReceiveWindow),
+		SocketReceiveBuffer:  int(t.SocketReceiveBufferSize),
+		SocketSendBuffer:     int(t.SocketSendBufferSize),
+		QlogDir:              t.QlogDir,
+	}
+}
+
+func limitsOf(cfg *config.Config) httpio.Limits {
+	return httpio.Limits{
+		MaxLineBytes:   cfg.Transport.MaxRequestLineBytes,
+		MaxHeaderBytes: cfg.Transport.MaxHeaderBytes,
+		MaxHeaderCount: cfg.Transport.MaxHeaderCount,
+	}
+}
+
+// keyLog opens SSLKEYLOGFILE when set: TLS secrets for packet captures.
+func keyLog(log *slog.Logger) (*os.File, error) {
+	path := os.Getenv("SSLKEYLOGFILE")
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening SSLKEYLOGFILE %s: %w", path, err)
+	}
+	log.Warn("SSLKEYLOGFILE is set: TLS session secrets are written to it; anyone who reads it can decrypt captured traffic", "file", path)
+	return f, nil
+}
+
+func (in *Instance) startClient() error {
+	cfg := in.cfg
+	tlsConf, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+	if err := step("building client TLS config", err); err != nil {
+		return err
+	}
+	kl, err := keyLog(in.log)
+	if err != nil {
+		return step("opening key log", err)
+	}
+	if kl != nil {
+		tlsConf.KeyLogWriter = kl
+	}
+	ln, err := net.Listen("tcp", cfg.General.HTTPBindAddress)
+	if err := step("binding listener socket", err); err != nil {
+		return err
+	}
+	in.ln = ln
+	client, err := session.NewClient(session.ClientOptions{
+		PeerHostname:    cfg.General.PeerHostname,
+		ConnectAddress:  cfg.General.ConnectAddress,
+		Port:            cfg.General.QUICPort,
+		BindAddress:     cfg.General.BindAddress,
+		TLS:             tlsConf,
+		Transport:       transportOf(cfg),
+		ConnectInterval: cfg.System.ConnectInterval.Duration(),
+		Logger:          in.log,
+	})
+	if err := step("creating QUIC endpoint", err); err != nil {
+		return err
+	}
+	in.client = client
+	in.wg.Go(func() {
+		if err := client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			in.log.Error("failed at main loop", "error", err)
+		}
+	})
+	in.lis = &httpListener{
+		ln:      ln,
+		noDelay: cfg.System.TCPNodelay,
+		maxConn: cfg.System.MaxConnections,
+		log:     in.log,
+		opts: &pipeline.ClientOptions{
+			Tunnel:            tunnel{client},
+			AddForwarded:      cfg.System.AddForwarded,
+			Limits:            limitsOf(cfg),
+			HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
+			Logger:            in.log,
+			Draining:          in.drainCtx,
+		},
+	}
+	in.wg.Go(func() { in.lis.serve(in.runCtx) })
+	in.log.Info("listening for HTTP/1.1", "address", ln.Addr().String())
+	if cfg.System.WaitForFirstAttempt {
+		in.wg.Go(func() {
+			select {
+			case <-client.FirstAttemptDone():
+			case <-in.runCtx.Done():
+			}
+			in.markReady()
+		})
+	} else {
+		in.markReady()
+	}
+	return nil
+}
+
+func (in *Instance) startServer() error {
+	cfg := in.cfg
+	tlsConf, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+	if err := step("building server TLS config", err); err != nil {
+		return err
+	}
+	kl, err := keyLog(in.log)
+	if err != nil {
+		return step("opening key log", err)
+	}
+	if kl != nil {
+		tlsConf.KeyLogWriter = kl
+	}
+	in.origin = pipeline.NewOriginPool(pipeline.OriginOptions{
+		Address:   cfg.General.HTTPConnectAddress,
+		NoDelay:   cfg.System.TCPNodelay,
+		KeepAlive: 15 * time.Second,
+		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
+		Limits:    originLimits(cfg),
+	})
+	handler := pipeline.NewHandler(&pipeline.ServerOptions{
+		Origin:          in.origin,
+		AddForwarded:    cfg.System.AddForwarded,
+		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
+		Logger:          in.log,
+	})
+	srv, err := session.NewServer(session.ServerOptions{
+		BindAddress:  cfg.General.BindAddress,
+		Port:         cfg.General.QUICPort,
+		TLS:          tlsConf,
+		Transport:    transportOf(cfg),
+		Handler:      handler,
+		Logger:       in.log,
+		PeerHostname: cfg.General.PeerHostname,
+	})
+	if err := step("creating QUIC endpoint", err); err != nil {
+		return err
+	}
+	if err := step("binding QUIC endpoint socket", srv.Listen()); err != nil {
+		return err
+	}
+	in.server = srv
+	in.wg.Go(func() {
+		if err := srv.Serve(in.runCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, session.ErrClosed) {
+			in.log.Error("failed at main loop", "error", err)
+		}
+	})
+	in.markReady()
+	return nil
+}
+
+// originLimits are the reader limits for origin responses: the origin is
+// trusted more than a caller, but a response head still has to fit.
+func originLimits(cfg *config.Config) httpio.Limits {
+	l := limitsOf(cfg)
+	l.MaxLineBytes = max(l.MaxLineBytes, httpio.DefaultMaxLineBytes)
+	return l
+}
+
+func (in *Instance) markReady() {
+	select {
+	case <-in.ready:
+	default:
+		close(in.ready)
+	}
+}
+
+// Ready is closed when the instance counts as started: the server listens;
+// the client's first connection attempt ended (or at once without
+// wait_for_first_attempt).
+func (in *Instance) Ready() <-chan struct{} { return in.ready }
+
+// HTTPAddr is the client's HTTP/1.1 listen address (nil in server mode).
+func (in *Instance) HTTPAddr() net.Addr {
+	if in.ln == nil {
+		return nil
+	}
+	return in.ln.Addr()
+}
+
+// QUICAddr is the server's UDP address (nil in client mode).
+func (in *Instance) QUICAddr() net.Addr {
+	if in.server == nil {
+		return nil
+	}
+	return in.server.Addr()
+}
+
+// Client is the session client (nil in server mode), for status reporting.
+func (in *Instance) Client() *session.Client { return in.client }
+
+// Drain stops taking new work, lets in-flight requests finish until ctx
+// ends, then closes everything. Order: stop accepting, finish exchanges,
+// close the QUIC session cleanly, stop the actors.
+func (in *Instance) Drain(ctx context.Context) error {
+	in.startDrain()
+	var err error
+	if in.client != nil {
+		in.ln.Close()
+		done := make(chan struct{})
+		go func() { in.lis.wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("drain: connections still busy: %w", context.Cause(ctx))
+		}
+		if derr := in.client.Drain(ctx); derr != nil && err == nil {
+			err = fmt.Errorf("drain: %w", derr)
+		}
+	}
+	if in.server != nil {
+		if derr := in.server.Drain(ctx); derr != nil {
+			err = fmt.Errorf("drain: %w", derr)
+		}
+		in.origin.Close()
+	}
+	in.Close()
+	return err
+}
+
+// Close stops everything at once and waits for the goroutines to end.
+func (in *Instance) Close() error {
+	in.stopOnce.Do(func() {
+		in.startDrain()
+		in.cancelRun()
+		if in.ln != nil {
+			in.ln.Close()
+		}
+		if in.server != nil {
+			in.server.Close()
+		}
+		in.wg.Wait()
+		if in.lis != nil {
+			in.lis.wait()
+		}
+		if in.origin != nil {
+			in.origin.Close()
+		}
+	})
+	return nil
+}
+
+// tunnel adapts the session client to the pipeline's Tunnel, mapping "no
+// session" and "draining" to the errors the pipeline answers with 503.
+type tunnel struct{ c *session.Client }
+
+func (t tunnel) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.c.RoundTrip(r)
+	switch {
+	case err == nil:
+		return resp, nil
+	case errors.Is(err, session.ErrNotReady):
+		return nil, unavailable{kind: pipeline.ErrTunnelDown, err: err}
+	case errors.Is(err, session.ErrDraining):
+		return nil, unavailable{kind: pipeline.ErrDraining, err: err}
+	default:
+		return nil, err
+	}
+}
+
+// unavailable carries the session's reason text while matching the
+// pipeline's sentinel.
+type unavailable struct {
+	kind error
+	err  error
+}
+
+func (u unavailable) Error() string   { return u.err.Error() }
+func (u unavailable) Unwrap() []error { return []error{u.kind, u.err} }

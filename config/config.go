@@ -1,0 +1,306 @@
+// Package config loads and validates ptproxy configuration files.
+//
+// The file format is the one of the original Rust ptproxy (TOML, sections
+// [general], [tls], [transport] and [system], integer milliseconds for
+// durations, case-sensitive capitalised enum values), so existing ptproxy
+// configuration files load unchanged. ptproxy-go adds a few fields of its own,
+// kept in the same sections and marked "ptproxy-go extension" in
+// docs/config.md.
+//
+// Values are layered, lowest to highest precedence: built-in defaults
+// ([Defaults]), the file (TOML, or YAML with the same keys when the name ends
+// in .yaml/.yml), then environment variables named
+// PTPROXY_<SECTION>__<FIELD> (for example PTPROXY_GENERAL__PEER_HOSTNAME).
+//
+// Every problem is reported as a [*FieldError]; several problems are joined
+// with [errors.Join] so the operator sees all of them at once.
+//
+// config imports only the standard library and koanf (with its mapstructure
+// decoder).
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Millis is a duration written as an integer number of milliseconds, the unit
+// ptproxy uses for every duration in its configuration file.
+type Millis int64
+
+// Duration converts m to a [time.Duration].
+func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
+
+// Mode is the role of this ptproxy instance ([general] mode).
+type Mode string
+
+// The two roles. The spelling is case-sensitive, as in the original.
+const (
+	// ModeClient listens for HTTP/1.1 requests and dials the peer over QUIC.
+	ModeClient Mode = "Client"
+	// ModeServer accepts the peer's QUIC connection and sends requests to the
+	// origin.
+	ModeServer Mode = "Server"
+)
+
+// CongestionAlgorithm is the [transport] congestion_algorithm value. quic-go
+// cannot select a congestion controller, so it is accepted for compatibility
+// only (see [Config.Warnings]).
+type CongestionAlgorithm string
+
+// The values the original accepts (case-sensitive).
+const (
+	CongestionBbr     CongestionAlgorithm = "Bbr"
+	CongestionCubic   CongestionAlgorithm = "Cubic"
+	CongestionNewReno CongestionAlgorithm = "NewReno"
+	CongestionNone    CongestionAlgorithm = "None"
+)
+
+// LogFormat selects the operator log encoding (ptproxy-go extension).
+type LogFormat string
+
+// Log formats.
+const (
+	// LogFormatAuto is human-readable text when stderr is a terminal, JSON
+	// otherwise.
+	LogFormatAuto LogFormat = "auto"
+	LogFormatText LogFormat = "text"
+	LogFormatJSON LogFormat = "json"
+)
+
+// LogLevel is the minimum level of the operator log (ptproxy-go extension).
+type LogLevel string
+
+// Log levels.
+const (
+	LogLevelDebug LogLevel = "debug"
+	LogLevelInfo  LogLevel = "info"
+	LogLevelWarn  LogLevel = "warn"
+	LogLevelError LogLevel = "error"
+)
+
+// Defaults of the original ptproxy and of the ptproxy-go extensions.
+const (
+	DefaultQUICPort          = 20010
+	DefaultBindAddress       = "::"
+	DefaultHTTPBindAddress   = "[::]:20080"
+	DefaultStreamReceiveWin  = 1_000_000
+	DefaultInitialWindow     = 14_720
+	DefaultReceiveWindow     = 15 * 1024 * 1024 // quic-go's own maximum connection window; see docs/config.md
+	DefaultMaxConcurrentHTTP = 100
+)
+
+// Config is a loaded, validated ptproxy configuration.
+//
+// Build one with [Load], [LoadFile] or [LoadBytes]. After loading:
+//   - TLS paths (and transport.qlog_dir) are absolute or relative to the
+//     process working directory, already resolved against the directory of
+//     the configuration file;
+//   - in Client mode General.ConnectAddress holds the effective dial host
+//     (peer_hostname when not set) and General.HTTPConnectAddress is empty;
+//   - in Server mode General.ConnectAddress and General.HTTPBindAddress are
+//     empty.
+type Config struct {
+	General   General   `koanf:"general" json:"general"`
+	TLS       TLS       `koanf:"tls" json:"tls"`
+	Transport Transport `koanf:"transport" json:"transport"`
+	System    System    `koanf:"system" json:"system"`
+
+	// file is the configuration file name used in errors ("" if none).
+	file string
+	// set holds the keys ("section.field") given explicitly in the file or the
+	// environment.
+	set map[string]bool
+	// env maps a key set from the environment to its variable name.
+	env map[string]string
+}
+
+// General is the [general] section (required).
+type General struct {
+	// Mode is "Client" or "Server" (required, case-sensitive).
+	Mode Mode `koanf:"mode" json:"mode"`
+	// PeerHostname is the name the peer's certificate must match (Client: also
+	// the SNI and the default dial target). A DNS name or an IP literal.
+	PeerHostname string `koanf:"peer_hostname" json:"peer_hostname"`
+	// QUICPort is the UDP port bound (Server) or dialled (Client).
+	QUICPort int `koanf:"quic_port" json:"quic_port"`
+	// BindAddress is the local IP of the QUIC UDP socket.
+	BindAddress string `koanf:"bind_address" json:"bind_address"`
+	// ConnectAddress (Client only) is the host or IP dialled; resolved by the
+	// session at every attempt. Defaults to PeerHostname.
+	ConnectAddress string `koanf:"connect_address" json:"connect_address"`
+	// HTTPBindAddress (Client only) is the host:port of the HTTP/1.1 listener.
+	HTTPBindAddress string `koanf:"http_bind_address" json:"http_bind_address"`
+	// HTTPConnectAddress (Server only, required there) is the host:port of the
+	// plain-HTTP origin.
+	HTTPConnectAddress string `koanf:"http_connect_address" json:"http_connect_address"`
+}
+
+// TLS is the [tls] section (required).
+type TLS struct {
+	// CA is a PEM bundle to verify the peer against; empty means the system
+	// roots.
+	CA string `koanf:"ca" json:"ca"`
+	// SkipVerify is accepted for compatibility and NEVER honoured: ptproxy-go
+	// always verifies the peer. [Config.Warnings] reports it when true.
+	SkipVerify bool `koanf:"skip_verify" json:"skip_verify"`
+	// Cert is the PEM certificate chain presented to the peer (required).
+	Cert string `koanf:"cert" json:"cert"`
+	// Key is the PEM private key of Cert (required).
+	Key string `koanf:"key" json:"key"`
+}
+
+// Transport is the [transport] section (optional). Zero values of the
+// optional fields (InitialRTT, SendWindow, socket buffer sizes) mean "not
+// set"; an explicit 0 in the file is refused.
+type Transport struct {
+	MaxIdleTimeout           Millis              `koanf:"max_idle_timeout" json:"max_idle_timeout"`
+	KeepAliveInterval        Millis              `koanf:"keep_alive_interval" json:"keep_alive_interval"`
+	InitialRTT               Millis              `koanf:"initial_rtt" json:"initial_rtt"` // no effect with quic-go
+	MaxConcurrentHTTPStreams int                 `koanf:"max_concurrent_http_streams" json:"max_concurrent_http_streams"`
+	StreamReceiveWindow      int64               `koanf:"stream_receive_window" json:"stream_receive_window"`
+	InitialWindow            int64               `koanf:"initial_window" json:"initial_window"` // no effect with quic-go
+	ReceiveWindow            int64               `koanf:"receive_window" json:"receive_window"`
+	SendWindow               int64               `koanf:"send_window" json:"send_window"` // no effect with quic-go
+	SocketReceiveBufferSize  int64               `koanf:"socket_receive_buffer_size" json:"socket_receive_buffer_size"`
+	SocketSendBufferSize     int64               `koanf:"socket_send_buffer_size" json:"socket_send_buffer_size"`
+	CongestionAlgorithm      CongestionAlgorithm `koanf:"congestion_algorithm" json:"congestion_algorithm"` // no effect with quic-go
+
+	// ---- ptproxy-go extensions (not in the original) ----
+
+	// MaxRequestLineBytes bounds an HTTP/1.1 request line.
+	MaxRequestLineBytes int `koanf:"max_request_line_bytes" json:"max_request_line_bytes"`
+	// MaxHeaderBytes bounds a whole HTTP/1.1 head (start line + fields).
+	MaxHeaderBytes int `koanf:"max_header_bytes" json:"max_header_bytes"`
+	// MaxHeaderCount bounds the number of header fields of an HTTP/1.1 head.
+	MaxHeaderCount int `koanf:"max_header_count" json:"max_header_count"`
+	// QlogDir, when set, receives one qlog file per QUIC connection.
+	QlogDir string `koanf:"qlog_dir" json:"qlog_dir"`
+}
+
+// System is the [system] section (optional).
+type System struct {
+	ConnectInterval     Millis  `koanf:"connect_interval" json:"connect_interval"`
+	TCPNodelay          bool    `koanf:"tcp_nodelay" json:"tcp_nodelay"`
+	WaitForFirstAttempt bool    `koanf:"wait_for_first_attempt" json:"wait_for_first_attempt"`
+	WatchdogFactor      float64 `koanf:"watchdog_factor" json:"watchdog_factor"`
+	AddForwarded        bool    `koanf:"add_forwarded" json:"add_forwarded"`
+
+	// ---- ptproxy-go extensions (not in the original) ----
+
+	// DrainTimeout bounds how long the first SIGINT/SIGTERM waits for
+	// in-flight requests; 0 waits without limit (the original's behaviour).
+	DrainTimeout Millis `koanf:"drain_timeout" json:"drain_timeout"`
+	// AdminAddress, when set, is the host:port of a metrics/health listener.
+	AdminAddress string `koanf:"admin_address" json:"admin_address"`
+	// HeaderReadTimeout bounds reading an HTTP/1.1 request head; 0 = none.
+	HeaderReadTimeout Millis `koanf:"header_read_timeout" json:"header_read_timeout"`
+	// UpstreamTimeout bounds waiting for the origin's response head; 0 = none.
+	UpstreamTimeout Millis `koanf:"upstream_timeout" json:"upstream_timeout"`
+	// MaxConnections bounds concurrent HTTP/1.1 connections on the client
+	// listener.
+	MaxConnections int `koanf:"max_connections" json:"max_connections"`
+	// LogFormat is "auto", "text" or "json".
+	LogFormat LogFormat `koanf:"log_format" json:"log_format"`
+	// LogLevel is "debug", "info", "warn" or "error".
+	LogLevel LogLevel `koanf:"log_level" json:"log_level"`
+	// AccessLog logs one line per proxied request.
+	AccessLog bool `koanf:"access_log" json:"access_log"`
+}
+
+// Defaults returns the built-in defaults: the lowest configuration layer.
+// Required fields (mode, peer_hostname, cert, key, and http_connect_address
+// in Server mode) are empty, and connect_address is empty because its default
+// is derived from peer_hostname at load time.
+func Defaults() Config {
+	return Config{
+		General: General{
+			QUICPort:        DefaultQUICPort,
+			BindAddress:     DefaultBindAddress,
+			HTTPBindAddress: DefaultHTTPBindAddress,
+		},
+		Transport: Transport{
+			MaxIdleTimeout:           5000,
+			KeepAliveInterval:        2000,
+			MaxConcurrentHTTPStreams: DefaultMaxConcurrentHTTP,
+			StreamReceiveWindow:      DefaultStreamReceiveWin,
+			InitialWindow:            DefaultInitialWindow,
+			ReceiveWindow:            DefaultReceiveWindow,
+			CongestionAlgorithm:      CongestionBbr,
+
+			MaxRequestLineBytes: 8192,
+			MaxHeaderBytes:      65536,
+			MaxHeaderCount:      100,
+		},
+		System: System{
+			ConnectInterval:     1000,
+			TCPNodelay:          true,
+			WaitForFirstAttempt: true,
+			WatchdogFactor:      1.5,
+			AddForwarded:        false,
+
+			DrainTimeout:      30000,
+			HeaderReadTimeout: 10000,
+			UpstreamTimeout:   0,
+			MaxConnections:    1024,
+			LogFormat:         LogFormatAuto,
+			LogLevel:          LogLevelInfo,
+			AccessLog:         false,
+		},
+	}
+}
+
+// File returns the name of the configuration file c was loaded from ("" when
+// loaded from bytes without a name).
+func (c *Config) File() string { return c.file }
+
+// IsSet reports whether key ("section.field", e.g. "transport.initial_rtt")
+// was given explicitly in the file or the environment, as opposed to coming
+// from the defaults.
+func (c *Config) IsSet(key string) bool { return c.set[key] }
+
+// SetKeys returns the explicitly set keys, in declaration order.
+func (c *Config) SetKeys() []string {
+	var out []string
+	for _, f := range schema {
+		if c.set[f.Key] {
+			out = append(out, f.Key)
+		}
+	}
+	return out
+}
+
+// Warnings returns one message per explicitly set field that ptproxy-go
+// accepts for compatibility but cannot honour, in a fixed order:
+// transport.initial_rtt, transport.initial_window, transport.send_window,
+// transport.congestion_algorithm, then tls.skip_verify (only when true). The
+// composition root logs each at WARN level once at startup.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.IsSet("transport.initial_rtt") {
+		w = append(w, fmt.Sprintf("transport.initial_rtt = %d is accepted but has no effect: "+
+			"quic-go has no initial-RTT setting (it always assumes 100 ms until the first RTT sample)",
+			c.Transport.InitialRTT))
+	}
+	if c.IsSet("transport.initial_window") {
+		w = append(w, fmt.Sprintf("transport.initial_window = %d is accepted but has no effect: "+
+			"quic-go has no initial congestion window setting (it always starts at 32 packets)",
+			c.Transport.InitialWindow))
+	}
+	if c.IsSet("transport.send_window") {
+		w = append(w, fmt.Sprintf("transport.send_window = %d is accepted but has no effect: "+
+			"quic-go has no send window setting (sending is bounded by the peer's flow-control windows and congestion control)",
+			c.Transport.SendWindow))
+	}
+	if c.IsSet("transport.congestion_algorithm") {
+		w = append(w, fmt.Sprintf("transport.congestion_algorithm = %q is accepted but has no effect: "+
+			"quic-go cannot select a congestion controller; it always uses its built-in NewReno-style controller with pacing",
+			c.Transport.CongestionAlgorithm))
+	}
+	if c.TLS.SkipVerify {
+		w = append(w, "tls.skip_verify = true is IGNORED: ptproxy-go NEVER skips peer certificate verification; "+
+			"the peer is still verified against tls.ca (or the system roots) and general.peer_hostname. "+
+			"Remove the setting to silence this warning")
+	}
+	return w
+}

@@ -1,0 +1,172 @@
+package httpio
+
+import (
+	"bufio"
+	"io"
+	"strconv"
+)
+
+// Writer writes HTTP/1.1 messages. It writes exactly the fields it is given,
+// in order: framing fields (Content-Length, Transfer-Encoding) are the
+// caller's decision. It refuses, with an *Error and before writing anything
+// of the head, any name, value, method, target or reason that would not
+// parse back as the same message (CR/LF injection, response splitting).
+type Writer struct {
+	bw    *bufio.Writer
+	names NameCase
+}
+
+// NewWriter returns a buffered Writer on dst, taken from a pool. names
+// selects how field names are spelt. Call Release when done.
+func NewWriter(dst io.Writer, names NameCase) *Writer {
+	w := writerPool.Get().(*Writer)
+	w.bw.Reset(dst)
+	w.names = names
+	return w
+}
+
+// Reset discards unflushed data and writes to dst.
+func (w *Writer) Reset(dst io.Writer) { w.bw.Reset(dst) }
+
+// Release returns the Writer to the pool, discarding unflushed data. w must
+// not be used afterwards.
+func (w *Writer) Release() {
+	w.bw.Reset(nil)
+	writerPool.Put(w)
+}
+
+// Flush writes buffered data to the destination.
+func (w *Writer) Flush() error { return w.bw.Flush() }
+
+// Buffered returns the number of bytes written but not flushed.
+func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// writeErr is an *Error for a message the writer refuses to emit; Status is
+// 500 because the fault is in what the caller built.
+func writeErr(kind ErrorKind, format string, args ...any) *Error {
+	return newErr(kind, 500, format, args...)
+}
+
+// WriteRequestHead writes "METHOD target HTTP/1.1" CRLF, the fields and
+// the empty line (RFC 9112 3, 5).
+func (w *Writer) WriteRequestHead(method, target string, h Header) error {
+	if !ValidFieldName(method) {
+		return writeErr(ErrBadMethod, "method %q is not a token", excerpt(method))
+	}
+	if target == "" {
+		return writeErr(ErrBadTarget, "empty request-target")
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
+			return writeErr(ErrBadTarget, "byte %q in request-target %q", target[i:i+1], excerpt(target))
+		}
+	}
+	if err := checkFields(h); err != nil {
+		return err
+	}
+	w.bw.WriteString(method)
+	w.bw.WriteByte(' ')
+	w.bw.WriteString(target)
+	w.bw.WriteString(" HTTP/1.1\r\n")
+	return w.writeFields(h)
+}
+
+// WriteResponseHead writes "HTTP/1.1 status reason" CRLF, the fields and
+// the empty line (RFC 9112 4). The reason may be empty; the SP before it is
+// always written, as RFC 9112 4 requires.
+func (w *Writer) WriteResponseHead(status int, reason string, h Header) error {
+	if status < 100 || status > 999 {
+		return writeErr(ErrBadStatus, "status %d is not three digits", status)
+	}
+	for i := 0; i < len(reason); i++ {
+		if !isValueChar(reason[i]) {
+			return writeErr(ErrBadStatusLine, "control byte %q in reason-phrase", reason[i:i+1])
+		}
+	}
+	if err := checkFields(h); err != nil {
+		return err
+	}
+	w.bw.WriteString("HTTP/1.1 ")
+	w.bw.Write(strconv.AppendInt(w.bw.AvailableBuffer(), int64(status), 10))
+	w.bw.WriteByte(' ')
+	w.bw.WriteString(reason)
+	w.bw.WriteString("\r\n")
+	return w.writeFields(h)
+}
+
+// checkFields validates every field before anything is written, so a
+// refused head leaves no partial output behind.
+func checkFields(h Header) *Error {
+	for i := range h {
+		if !ValidFieldName(h[i].Name) {
+			return writeErr(ErrBadFieldName, "field name %q", excerpt(h[i].Name))
+		}
+		if !ValidFieldValue(h[i].Value) {
+			return writeErr(ErrBadFieldValue, "value of %q contains a control byte", excerpt(h[i].Name))
+		}
+	}
+	return nil
+}
+
+// writeFields writes the (already checked) fields and the final CRLF.
+func (w *Writer) writeFields(h Header) error {
+	for i := range h {
+		if w.names == TitleCase {
+			w.bw.Write(appendCanonical(w.bw.AvailableBuffer(), h[i].Name))
+		} else {
+			w.bw.WriteString(h[i].Name)
+		}
+		w.bw.WriteString(": ")
+		w.bw.WriteString(h[i].Value)
+		_, err := w.bw.WriteString("\r\n")
+		if err != nil {
+			return err
+		}
+	}
+	_, err := w.bw.WriteString("\r\n")
+	return err
+}
+
+// appendCanonical appends CanonicalName(name) to b without allocating
+// (when b has room).
+func appendCanonical(b []byte, name string) []byte {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+		upper = c == '-'
+	}
+	return b
+}
+
+// Write writes raw body bytes (a Content-Length or close-delimited body).
+func (w *Writer) Write(p []byte) (int, error) { return w.bw.Write(p) }
+
+// WriteChunk writes p as exactly one chunk: hex size CRLF, p, CRLF
+// (RFC 9112 7.1). An empty p writes nothing: a zero-size chunk would be the
+// last-chunk and end the body early.
+func (w *Writer) WriteChunk(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	w.bw.Write(strconv.AppendInt(w.bw.AvailableBuffer(), int64(len(p)), 16))
+	w.bw.WriteString("\r\n")
+	w.bw.Write(p)
+	_, err := w.bw.WriteString("\r\n")
+	return err
+}
+
+// WriteLastChunk writes the last-chunk "0" CRLF, the trailer fields and the
+// final CRLF (RFC 9112 7.1.2).
+func (w *Writer) WriteLastChunk(trailers Header) error {
+	if err := checkFields(trailers); err != nil {
+		return err
+	}
+	w.bw.WriteString("0\r\n")
+	return w.writeFields(trailers)
+}

@@ -1,0 +1,415 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/ptproxy/ptproxy/httpio"
+)
+
+// Tunnel carries one request over the HTTP/3 session. The session package's
+// client satisfies it through an adapter in the composition root, which maps
+// "no session" to ErrTunnelDown and "shutting down" to ErrDraining.
+type Tunnel interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+}
+
+// Errors a Tunnel returns that are answered with 503 instead of 502.
+var (
+	ErrTunnelDown = errors.New("tunnel not established")
+	ErrDraining   = errors.New("shutting down")
+)
+
+// ClientOptions configure the client side: HTTP/1.1 in, HTTP/3 out.
+type ClientOptions struct {
+	Tunnel       Tunnel
+	AddForwarded bool
+	Limits       httpio.Limits
+	// HeaderReadTimeout bounds the wait for a complete request head,
+	// including the idle time before it on a keep-alive connection
+	// (0 = no bound).
+	HeaderReadTimeout time.Duration
+	Names             httpio.NameCase
+	Logger            *slog.Logger
+	// Now is the clock for Date fields; nil means time.Now.
+	Now func() time.Time
+	// Draining, once closed, makes every connection stop at its next
+	// request boundary: in-flight exchanges finish, idle keep-alive
+	// connections close.
+	Draining context.Context
+}
+
+// ServeClientConn runs the client pipeline on one accepted HTTP/1.1
+// connection until the caller closes it, an exchange requires closing it, or
+// ctx ends. It closes conn before returning.
+func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error {
+	defer conn.Close()
+	peer := Peer{For: conn.RemoteAddr().String(), By: conn.LocalAddr().String(), Proto: "http"}
+	r := httpio.NewReader(conn, o.Limits)
+	defer r.Release()
+	w := httpio.NewWriter(conn, o.Names)
+	defer w.Release()
+	return Run(ctx,
+		readRequests(conn, r, peer, o.HeaderReadTimeout, o.Draining),
+		NormalizeStage(Policy{Side: ClientSide, AddForwarded: o.AddForwarded}),
+		forwardToTunnel(o),
+		writeResponses(conn, w, o),
+	)
+}
+
+// readRequests is the client source: it parses requests off the caller's
+// connection and emits Head, Chunk..., End for each, or a Fail for a request
+// it rejects, after which it stops reading (the connection closes).
+func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, headerTimeout time.Duration, draining context.Context) Stage {
+	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
+		stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+		// idle is set while waiting for the first byte of the next request,
+		// the only point where a draining connection may be closed.
+		var idle atomic.Bool
+		if draining != nil {
+			stopDrain := context.AfterFunc(draining, func() {
+				if idle.Load() {
+					conn.SetReadDeadline(time.Unix(1, 0))
+				}
+			})
+			defer stopDrain()
+		}
+		var req httpio.Request
+		for {
+			if headerTimeout > 0 {
+				conn.SetReadDeadline(time.Now().Add(headerTimeout))
+			}
+			idle.Store(r.Buffered() == 0)
+			if draining != nil && draining.Err() != nil && r.Buffered() == 0 {
+				return nil
+			}
+			err := r.ReadRequest(&req)
+			idle.Store(false)
+			if err != nil {
+				var perr *httpio.Error
+				if errors.As(err, &perr) && perr.Kind != httpio.ErrUnexpectedEOF {
+					return Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, err)})
+				}
+				// EOF, a timeout or a reset: nothing to answer.
+				return nil
+			}
+			if headerTimeout > 0 {
+				conn.SetReadDeadline(time.Time{})
+			}
+			head, herr := RequestHead(&req, peer)
+			if herr != nil {
+				return Send(ctx, out, &Fail{Err: herr})
+			}
+			if err := Send(ctx, out, head); err != nil {
+				return nil
+			}
+			if err := readBody(ctx, r, out); err != nil {
+				return nil
+			}
+			if head.Close {
+				return nil
+			}
+		}
+	}
+}
+
+// readBody emits the body of the message r last read as Chunks and an End.
+// A read error is reported downstream in End.Err and returned.
+func readBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) error {
+	for {
+		c := NewChunk()
+		n, _, err := r.ReadBody(c.Buf())
+		if n > 0 {
+			c.Data = c.Buf()[:n]
+			if serr := Send(ctx, out, c); serr != nil {
+				return serr
+			}
+		} else {
+			c.Release()
+		}
+		if err == io.EOF {
+			return Send(ctx, out, &End{Trailers: r.Trailers().Clone()})
+		}
+		if err != nil {
+			Send(ctx, out, &End{Err: err})
+			return err
+		}
+	}
+}
+
+// forwardToTunnel is the client forwarder: one HTTP/3 request per Head,
+// its response (interim ones included) sent on as Head, Chunk..., End.
+func forwardToTunnel(o *ClientOptions) Stage {
+	return func(ctx context.Context, in <-chan Msg, out chan<- Msg) error {
+		closing := false
+		for {
+			m, ok := Recv(ctx, in)
+			if !ok {
+				return nil
+			}
+			if closing {
+				// The connection closes after the response in flight; what the
+				// caller still sends is not read on.
+				Release(m)
+				continue
+			}
+			switch m := m.(type) {
+			case *Head:
+				keep, err := exchange(ctx, m, in, out, o)
+				if err != nil {
+					return nil
+				}
+				closing = !keep
+			case *Fail:
+				if err := Send(ctx, out, m); err != nil {
+					return nil
+				}
+				closing = true
+			default:
+				Release(m)
+			}
+		}
+	}
+}
+
+// exchange carries one request through the tunnel. keep reports whether the
+// caller's connection can carry another request afterwards; err means the
+// downstream sink is gone.
+func exchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ClientOptions) (keep bool, err error) {
+	exCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	method := h.Method
+	req := HTTP3Request(exCtx, h)
+	var body *msgBody
+	if h.Body.Kind == httpio.ChunkedBody || h.Body.Kind == httpio.LengthBody && h.Body.Length > 0 {
+		if req.Trailer == nil {
+			req.Trailer = http.Header{}
+		}
+		body = newMsgBody(exCtx, in, req.Trailer)
+		req.Body = body
+	} else {
+		// The source sends an End right after a bodiless head. quic-go
+		// treats a Body with length 0 as unknown length, so none is set.
+		if !drainExchange(ctx, in) {
+			return false, nil
+		}
+	}
+	interim := func(code int, hdr textproto.MIMEHeader) error {
+		ih := &Head{Status: code, Header: headerFromMap(http.Header(hdr)), Major: h.Major, Minor: h.Minor}
+		return Send(ctx, out, ih)
+	}
+	req = req.WithContext(httptrace.WithClientTrace(exCtx, &httptrace.ClientTrace{Got1xxResponse: interim}))
+
+	resp, rtErr := o.Tunnel.RoundTrip(req)
+	if rtErr != nil {
+		bodyDone := finishBody(ctx, body, in)
+		return false, Send(ctx, out, &Fail{Err: tunnelError(rtErr, bodyDone)})
+	}
+	rh := HeadFromHTTP3Response(resp, method)
+	rh.Major, rh.Minor, rh.Close = h.Major, h.Minor, h.Close
+	if err := Send(ctx, out, rh); err != nil {
+		resp.Body.Close()
+		finishBody(ctx, body, in)
+		return false, err
+	}
+	end := copyResponseBody(ctx, resp, out)
+	resp.Body.Close()
+	complete := finishBody(ctx, body, in)
+	end.Close = !complete
+	if err := Send(ctx, out, end); err != nil {
+		return false, err
+	}
+	return complete && end.Err == nil && !h.Close, nil
+}
+
+// finishBody takes the input channel back from the http3 body goroutine and
+// reports whether the request body was consumed to its End. A body still
+// arriving is abandoned: the connection will close.
+func finishBody(ctx context.Context, body *msgBody, in <-chan Msg) bool {
+	if body == nil {
+		return true
+	}
+	return body.abort()
+}
+
+// copyResponseBody streams resp.Body as Chunks and returns the End to send.
+func copyResponseBody(ctx context.Context, resp *http.Response, out chan<- Msg) *End {
+	for {
+		c := NewChunk()
+		n, err := resp.Body.Read(c.Buf())
+		if n > 0 {
+			c.Data = c.Buf()[:n]
+			if serr := Send(ctx, out, c); serr != nil {
+				return &End{Err: serr}
+			}
+		} else {
+			c.Release()
+		}
+		if err == io.EOF {
+			return &End{Trailers: headerFromMap(resp.Trailer)}
+		}
+		if err != nil {
+			return &End{Err: err}
+		}
+	}
+}
+
+// tunnelError classifies a RoundTrip failure.
+func tunnelError(err error, bodyDone bool) *Error {
+	switch {
+	case errors.Is(err, ErrTunnelDown):
+		return NewError(KindUnavailable, ClientSide, MsgTunnelDown, err)
+	case errors.Is(err, ErrDraining):
+		return NewError(KindDraining, ClientSide, MsgDraining, err)
+	case errors.Is(err, errBodyAborted) || !bodyDone:
+		return NewError(KindUpstream, ClientSide, MsgStreamingBody, err)
+	default:
+		return NewError(KindUpstream, ClientSide, MsgSendingRequest, err)
+	}
+}
+
+// writeResponses is the client sink: it writes each response to the caller
+// as HTTP/1.1, and synthesises one for a Fail.
+func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
+		stop := context.AfterFunc(ctx, func() { conn.SetWriteDeadline(time.Unix(1, 0)) })
+		defer stop()
+		var (
+			cur       *Head // response being written
+			chunked   bool
+			closeConn bool
+		)
+		flushIfIdle := func() error {
+			if len(in) == 0 {
+				return w.Flush()
+			}
+			return nil
+		}
+		for {
+			m, ok := Recv(ctx, in)
+			if !ok {
+				w.Flush()
+				return nil
+			}
+			var err error
+			switch m := m.(type) {
+			case *Fail:
+				if cur != nil {
+					// A head is out: the only honest signal left is closing.
+					return w.Flush()
+				}
+				sh, sb := Synthesize(m.Err)
+				logFailure(o.Logger, m.Err)
+				if err = w.WriteResponseHead(sh.Status, http.StatusText(sh.Status), CallerResponseFields(sh, now(), true)); err == nil {
+					_, err = w.Write(sb.Data)
+				}
+				sb.Release()
+				if err == nil {
+					err = w.Flush()
+				}
+				return err
+			case *Head:
+				if m.Status < 200 {
+					// RFC 9110 15.2: no 1xx to an HTTP/1.0 caller.
+					if m.Major == 1 && m.Minor >= 1 {
+						err = w.WriteResponseHead(m.Status, http.StatusText(m.Status), m.Header)
+						if err == nil {
+							err = w.Flush()
+						}
+					}
+					break
+				}
+				cur = m
+				closeConn = m.Close || CloseDelimited(m)
+				chunked = m.Body.Kind == httpio.ChunkedBody && !closeConn
+				err = w.WriteResponseHead(m.Status, http.StatusText(m.Status), CallerResponseFields(m, now(), closeConn))
+				if err == nil {
+					err = flushIfIdle()
+				}
+			case *Chunk:
+				if chunked {
+					err = w.WriteChunk(m.Data)
+				} else {
+					_, err = w.Write(m.Data)
+				}
+				m.Release()
+				if err == nil {
+					err = flushIfIdle()
+				}
+			case *End:
+				if m.Err != nil {
+					// Cut short after the head: close without completing the
+					// framing, so the caller cannot mistake it for complete.
+					if o.Logger != nil {
+						o.Logger.Warn("error when proxying response", "error", m.Err)
+					}
+					w.Flush()
+					return nil
+				}
+				if chunked {
+					err = w.WriteLastChunk(m.Trailers)
+				}
+				if err == nil {
+					err = flushIfIdle()
+				}
+				if closeConn || m.Close {
+					w.Flush()
+					return nil
+				}
+				cur = nil
+			}
+			if err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+func logFailure(l *slog.Logger, e *Error) {
+	if l == nil {
+		return
+	}
+	switch e.Kind {
+	case KindBadRequest, KindMethodNotAllowed:
+		l.Debug("request rejected", "status", e.Status, "side", e.Side.String(), "error", e.Error())
+	default:
+		l.Warn("request failed", "status", e.Status, "side", e.Side.String(), "error", e.Error())
+	}
+}
+
+// headerFromMap turns a net/http header map into an ordered field list,
+// sorted by name (maps have no order; sorting keeps output deterministic),
+// duplicates in their order.
+func headerFromMap(m http.Header) httpio.Header {
+	if len(m) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	n := 0
+	for k, vv := range m {
+		names = append(names, k)
+		n += len(vv)
+	}
+	slices.Sort(names)
+	h := make(httpio.Header, 0, n)
+	for _, k := range names {
+		for _, v := range m[k] {
+			h = append(h, httpio.Field{Name: k, Value: v})
+		}
+	}
+	return h
+}

@@ -1,0 +1,438 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ptproxy/ptproxy/httpio"
+)
+
+// ServerOptions configure the server side: HTTP/3 in, HTTP/1.1 to the
+// origin.
+type ServerOptions struct {
+	Origin       *OriginPool
+	AddForwarded bool
+	// UpstreamTimeout bounds the wait for the origin's response head after
+	// the request head was written (0 = no bound); exceeding it is a 504.
+	UpstreamTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// errAbortResponse tells the handler to reset the HTTP/3 stream: the
+// response head is out and the body could not be completed.
+var errAbortResponse = errors.New("response cut short after its head")
+
+// Handler serves requests arriving over the tunnel (server side).
+type Handler struct{ o *ServerOptions }
+
+// NewHandler returns the http.Handler the HTTP/3 server runs per request.
+func NewHandler(o *ServerOptions) *Handler { return &Handler{o: o} }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	peer := Peer{For: r.RemoteAddr, Proto: "http3"}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		peer.By = la.String()
+	}
+	err := Run(r.Context(),
+		readHTTP3Request(r, peer),
+		NormalizeStage(Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}),
+		forwardToOrigin(h.o),
+		writeHTTP3Response(w, h.o.Logger),
+	)
+	if errors.Is(err, errAbortResponse) {
+		// http3 resets the stream with H3_INTERNAL_ERROR on this panic.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// readHTTP3Request is the server source: the request that arrived over the
+// tunnel as Head, Chunk..., End.
+func readHTTP3Request(r *http.Request, peer Peer) Stage {
+	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
+		head := HeadFromHTTP3Request(r, peer)
+		var first *Chunk
+		var firstErr error
+		if head.Body.Kind == httpio.ChunkedBody && !httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
+			// HTTP/3 has no "no body" marker: a bodiless request is a stream
+			// that ends right after its HEADERS frame, which this first read
+			// sees at once. Only then is the origin request sent without
+			// framing instead of as an empty chunked body. A caller waiting
+			// for 100 Continue sends nothing yet, so it is not asked.
+			c := NewChunk()
+			n, err := r.Body.Read(c.Buf())
+			if n == 0 && err == io.EOF {
+				c.Release()
+				head.Body = httpio.Framing{Kind: httpio.NoBody}
+			} else {
+				c.Data = c.Buf()[:n]
+				first, firstErr = c, err
+			}
+		}
+		if err := Send(ctx, out, head); err != nil {
+			if first != nil {
+				first.Release()
+			}
+			return nil
+		}
+		if head.Body.Kind == httpio.NoBody {
+			return Send(ctx, out, &End{})
+		}
+		if first != nil {
+			if len(first.Data) > 0 {
+				if err := Send(ctx, out, first); err != nil {
+					return nil
+				}
+			} else {
+				first.Release()
+			}
+			if firstErr != nil {
+				return sendBodyEnd(ctx, out, r, firstErr)
+			}
+		}
+		for {
+			c := NewChunk()
+			n, err := r.Body.Read(c.Buf())
+			if n > 0 {
+				c.Data = c.Buf()[:n]
+				if serr := Send(ctx, out, c); serr != nil {
+					return nil
+				}
+			} else {
+				c.Release()
+			}
+			if err != nil {
+				return sendBodyEnd(ctx, out, r, err)
+			}
+		}
+	}
+}
+
+func sendBodyEnd(ctx context.Context, out chan<- Msg, r *http.Request, err error) error {
+	if err == io.EOF {
+		return Send(ctx, out, &End{Trailers: headerFromMap(r.Trailer)})
+	}
+	return Send(ctx, out, &End{Err: err})
+}
+
+// forwardToOrigin is the server forwarder: it writes the request to a pooled
+// origin connection while reading the response off it.
+func forwardToOrigin(o *ServerOptions) Stage {
+	return func(ctx context.Context, in <-chan Msg, out chan<- Msg) error {
+		m, ok := Recv(ctx, in)
+		if !ok {
+			return nil
+		}
+		switch m := m.(type) {
+		case *Fail:
+			Send(ctx, out, m)
+			drainExchange(ctx, in)
+			return nil
+		case *Head:
+			return originExchange(ctx, m, in, out, o)
+		default:
+			Release(m)
+			return nil
+		}
+	}
+}
+
+func originExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) error {
+	fail := func(kind Kind, msg string, err error) error {
+		return Send(ctx, out, &Fail{Err: NewError(kind, ServerSide, msg, err)})
+	}
+	if h.Body.Kind == httpio.NoBody && !drainExchange(ctx, in) {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		oc, err := o.Origin.get(ctx)
+		if err != nil {
+			drainExchange(ctx, in)
+			return fail(KindUpstream, MsgCouldNotProxy, err)
+		}
+		retry, err := originRoundTrip(ctx, oc, h, in, out, o)
+		if retry && attempt == 0 {
+			continue
+		}
+		return err
+	}
+}
+
+// originRoundTrip runs one exchange on oc. retry is set when a reused
+// connection turned out dead before the origin answered and the request,
+// having no body, can be sent again unchanged.
+func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) (retry bool, _ error) {
+	exCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(exCtx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	err := oc.w.WriteRequestHead(h.Method, h.Path, OriginRequestFields(h))
+	var up *uploader
+	if err == nil {
+		if h.Body.Kind == httpio.NoBody {
+			err = oc.w.Flush()
+		} else {
+			up = startUpload(exCtx, oc.w, h.Body.Kind == httpio.ChunkedBody, in)
+		}
+	}
+	reusable := err == nil
+	headSent := false
+	var resp httpio.Response
+	for err == nil {
+		if o.UpstreamTimeout > 0 {
+			oc.conn.SetReadDeadline(time.Now().Add(o.UpstreamTimeout))
+		}
+		err = oc.r.ReadResponse(&resp, h.Method)
+		if err != nil {
+			break
+		}
+		if resp.Status >= 200 {
+			break
+		}
+		if resp.Status == http.StatusSwitchingProtocols {
+			err = errors.New("origin switched protocols, which is not supported")
+			break
+		}
+		if serr := Send(ctx, out, &Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); serr != nil {
+			err = serr
+		}
+	}
+	if o.UpstreamTimeout > 0 {
+		oc.conn.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		stale := oc.reused && h.Body.Kind == httpio.NoBody && isStale(err)
+		oc.close()
+		if up != nil {
+			cancel()
+			up.wait()
+			drainExchange(ctx, in)
+		}
+		if stale {
+			return true, nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			return false, Send(ctx, out, &Fail{Err: NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, err)})
+		}
+		return false, Send(ctx, out, &Fail{Err: NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err)})
+	}
+
+	rh := ResponseHead(&resp)
+	if err := Send(ctx, out, rh); err != nil {
+		reusable = false
+	} else {
+		headSent = true
+	}
+	var end *End
+	if headSent {
+		end = streamOriginBody(ctx, oc.r, out)
+		if end.Err != nil {
+			reusable = false
+		}
+	}
+	if up != nil {
+		if !up.finished() {
+			// The origin answered before taking the whole body: the
+			// connection is out of step and cannot be reused.
+			reusable = false
+			cancel()
+		}
+		if up.wait() != nil {
+			reusable = false
+		}
+	}
+	if resp.Body.Kind == httpio.UntilCloseBody || httpio.HasToken(resp.Header.Get("Connection"), "close") ||
+		(resp.Major == 1 && resp.Minor == 0 && !httpio.HasToken(resp.Header.Get("Connection"), "keep-alive")) {
+		reusable = false
+	}
+	if reusable {
+		stop()
+		o.Origin.put(oc)
+	} else {
+		oc.close()
+	}
+	if headSent {
+		return false, Send(ctx, out, end)
+	}
+	return false, nil
+}
+
+// streamOriginBody sends the origin's response body on as Chunks.
+func streamOriginBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) *End {
+	for {
+		c := NewChunk()
+		n, _, err := r.ReadBody(c.Buf())
+		if n > 0 {
+			c.Data = c.Buf()[:n]
+			if serr := Send(ctx, out, c); serr != nil {
+				return &End{Err: serr}
+			}
+		} else {
+			c.Release()
+		}
+		if err == io.EOF {
+			return &End{Trailers: r.Trailers().Clone()}
+		}
+		if err != nil {
+			return &End{Err: err}
+		}
+	}
+}
+
+// isStale reports whether err is what a keep-alive connection the origin
+// closed while idle produces on first use.
+func isStale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		isConnReset(err)
+}
+
+// uploader streams a request body to the origin. It is owned by
+// originRoundTrip, which always waits for it.
+type uploader struct {
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+	all  bool
+}
+
+func startUpload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) *uploader {
+	u := &uploader{done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		err := upload(ctx, w, chunked, in)
+		u.mu.Lock()
+		u.err, u.all = err, err == nil
+		u.mu.Unlock()
+	}()
+	return u
+}
+
+func (u *uploader) finished() bool {
+	select {
+	case <-u.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (u *uploader) wait() error {
+	<-u.done
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err
+}
+
+func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for {
+		m, ok := Recv(ctx, in)
+		if !ok {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return io.ErrUnexpectedEOF
+		}
+		var err error
+		switch m := m.(type) {
+		case *Chunk:
+			if chunked {
+				err = w.WriteChunk(m.Data)
+			} else {
+				_, err = w.Write(m.Data)
+			}
+			m.Release()
+			if err == nil && len(in) == 0 {
+				err = w.Flush()
+			}
+		case *End:
+			if m.Err != nil {
+				return m.Err
+			}
+			if chunked {
+				err = w.WriteLastChunk(m.Trailers)
+			}
+			if err == nil {
+				err = w.Flush()
+			}
+			return err
+		default:
+			Release(m)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// writeHTTP3Response is the server sink: the response goes back over the
+// tunnel; a Fail before the head becomes a synthetic 502/504.
+func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
+	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
+		flusher, _ := w.(http.Flusher)
+		headSent := false
+		for {
+			m, ok := Recv(ctx, in)
+			if !ok {
+				if headSent {
+					return errAbortResponse
+				}
+				return nil
+			}
+			switch m := m.(type) {
+			case *Fail:
+				if headSent {
+					return errAbortResponse
+				}
+				logFailure(logger, m.Err)
+				sh, sb := Synthesize(m.Err)
+				WriteHTTP3ResponseHead(w, sh)
+				w.Write(sb.Data)
+				sb.Release()
+				return nil
+			case *Head:
+				if m.Status < 200 {
+					hdr := w.Header()
+					for _, f := range m.Header {
+						hdr.Add(f.Name, f.Value)
+					}
+					w.WriteHeader(m.Status)
+					clear(hdr)
+					continue
+				}
+				WriteHTTP3ResponseHead(w, m)
+				if flusher != nil {
+					flusher.Flush()
+				}
+				headSent = true
+			case *Chunk:
+				_, err := w.Write(m.Data)
+				m.Release()
+				if err != nil {
+					return errAbortResponse
+				}
+			case *End:
+				if m.Err != nil {
+					if logger != nil {
+						logger.Warn("error when proxying response", "error", m.Err)
+					}
+					return errAbortResponse
+				}
+				hdr := w.Header()
+				for _, f := range m.Trailers {
+					hdr.Add(http.TrailerPrefix+f.Name, f.Value)
+				}
+				return nil
+			}
+		}
+	}
+}

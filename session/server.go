@@ -1,0 +1,460 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// ServerOptions configure a [Server]. TLS and Handler are required.
+type ServerOptions struct {
+	BindAddress  string       // local IP; default "::"
+	Port         int          // UDP port; 0 binds an ephemeral port (tests, the demo): callers pass quic_port
+	TLS          *tls.Config  // from ServerTLS
+	Transport    Transport    // QUIC knobs
+	Handler      http.Handler // serves every HTTP/3 request
+	Logger       *slog.Logger // default slog.Default()
+	OnTransition func(Transition)
+	PeerHostname string    // the pinned client name, for logs
+	KeyLogWriter io.Writer // when non-nil, receives TLS secrets (SSLKEYLOGFILE)
+}
+
+// drainLinger bounds how long Drain waits, after the last handler returned,
+// for clients to close their connections themselves (an HTTP/3 client that
+// received GOAWAY closes with H3_NO_ERROR once its last stream is done,
+// which guarantees it received every response byte).
+const drainLinger = 2 * time.Second
+
+// Server accepts any number of authenticated QUIC connections and serves
+// HTTP/3 on each with one http3.Server.
+//
+// Lifecycle: NewServer (idle) -> Listen (ready) -> Serve ... -> Drain
+// (draining -> stopped) or Close (stopped). The lifecycle methods are the
+// actor: they fire transitions under s.life, never while waiting.
+type Server struct {
+	o   ServerOptions
+	log *slog.Logger
+	m   *machine
+
+	life sync.Mutex // serialises fires and the fields below it
+	udp  *net.UDPConn
+	tr   *quic.Transport
+	ln   *quic.Listener
+	h3   *http3.Server
+
+	serving    atomic.Bool   // Serve was called
+	closing    atomic.Bool   // Drain or Close started: accept errors are expected
+	acceptDone chan struct{} // closed when Serve's accept loop exited
+	finished   chan struct{} // closed when the server reached stopped
+	finishOnce sync.Once
+
+	connWG  sync.WaitGroup // one per served connection goroutine (owned by Serve)
+	connsMu sync.Mutex
+	conns   map[*quic.Conn]struct{}
+
+	hMu      sync.Mutex // guards handlers and hIdle
+	handlers int        // handlers running
+	hIdle    chan struct{}
+}
+
+// NewServer validates o. Nothing is bound until Listen.
+func NewServer(o ServerOptions) (*Server, error) {
+	if o.TLS == nil {
+		return nil, errors.New("session: ServerOptions.TLS is required")
+	}
+	if o.Handler == nil {
+		return nil, errors.New("session: ServerOptions.Handler is required")
+	}
+	if o.BindAddress == "" {
+		o.BindAddress = DefaultBindAddress
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	o.TLS = withKeyLog(o.TLS, o.KeyLogWriter)
+	return &Server{
+		o:          o,
+		log:        o.Logger,
+		m:          newMachine(o.Logger, o.PeerHostname, o.OnTransition),
+		acceptDone: make(chan struct{}),
+		finished:   make(chan struct{}),
+		conns:      map[*quic.Conn]struct{}{},
+	}, nil
+}
+
+// State returns the current state (lock-free snapshot).
+func (s *Server) State() State { return s.m.State() }
+
+// Since returns when the current state was entered.
+func (s *Server) Since() time.Time { return s.m.Since() }
+
+// Addr returns the bound UDP address (nil before Listen).
+func (s *Server) Addr() net.Addr {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.udp == nil {
+		return nil
+	}
+	return s.udp.LocalAddr()
+}
+
+// Listen binds bind_address:port now, so bind errors surface before READY,
+// and starts accepting QUIC handshakes (state ready).
+func (s *Server) Listen() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.m.State() != Idle {
+		return fmt.Errorf("%w: Listen in state %s", ErrClosed, s.m.State())
+	}
+	udp, err := listenUDP(s.o.BindAddress, s.o.Port)
+	if err != nil {
+		return fmt.Errorf("binding QUIC endpoint socket: %w", err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	qc := QUICConfig(s.o.Transport, true)
+	ln, err := tr.Listen(s.handshakeTLS(), qc)
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return fmt.Errorf("creating QUIC endpoint: %w", err)
+	}
+	// quic-go sized the buffers in Listen; the user's values win.
+	applySocketBuffers(udp, s.o.Transport, s.log)
+	s.udp, s.tr, s.ln = udp, tr, ln
+	s.h3 = &http3.Server{
+		Handler:    http.HandlerFunc(s.serveHTTP),
+		QUICConfig: qc,
+		Logger:     s.log,
+		// IdleTimeout stays 0: http3 would close connections that are
+		// HTTP/3-idle even while keep-alive PINGs flow.
+		IdleTimeout: 0,
+	}
+	s.m.fire(context.Background(), EvListen, nil)
+	s.log.Info("accepting connections", KeyLocalAddr, udp.LocalAddr().String(), KeyPeer, s.o.PeerHostname)
+	return nil
+}
+
+// handshakeTLS returns the listener's TLS config: a GetConfigForClient hook
+// hands every handshake its own config whose VerifyConnection knows the
+// remote address, so each refusal is logged once at Warn with the address
+// and a clear reason. To see refusals that crypto/tls would otherwise
+// reject before any callback (no certificate, unknown authority, expired),
+// the per-handshake config requests the certificate (RequestClientCert) and
+// verifies the chain itself with the same rules as
+// RequireAndVerifyClientCert (see strictClientVerifier), then runs the
+// caller's VerifyConnection (the peer_hostname pin of ServerTLS).
+func (s *Server) handshakeTLS() *tls.Config {
+	base := s.o.TLS.Clone()
+	perHS := base.Clone()
+	userVerify := base.VerifyConnection
+	var chain func(tls.ConnectionState) error
+	if base.ClientAuth == tls.RequireAndVerifyClientCert {
+		perHS.ClientAuth = tls.RequestClientCert
+		chain = strictClientVerifier(base.ClientCAs, "")
+		// Send an empty list of acceptable CAs, as the original did: a
+		// Go client then presents its certificate even when it is from
+		// another CA, and the refusal says "unknown authority" rather
+		// than "no client certificate".
+		perHS.ClientCAs = nil
+	}
+	base.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		remote := "unknown"
+		if chi.Conn != nil && chi.Conn.RemoteAddr() != nil {
+			remote = chi.Conn.RemoteAddr().String()
+		}
+		cfg := perHS.Clone()
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			var err error
+			if chain != nil {
+				err = chain(cs)
+			}
+			if err == nil && userVerify != nil {
+				err = userVerify(cs)
+			}
+			if err != nil {
+				s.log.Warn("handshake refused", KeyRemoteAddr, remote, KeyReason, err.Error(), KeyPeer, s.o.PeerHostname)
+			}
+			return err
+		}
+		return cfg, nil
+	}
+	return base
+}
+
+// Serve runs the accept loop until Drain or Close, or until ctx ends (which
+// closes the server immediately). Each connection is served by
+// http3.Server.ServeQUICConn in a goroutine Serve owns; Serve returns after
+// all of them ended and the server is stopped.
+func (s *Server) Serve(ctx context.Context) error {
+	s.life.Lock()
+	if s.m.State() != Ready || s.ln == nil {
+		st := s.m.State()
+		s.life.Unlock()
+		return fmt.Errorf("%w: Serve in state %s (call Listen first)", ErrClosed, st)
+	}
+	if !s.serving.CompareAndSwap(false, true) {
+		s.life.Unlock()
+		return errors.New("session: Serve called twice")
+	}
+	ln := s.ln
+	s.life.Unlock()
+
+	closedByCtx := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = s.Close()
+		close(closedByCtx)
+	})
+	defer func() {
+		if !stop() {
+			<-closedByCtx // the AfterFunc goroutine is ours too
+		}
+	}()
+
+	var acceptErr error
+	for {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			if !s.closing.Load() {
+				acceptErr = fmt.Errorf("accepting QUIC connection: %w", err)
+			}
+			break
+		}
+		s.connWG.Add(1)
+		go s.serveConn(conn)
+	}
+	close(s.acceptDone)
+	if acceptErr != nil {
+		_ = s.Close()
+	}
+	<-s.finished
+	if acceptErr != nil {
+		return acceptErr
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+func (s *Server) serveConn(conn *quic.Conn) {
+	defer s.connWG.Done()
+	s.connsMu.Lock()
+	s.conns[conn] = struct{}{}
+	s.connsMu.Unlock()
+	defer func() {
+		s.connsMu.Lock()
+		delete(s.conns, conn)
+		s.connsMu.Unlock()
+	}()
+
+	remote := conn.RemoteAddr().String()
+	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname)
+	err := s.h3.ServeQUICConn(conn)
+	if conn.Context().Err() == nil {
+		// ServeQUICConn returned without the connection closing (server
+		// closed, or HTTP/3 setup failed): close it cleanly ourselves.
+		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	}
+	reason := serverCloseReason(context.Cause(conn.Context()))
+	level := slog.LevelInfo
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		level = slog.LevelWarn
+		reason = err
+	}
+	s.log.Log(context.Background(), level, "connection closed", KeyRemoteAddr, remote, KeyReason, reason.Error(), KeyPeer, s.o.PeerHostname)
+}
+
+func clientSubject(conn *quic.Conn) string {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	return describeCert(certs[0])
+}
+
+func describeCert(c *x509.Certificate) string {
+	return fmt.Sprintf("%s (SAN %s)", c.Subject.String(), certNames(c))
+}
+
+// serveHTTP counts running handlers so Drain can wait for them.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.hMu.Lock()
+	s.handlers++
+	s.hMu.Unlock()
+	defer func() {
+		s.hMu.Lock()
+		s.handlers--
+		if s.handlers == 0 && s.hIdle != nil {
+			close(s.hIdle)
+			s.hIdle = nil
+		}
+		s.hMu.Unlock()
+	}()
+	s.o.Handler.ServeHTTP(w, r)
+}
+
+func (s *Server) handlersIdle() <-chan struct{} {
+	s.hMu.Lock()
+	defer s.hMu.Unlock()
+	if s.handlers == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if s.hIdle == nil {
+		s.hIdle = make(chan struct{})
+	}
+	return s.hIdle
+}
+
+func (s *Server) connCount() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return len(s.conns)
+}
+
+// Drain stops accepting new QUIC connections, sends GOAWAY on every
+// connection (http3.Server.Shutdown), waits for in-flight handlers, then
+// closes the remaining connections with H3_NO_ERROR so clients know at once.
+// If ctx ends first, the rest is closed immediately and ctx's cause returned.
+func (s *Server) Drain(ctx context.Context) error {
+	s.life.Lock()
+	switch s.m.State() {
+	case Stopped, Draining:
+		s.life.Unlock()
+		<-s.finished
+		return nil
+	case Idle:
+		s.life.Unlock()
+		return s.Close()
+	}
+	s.closing.Store(true)
+	s.m.fire(ctx, EvDrain, nil)
+	_ = s.ln.Close() // stop accepting; Serve's loop ends
+	h3 := s.h3
+	s.life.Unlock()
+	if s.serving.Load() {
+		<-s.acceptDone
+	}
+
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- h3.Shutdown(ctx) }() // owned: awaited below
+
+	var err error
+wait:
+	for {
+		select {
+		case <-s.handlersIdle():
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+			break wait
+		}
+		if s.connCount() == 0 {
+			break
+		}
+		// Handlers are done: let GOAWAY-honouring clients close by
+		// themselves (they then received every byte), bounded.
+		t := time.NewTimer(drainLinger)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-s.allConnsClosed():
+		}
+		t.Stop()
+		if s.connCount() == 0 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-s.handlersIdle():
+			break wait // still idle after the linger: close the rest
+		default: // a late request started; wait for it too
+		}
+	}
+	s.closeConns()
+	if serr := <-shutdownDone; err == nil && serr != nil && !errors.Is(serr, context.Canceled) {
+		err = serr
+	}
+	s.finish(nil)
+	return err
+}
+
+// allConnsClosed returns a channel closed when no connection is left. The
+// goroutine behind it ends as soon as that happens, which Drain forces.
+func (s *Server) allConnsClosed() <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(ch)
+	}()
+	return ch
+}
+
+func (s *Server) closeConns() {
+	s.connsMu.Lock()
+	conns := make([]*quic.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connsMu.Unlock()
+	for _, c := range conns {
+		_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "server shutting down")
+	}
+}
+
+// Close closes the server immediately: listener, every connection (with
+// H3_NO_ERROR; running handlers see their request context end) and the
+// socket. It returns once everything ended.
+func (s *Server) Close() error {
+	s.life.Lock()
+	if s.m.State() == Idle {
+		s.m.fire(context.Background(), EvStop, nil)
+		s.life.Unlock()
+		s.finishOnce.Do(func() { close(s.finished) })
+		return nil
+	}
+	s.closing.Store(true)
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	h3 := s.h3
+	s.life.Unlock()
+	if s.serving.Load() {
+		<-s.acceptDone
+	}
+	s.closeConns()
+	if h3 != nil {
+		_ = h3.Close()
+	}
+	s.finish(nil)
+	return nil
+}
+
+// finish tears down the transport and socket after every connection
+// goroutine ended, then fires stop. Safe to call from Drain and Close.
+func (s *Server) finish(reason error) {
+	s.connWG.Wait()
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.finishOnce.Do(func() {
+		if s.tr != nil {
+			_ = s.tr.Close()
+		}
+		if s.udp != nil {
+			_ = s.udp.Close()
+		}
+		s.m.fire(context.Background(), EvStop, reason)
+		close(s.finished)
+	})
+}

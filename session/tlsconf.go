@@ -1,0 +1,322 @@
+package session
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+// ClientTLS builds the client-side TLS config: TLS 1.3 only, ALPN h3, the
+// server certificate verified against caFile for peerHostname (DNS name or
+// IP literal, also sent as SNI unless it is an IP), the client certificate
+// from certFile/keyFile, and a session cache so reconnects resume.
+//
+// caFile "" means the system roots. Security note: then ANY publicly trusted
+// certificate for peerHostname is accepted as the peer.
+func ClientTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, error) {
+	roots, err := loadRoots(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeerHostname(peerHostname); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		MaxVersion:         tls.VersionTLS13,
+		NextProtos:         []string{http3.NextProtoH3},
+		RootCAs:            roots,
+		ServerName:         peerHostname,
+		Certificates:       []tls.Certificate{cert},
+		ClientSessionCache: tls.NewLRUClientSessionCache(8),
+	}, nil
+}
+
+// ServerTLS builds the server-side TLS config: TLS 1.3 only, ALPN h3, the
+// server certificate from certFile/keyFile, and mandatory client
+// certificates verified against caFile (clientAuth usage) whose SAN must
+// match peerHostname (DNS or IP SAN; the CN is ignored), as the original's
+// custom verifier did. A certificate from the right CA issued to another
+// name is refused. VerifyConnection also runs on resumed sessions, so the
+// pin holds there too.
+//
+// caFile "" means the system roots: then any publicly trusted certificate
+// for peerHostname would be accepted as a client.
+//
+// [Server] installs a per-handshake variant of this config (same rules) to
+// log refusals with the remote address; the returned config is safe on its
+// own.
+func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, error) {
+	pool, err := loadRoots(caFile)
+	if err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		if pool, err = x509.SystemCertPool(); err != nil {
+			return nil, fmt.Errorf("loading root CA certificates (system): %w", err)
+		}
+	}
+	cert, err := loadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeerHostname(peerHostname); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		MaxVersion:       tls.VersionTLS13,
+		NextProtos:       []string{http3.NextProtoH3},
+		Certificates:     []tls.Certificate{cert},
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		ClientCAs:        pool,
+		VerifyConnection: peerNameVerifier(peerHostname),
+	}, nil
+}
+
+// withKeyLog returns cfg, or a clone writing TLS secrets to w (SSLKEYLOGFILE;
+// the composition root opens the file and warns).
+func withKeyLog(cfg *tls.Config, w io.Writer) *tls.Config {
+	if w == nil {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.KeyLogWriter = w
+	return cfg
+}
+
+// peerNameVerifier checks the client leaf against peerHostname. It runs
+// after crypto/tls verified the chain (RequireAndVerifyClientCert).
+func peerNameVerifier(peerHostname string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return &PeerRejectedError{Reason: "no client certificate"}
+		}
+		return matchPeer(cs.PeerCertificates[0], peerHostname)
+	}
+}
+
+func matchPeer(leaf *x509.Certificate, peerHostname string) error {
+	if err := leaf.VerifyHostname(peerHostname); err != nil {
+		return &PeerRejectedError{
+			Reason: fmt.Sprintf("client certificate for %q does not match peer_hostname %q", certNames(leaf), peerHostname),
+			Err:    err,
+		}
+	}
+	return nil
+}
+
+// strictClientVerifier verifies the whole client chain itself (used with
+// ClientAuth = RequestClientCert in the per-handshake config), so that every
+// refusal, including "no certificate", "unknown authority" and "expired",
+// passes through one place that can log it with the remote address.
+// The rules equal RequireAndVerifyClientCert + peerNameVerifier.
+func strictClientVerifier(pool *x509.CertPool, peerHostname string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return &PeerRejectedError{Reason: "no client certificate"}
+		}
+		leaf := cs.PeerCertificates[0]
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := leaf.Verify(x509.VerifyOptions{
+			Roots:         pool,
+			Intermediates: inter,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
+		if err != nil {
+			return &PeerRejectedError{Reason: classifyX509(err, leaf), Err: err}
+		}
+		if peerHostname == "" {
+			return nil // the name is checked by the caller's VerifyConnection
+		}
+		return matchPeer(leaf, peerHostname)
+	}
+}
+
+func classifyX509(err error, leaf *x509.Certificate) string {
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return fmt.Sprintf("client certificate for %q: unknown authority", certNames(leaf))
+	}
+	if ce, ok := errors.AsType[x509.CertificateInvalidError](err); ok {
+		switch ce.Reason {
+		case x509.Expired:
+			return fmt.Sprintf("client certificate for %q: expired or not yet valid (valid %s to %s)",
+				certNames(leaf), leaf.NotBefore.UTC().Format("2006-01-02T15:04:05Z"), leaf.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
+		case x509.IncompatibleUsage:
+			return fmt.Sprintf("client certificate for %q: not valid for client authentication (extended key usage)", certNames(leaf))
+		}
+	}
+	return fmt.Sprintf("client certificate for %q: %v", certNames(leaf), err)
+}
+
+func certNames(c *x509.Certificate) string {
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return "(no SAN)"
+	}
+	return strings.Join(names, ",")
+}
+
+func checkPeerHostname(h string) error {
+	if h == "" {
+		return errors.New("parsing peer hostname: empty")
+	}
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	// Loose DNS-name check; config validation is stricter.
+	if strings.ContainsAny(h, " /:@") {
+		return fmt.Errorf("parsing peer hostname: %q is neither a DNS name nor an IP address", h)
+	}
+	return nil
+}
+
+// loadRoots returns nil (system roots) for "".
+func loadRoots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading root CA certificates (%s): %w", caFile, err)
+	}
+	certs, err := parseCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("loading root CA certificates (%s): %w", caFile, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block found")
+	}
+	return certs, nil
+}
+
+// loadKeyPair loads a PEM chain and exactly one PEM private key. PKCS#8
+// ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") and SEC1 ("EC PRIVATE KEY")
+// are accepted; the original accepted only PKCS#8.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+	}
+	certs, err := parseCerts(data)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+	}
+	keyData, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
+	}
+	key, err := parseOneKey(keyData)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
+	}
+	if !publicKeyMatches(certs[0].PublicKey, key) {
+		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): private key does not match certificate %s", keyFile, certFile)
+	}
+	out := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for _, c := range certs {
+		out.Certificate = append(out.Certificate, c.Raw)
+	}
+	return out, nil
+}
+
+func parseOneKey(data []byte) (crypto.Signer, error) {
+	var keys []*pem.Block
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			keys = append(keys, b)
+		}
+	}
+	switch len(keys) {
+	case 0:
+		return nil, errors.New("no PEM private key found")
+	case 1:
+	default:
+		return nil, fmt.Errorf("%d PEM private keys found, want exactly one", len(keys))
+	}
+	b := keys[0]
+	var (
+		k   any
+		err error
+	)
+	switch b.Type {
+	case "PRIVATE KEY":
+		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(b.Bytes)
+	default:
+		return nil, fmt.Errorf("unsupported PEM key type %q", b.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", b.Type, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("unsupported key type %T", k)
+	}
+	return s, nil
+}
+
+func publicKeyMatches(pub any, key crypto.Signer) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+		e, ok := p.(equaler)
+		return ok && e.Equal(key.Public())
+	}
+	return false
+}
