@@ -53,7 +53,9 @@ type Request struct {
 	// Host is the authority the request is directed at: the authority of an
 	// absolute-form target when there is one (RFC 9112 section 3.2.2: it
 	// replaces Host), else the Host field value; empty only for HTTP/1.0
-	// requests without Host.
+	// requests without Host and for an empty Host field (which RFC 9112
+	// section 3.2 allows when the target URI has no authority). For
+	// authority-form (CONNECT) it is the target.
 	Host string
 	// Path is the origin-form of the target: path and query for origin and
 	// absolute form ("/" when an absolute target has an empty path), "*" for

@@ -116,8 +116,12 @@ func (w *Writer) writeFields(h Header) error {
 		} else {
 			w.bw.WriteString(h[i].Name)
 		}
-		w.bw.WriteString(": ")
-		w.bw.WriteString(h[i].Value)
+		if h[i].Value == "" {
+			w.bw.WriteByte(':') // no trailing whitespace for an empty value
+		} else {
+			w.bw.WriteString(": ")
+			w.bw.WriteString(h[i].Value)
+		}
 		_, err := w.bw.WriteString("\r\n")
 		if err != nil {
 			return err

@@ -42,6 +42,8 @@ type ClientOptions struct {
 	Logger            *slog.Logger
 	// Now is the clock for Date fields; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, is told about every exchange.
+	Observer Observer
 	// Draining, once closed, makes every connection stop at its next
 	// request boundary: in-flight exchanges finish, idle keep-alive
 	// connections close.
@@ -58,8 +60,10 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 	defer r.Release()
 	w := httpio.NewWriter(conn, o.Names)
 	defer w.Release()
+	var exs exchanges
+	defer exs.abortAll()
 	return Run(ctx,
-		readRequests(conn, r, peer, o.HeaderReadTimeout, o.Draining),
+		readRequests(conn, r, peer, o, &exs),
 		NormalizeStage(Policy{Side: ClientSide, AddForwarded: o.AddForwarded}),
 		forwardToTunnel(o),
 		writeResponses(conn, w, o),
@@ -69,7 +73,8 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 // readRequests is the client source: it parses requests off the caller's
 // connection and emits Head, Chunk..., End for each, or a Fail for a request
 // it rejects, after which it stops reading (the connection closes).
-func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, headerTimeout time.Duration, draining context.Context) Stage {
+func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, exs *exchanges) Stage {
+	headerTimeout, draining := o.HeaderReadTimeout, o.Draining
 	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
 		stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 		defer stop()
@@ -98,7 +103,9 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, headerTimeout time
 			if err != nil {
 				var perr *httpio.Error
 				if errors.As(err, &perr) && perr.Kind != httpio.ErrUnexpectedEOF {
-					return Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, err)})
+					ex := startExchange(o.Observer, ClientSide, nil, peer.For)
+					exs.add(ex)
+					return Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, err), ex: ex})
 				}
 				// EOF, a timeout or a reset: nothing to answer.
 				return nil
@@ -108,12 +115,17 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, headerTimeout time
 			}
 			head, herr := RequestHead(&req, peer)
 			if herr != nil {
-				return Send(ctx, out, &Fail{Err: herr})
+				ex := startExchange(o.Observer, ClientSide, &Head{Method: req.Method, Authority: req.Host, Path: req.Path}, peer.For)
+				exs.add(ex)
+				return Send(ctx, out, &Fail{Err: herr, ex: ex})
 			}
+			head.ex = startExchange(o.Observer, ClientSide, head, peer.For)
+			exs.add(head.ex)
+			ex := head.ex
 			if err := Send(ctx, out, head); err != nil {
 				return nil
 			}
-			if err := readBody(ctx, r, out); err != nil {
+			if err := readBody(ctx, r, out, ex); err != nil {
 				return nil
 			}
 			if head.Close {
@@ -125,11 +137,12 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, headerTimeout time
 
 // readBody emits the body of the message r last read as Chunks and an End.
 // A read error is reported downstream in End.Err and returned.
-func readBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) error {
+func readBody(ctx context.Context, r *httpio.Reader, out chan<- Msg, ex *exchange) error {
 	for {
 		c := NewChunk()
 		n, _, err := r.ReadBody(c.Buf())
 		if n > 0 {
+			ex.addRequest(n)
 			c.Data = c.Buf()[:n]
 			if serr := Send(ctx, out, c); serr != nil {
 				return serr
@@ -165,7 +178,7 @@ func forwardToTunnel(o *ClientOptions) Stage {
 			}
 			switch m := m.(type) {
 			case *Head:
-				keep, err := exchange(ctx, m, in, out, o)
+				keep, err := tunnelExchange(ctx, m, in, out, o)
 				if err != nil {
 					return nil
 				}
@@ -182,10 +195,10 @@ func forwardToTunnel(o *ClientOptions) Stage {
 	}
 }
 
-// exchange carries one request through the tunnel. keep reports whether the
+// tunnelExchange carries one request through the tunnel. keep reports whether the
 // caller's connection can carry another request afterwards; err means the
 // downstream sink is gone.
-func exchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ClientOptions) (keep bool, err error) {
+func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ClientOptions) (keep bool, err error) {
 	exCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	method := h.Method
@@ -213,10 +226,10 @@ func exchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *Cl
 	resp, rtErr := o.Tunnel.RoundTrip(req)
 	if rtErr != nil {
 		bodyDone := finishBody(ctx, body, in)
-		return false, Send(ctx, out, &Fail{Err: tunnelError(rtErr, bodyDone)})
+		return false, Send(ctx, out, &Fail{Err: tunnelError(rtErr, bodyDone), ex: h.ex})
 	}
 	rh := HeadFromHTTP3Response(resp, method)
-	rh.Major, rh.Minor, rh.Close = h.Major, h.Minor, h.Close
+	rh.Major, rh.Minor, rh.Close, rh.ex = h.Major, h.Minor, h.Close, h.ex
 	if err := Send(ctx, out, rh); err != nil {
 		resp.Body.Close()
 		finishBody(ctx, body, in)
@@ -310,10 +323,13 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 			case *Fail:
 				if cur != nil {
 					// A head is out: the only honest signal left is closing.
+					cur.ex.finish(cur.Status, Cut, nil)
 					return w.Flush()
 				}
 				sh, sb := Synthesize(m.Err)
 				logFailure(o.Logger, m.Err)
+				m.ex.addResponse(len(sb.Data))
+				m.ex.finish(sh.Status, Synthetic, m.Err)
 				if err = w.WriteResponseHead(sh.Status, http.StatusText(sh.Status), CallerResponseFields(sh, now(), true)); err == nil {
 					_, err = w.Write(sb.Data)
 				}
@@ -346,11 +362,21 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 				} else {
 					_, err = w.Write(m.Data)
 				}
+				if err == nil && cur != nil {
+					cur.ex.addResponse(len(m.Data))
+				}
 				m.Release()
 				if err == nil {
 					err = flushIfIdle()
 				}
 			case *End:
+				if cur != nil {
+					outcome := Completed
+					if m.Err != nil {
+						outcome = Cut
+					}
+					cur.ex.finish(cur.Status, outcome, nil)
+				}
 				if m.Err != nil {
 					// Cut short after the head: close without completing the
 					// framing, so the caller cannot mistake it for complete.

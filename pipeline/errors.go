@@ -39,13 +39,14 @@ const (
 	KindUpstreamTimeout              // 504: the origin did not answer in time
 )
 
+// kindNames are snake_case: they are also metric label values.
 var kindNames = [...]string{
-	KindBadRequest:       "bad request",
-	KindMethodNotAllowed: "method not allowed",
+	KindBadRequest:       "bad_request",
+	KindMethodNotAllowed: "method_not_allowed",
 	KindUnavailable:      "unavailable",
 	KindDraining:         "draining",
 	KindUpstream:         "upstream",
-	KindUpstreamTimeout:  "upstream timeout",
+	KindUpstreamTimeout:  "upstream_timeout",
 }
 
 func (k Kind) String() string {

@@ -19,7 +19,8 @@ type Msg interface{ msg() }
 
 // Head is a request or response head in transit.
 //
-// For a request, Method, Authority and Path are set; for a response, Status.
+// For a request, Method, Authority and Path are set; for a response, Status
+// (and Method, the method of the request it answers).
 // Header holds the end-to-end fields in order, without framing fields
 // (Content-Length, Transfer-Encoding) and without hop-by-hop fields once the
 // normalizer has run: framing is carried by Body and written by the sink.
@@ -46,6 +47,10 @@ type Head struct {
 
 	// Peer carries addresses for the Forwarded rules.
 	Peer Peer
+
+	// ex tracks the exchange for the Observer; a response head carries its
+	// request's.
+	ex *exchange
 }
 
 // Peer describes the hop a request arrived on.
@@ -82,6 +87,7 @@ type End struct {
 // exchange (when no response head was sent yet) and then close.
 type Fail struct {
 	Err *Error
+	ex  *exchange
 }
 
 func (*Head) msg()  {}

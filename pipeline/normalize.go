@@ -332,7 +332,7 @@ func NormalizeStage(pol Policy) Stage {
 			}
 			if h, isHead := m.(*Head); isHead {
 				if err := Normalize(h, pol); err != nil {
-					if serr := Send(ctx, out, &Fail{Err: err}); serr != nil {
+					if serr := Send(ctx, out, &Fail{Err: err, ex: h.ex}); serr != nil {
 						return serr
 					}
 					if !drainExchange(ctx, in) {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -32,7 +33,9 @@ func Run(ctx context.Context, stages ...Stage) error {
 		once     sync.Once
 	)
 	fail := func(err error) {
-		if err == nil {
+		// A stage unblocked by the cancellation that follows the end (or
+		// failure) of another reports that cancellation; it is not news.
+		if err == nil || ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return
 		}
 		once.Do(func() { firstErr = err })

@@ -22,6 +22,8 @@ type ServerOptions struct {
 	// the request head was written (0 = no bound); exceeding it is a 504.
 	UpstreamTimeout time.Duration
 	Logger          *slog.Logger
+	// Observer, when set, is told about every exchange.
+	Observer Observer
 }
 
 // errAbortResponse tells the handler to reset the HTTP/3 stream: the
@@ -39,8 +41,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		peer.By = la.String()
 	}
+	var exs exchanges
+	defer exs.abortAll()
 	err := Run(r.Context(),
-		readHTTP3Request(r, peer),
+		readHTTP3Request(r, peer, h.o.Observer, &exs),
 		NormalizeStage(Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}),
 		forwardToOrigin(h.o),
 		writeHTTP3Response(w, h.o.Logger),
@@ -53,9 +57,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // readHTTP3Request is the server source: the request that arrived over the
 // tunnel as Head, Chunk..., End.
-func readHTTP3Request(r *http.Request, peer Peer) Stage {
+func readHTTP3Request(r *http.Request, peer Peer, obs Observer, exs *exchanges) Stage {
 	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
 		head := HeadFromHTTP3Request(r, peer)
+		head.ex = startExchange(obs, ServerSide, head, peer.For)
+		exs.add(head.ex)
+		ex := head.ex
 		var first *Chunk
 		var firstErr error
 		if head.Body.Kind == httpio.ChunkedBody && !httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
@@ -84,7 +91,8 @@ func readHTTP3Request(r *http.Request, peer Peer) Stage {
 			return Send(ctx, out, &End{})
 		}
 		if first != nil {
-			if len(first.Data) > 0 {
+			if n := len(first.Data); n > 0 {
+				ex.addRequest(n)
 				if err := Send(ctx, out, first); err != nil {
 					return nil
 				}
@@ -99,6 +107,7 @@ func readHTTP3Request(r *http.Request, peer Peer) Stage {
 			c := NewChunk()
 			n, err := r.Body.Read(c.Buf())
 			if n > 0 {
+				ex.addRequest(n)
 				c.Data = c.Buf()[:n]
 				if serr := Send(ctx, out, c); serr != nil {
 					return nil
@@ -144,7 +153,7 @@ func forwardToOrigin(o *ServerOptions) Stage {
 
 func originExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) error {
 	fail := func(kind Kind, msg string, err error) error {
-		return Send(ctx, out, &Fail{Err: NewError(kind, ServerSide, msg, err)})
+		return Send(ctx, out, &Fail{Err: NewError(kind, ServerSide, msg, err), ex: h.ex})
 	}
 	if h.Body.Kind == httpio.NoBody && !drainExchange(ctx, in) {
 		return nil
@@ -219,12 +228,13 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			return false, Send(ctx, out, &Fail{Err: NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, err)})
+			return false, Send(ctx, out, &Fail{Err: NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, err), ex: h.ex})
 		}
-		return false, Send(ctx, out, &Fail{Err: NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err)})
+		return false, Send(ctx, out, &Fail{Err: NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err), ex: h.ex})
 	}
 
 	rh := ResponseHead(&resp)
+	rh.ex = h.ex
 	if err := Send(ctx, out, rh); err != nil {
 		reusable = false
 	} else {
@@ -379,24 +389,28 @@ func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) 
 func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
 		flusher, _ := w.(http.Flusher)
-		headSent := false
+		var cur *Head // the response head sent, once it is
 		for {
 			m, ok := Recv(ctx, in)
 			if !ok {
-				if headSent {
+				if cur != nil {
+					cur.ex.finish(cur.Status, Cut, nil)
 					return errAbortResponse
 				}
 				return nil
 			}
 			switch m := m.(type) {
 			case *Fail:
-				if headSent {
+				if cur != nil {
+					cur.ex.finish(cur.Status, Cut, nil)
 					return errAbortResponse
 				}
 				logFailure(logger, m.Err)
 				sh, sb := Synthesize(m.Err)
 				WriteHTTP3ResponseHead(w, sh)
 				w.Write(sb.Data)
+				m.ex.addResponse(len(sb.Data))
+				m.ex.finish(sh.Status, Synthetic, m.Err)
 				sb.Release()
 				return nil
 			case *Head:
@@ -413,14 +427,24 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 				if flusher != nil {
 					flusher.Flush()
 				}
-				headSent = true
+				cur = m
 			case *Chunk:
 				_, err := w.Write(m.Data)
+				if cur != nil {
+					cur.ex.addResponse(len(m.Data))
+				}
 				m.Release()
 				if err != nil {
 					return errAbortResponse
 				}
 			case *End:
+				if cur != nil {
+					outcome := Completed
+					if m.Err != nil {
+						outcome = Cut
+					}
+					cur.ex.finish(cur.Status, outcome, nil)
+				}
 				if m.Err != nil {
 					if logger != nil {
 						logger.Warn("error when proxying response", "error", m.Err)

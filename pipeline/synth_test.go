@@ -226,7 +226,7 @@ func TestSynthErrorStatusAndText(t *testing.T) {
 	if !errors.Is(e, cause) {
 		t.Error("Unwrap does not reach the cause")
 	}
-	if ClientSide.String() != "client" || ServerSide.String() != "server" || KindUpstreamTimeout.String() != "upstream timeout" {
+	if ClientSide.String() != "client" || ServerSide.String() != "server" || KindUpstreamTimeout.String() != "upstream_timeout" {
 		t.Error("String methods")
 	}
 }

@@ -57,6 +57,20 @@ type Client struct {
 	// cur is the published session (nil when none): written by Run, read by
 	// RoundTrip and the stats accessors.
 	cur atomic.Pointer[clientSession]
+	// early is the session of the attempt in progress while its handshake
+	// is not complete (0-RTT): only safe, bodiless GET/HEAD requests use it
+	// (see RoundTrip). Written by Run and connect, read by RoundTrip.
+	early atomic.Pointer[earlySession]
+
+	// probeCh is received from by every blocking select of Run: a send
+	// proves the actor loop is alive (Probe, the systemd watchdog).
+	probeCh chan struct{}
+	// testHookReady, when set, runs on the Run goroutine right after a
+	// session was established (tests use it to stall the actor).
+	testHookReady func()
+	// testHookEarly, when set, runs on the attempt's goroutine right after
+	// an early (0-RTT) session was published.
+	testHookEarly func()
 
 	mu       sync.Mutex // guards the three fields below
 	inflight int        // requests from RoundTrip until the body hit EOF or was closed
@@ -77,6 +91,16 @@ type clientSession struct {
 	gen  uint64
 	conn *quic.Conn
 	cc   *http3.ClientConn
+}
+
+// earlySession is a connection whose TLS handshake is not complete yet but
+// which can already carry 0-RTT data (resumed session with early data).
+// settled is closed when the attempt ended, after cur was published (on
+// success), so a request waiting on it then finds the ready session.
+type earlySession struct {
+	conn    *quic.Conn
+	cc      *http3.ClientConn
+	settled chan struct{}
 }
 
 // NewClient validates o and binds the UDP socket now, so bind errors surface
@@ -109,7 +133,8 @@ func NewClient(o ClientOptions) (*Client, error) {
 		o:         o,
 		log:       o.Logger,
 		m:         newMachine(o.Logger, o.PeerHostname, o.OnTransition),
-		quicConf:  QUICConfig(o.Transport, false),
+		quicConf:  clientQUICConfig(o.Transport, o.ConnectInterval),
+		probeCh:   make(chan struct{}),
 		resolve:   o.Resolver,
 		clock:     realClock{},
 		bo:        newBackoff(o.ConnectInterval),
@@ -176,17 +201,82 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	s := c.cur.Load()
 	if s == nil {
-		c.mu.Unlock()
-		reason := c.m.LastError()
-		if reason == nil {
-			reason = errFirstAttempt
+		if e := c.early.Load(); e != nil {
+			c.inflight++
+			c.mu.Unlock()
+			return c.roundTripEarly(e, req)
 		}
-		return nil, &NotReadyError{Reason: reason}
+		c.mu.Unlock()
+		return nil, c.notReady()
 	}
 	c.inflight++
 	c.mu.Unlock()
 
 	resp, err := s.cc.RoundTrip(req)
+	return c.tracked(resp, err)
+}
+
+func (c *Client) notReady() error {
+	reason := c.m.LastError()
+	if reason == nil {
+		reason = errFirstAttempt
+	}
+	return &NotReadyError{Reason: reason}
+}
+
+// Early0RTT reports whether req may be sent as 0-RTT early data: only the
+// safe methods GET and HEAD (the only ones quic-go's http3 can send early),
+// and only without a body, so a retry after a 0-RTT rejection is exact.
+// Early data can be replayed by an attacker; a replayed GET or HEAD is
+// harmless by RFC 9110's definition of safe methods, a replayed POST is not.
+func Early0RTT(req *http.Request) bool {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return false
+	}
+	return req.ContentLength == 0 && (req.Body == nil || req.Body == http.NoBody)
+}
+
+// roundTripEarly sends req over a session whose handshake is in progress.
+// A request that may go early (Early0RTT) is sent at once as 0-RTT; if the
+// server rejects 0-RTT it is retried once on the session that follows. Any
+// other request waits until the attempt settled (handshake, SETTINGS) and
+// then goes over the ready session, never as early data, or fails with
+// ErrNotReady when the attempt failed. The in-flight slot is already taken.
+func (c *Client) roundTripEarly(e *earlySession, req *http.Request) (*http.Response, error) {
+	if Early0RTT(req) {
+		r := *req
+		r.Method = http3.MethodGet0RTT
+		if req.Method == http.MethodHead {
+			r.Method = http3.MethodHead0RTT
+		}
+		resp, err := e.cc.RoundTrip(&r)
+		if err == nil {
+			resp.Request = req
+			return c.tracked(resp, nil)
+		}
+		if !errors.Is(err, quic.Err0RTTRejected) {
+			return c.tracked(nil, err)
+		}
+		// Rejected 0-RTT data never reached the server's application:
+		// retrying once is exact.
+	}
+	select {
+	case <-e.settled:
+	case <-req.Context().Done():
+		c.release()
+		return nil, req.Context().Err()
+	}
+	s := c.cur.Load()
+	if s == nil {
+		c.release()
+		return nil, c.notReady()
+	}
+	resp, err := s.cc.RoundTrip(req)
+	return c.tracked(resp, err)
+}
+
+// tracked releases the in-flight slot on error, or ties it to the body.
+func (c *Client) tracked(resp *http.Response, err error) (*http.Response, error) {
 	if err != nil {
 		c.release()
 		return nil, err
@@ -289,6 +379,22 @@ func (c *Client) closeSockets() {
 
 func (c *Client) markFirstDone() { c.firstOnce.Do(func() { close(c.firstDone) }) }
 
+// Probe proves the actor loop is alive: it returns nil once Run's loop took
+// the probe from one of its blocking selects (backoff wait, connecting,
+// ready, draining), ErrClosed after Run returned, and an error when ctx ends
+// first (the loop is stuck). Every wait in Run is bounded or selects on the
+// probe, so a healthy loop answers within a scheduling delay.
+func (c *Client) Probe(ctx context.Context) error {
+	select {
+	case c.probeCh <- struct{}{}:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("session client loop did not answer (state %s): %w", c.State(), context.Cause(ctx))
+	}
+}
+
 // Run owns the connection loop. It returns nil after a Drain completed, or
 // ctx's cause after ctx ended; in both cases everything it started has ended,
 // the socket is closed and the state is stopped.
@@ -310,12 +416,19 @@ func (c *Client) Run(ctx context.Context) error {
 		// state: idle
 		if delay > 0 {
 			ch, stop := c.clock.After(delay)
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				stop()
-			case <-c.drainCh:
-				stop()
+		backoffWait:
+			for {
+				select {
+				case <-ch:
+					break backoffWait
+				case <-ctx.Done():
+					stop()
+					break backoffWait
+				case <-c.drainCh:
+					stop()
+					break backoffWait
+				case <-c.probeCh:
+				}
 			}
 		}
 		if err := c.stopIfAsked(ctx, nil); err != errContinue {
@@ -325,7 +438,7 @@ func (c *Client) Run(ctx context.Context) error {
 		attempt++
 		c.m.attempt = attempt
 		c.m.fire(ctx, EvDial, nil)
-		s, err := c.connect(ctx)
+		s, err := c.connectServingProbes(ctx)
 		if !buffersSet && c.dialed {
 			// quic-go sized the buffers when the transport initialised
 			// during the first Dial; now apply the user's values.
@@ -333,6 +446,7 @@ func (c *Client) Run(ctx context.Context) error {
 			applySocketBuffers(c.udp, c.o.Transport, c.log)
 		}
 		if err != nil {
+			c.settleEarly()
 			if err := c.stopIfAsked(ctx, nil); err != errContinue {
 				return err
 			}
@@ -342,30 +456,74 @@ func (c *Client) Run(ctx context.Context) error {
 			continue
 		}
 		if err := c.stopIfAsked(ctx, s); err != errContinue {
+			c.settleEarly()
 			return err
 		}
 
 		gen++
 		s.gen = gen
 		c.cur.Store(s)
+		c.settleEarly()
 		c.m.attempt = attempt
 		c.m.fire(ctx, EvEstablished, nil)
 		c.markFirstDone()
 		c.bo.reset()
 		attempt = 0
 		c.m.attempt = 0
+		if c.testHookReady != nil {
+			c.testHookReady()
+		}
 
 		// state: ready. Only the current session's context is watched, so
 		// a message from an older generation cannot reach the loop.
+	ready:
+		for {
+			select {
+			case <-s.conn.Context().Done():
+				c.cur.CompareAndSwap(s, nil)
+				c.m.fire(ctx, EvLost, lostReason(context.Cause(s.conn.Context())))
+				delay = 0 // retry at once: the server usually restarts
+				break ready
+			case <-ctx.Done():
+				return c.stopReady(ctx, s)
+			case <-c.drainCh:
+				return c.stopReady(ctx, s)
+			case <-c.probeCh:
+			}
+		}
+	}
+}
+
+// settleEarly unpublishes the early session of the attempt that just ended
+// and wakes the requests waiting for it (after cur was published).
+func (c *Client) settleEarly() {
+	if e := c.early.Swap(nil); e != nil {
+		close(e.settled)
+	}
+}
+
+type connectResult struct {
+	s      *clientSession
+	err    error
+	dialed bool
+}
+
+// connectServingProbes runs one attempt in a goroutine and answers probes
+// while it runs; the attempt itself is bounded (see connect).
+func (c *Client) connectServingProbes(ctx context.Context) (*clientSession, error) {
+	res := make(chan connectResult, 1)
+	go func() {
+		s, dialed, err := c.connect(ctx)
+		res <- connectResult{s: s, err: err, dialed: dialed}
+	}()
+	for {
 		select {
-		case <-s.conn.Context().Done():
-			c.cur.CompareAndSwap(s, nil)
-			c.m.fire(ctx, EvLost, lostReason(context.Cause(s.conn.Context())))
-			delay = 0 // retry at once: the server usually restarts
-		case <-ctx.Done():
-			return c.stopReady(ctx, s)
-		case <-c.drainCh:
-			return c.stopReady(ctx, s)
+		case r := <-res:
+			if r.dialed {
+				c.dialed = true
+			}
+			return r.s, r.err
+		case <-c.probeCh:
 		}
 	}
 }
@@ -400,10 +558,18 @@ func (c *Client) stopIfAsked(ctx context.Context, s *clientSession) error {
 func (c *Client) stopReady(ctx context.Context, s *clientSession) error {
 	if ctx.Err() == nil {
 		c.m.fire(ctx, EvDrain, nil)
-		select {
-		case <-c.inflightIdle():
-		case <-ctx.Done():
-		case <-s.conn.Context().Done():
+		idle := c.inflightIdle()
+	wait:
+		for {
+			select {
+			case <-idle:
+				break wait
+			case <-ctx.Done():
+				break wait
+			case <-s.conn.Context().Done():
+				break wait
+			case <-c.probeCh:
+			}
 		}
 	}
 	c.cur.CompareAndSwap(s, nil)
@@ -426,7 +592,16 @@ func (s *clientSession) close() {
 // server has checked the client certificate, so a refused client would
 // otherwise look established for a moment. The server sends SETTINGS only
 // once it accepted us.
-func (c *Client) connect(ctx context.Context) (*clientSession, error) {
+//
+// 0-RTT: the dial is DialEarly. When the TLS session cache holds a ticket
+// with early data for this server, DialEarly returns before the handshake
+// completed; the connection is then published as the early session, which
+// RoundTrip uses for bodiless GET/HEAD only (see Early0RTT). If the server
+// rejects the early data (it restarted and lost its ticket keys, or its
+// settings changed), the connection continues as a 1-RTT connection
+// (NextConnection) with a fresh HTTP/3 layer. dialed reports whether a
+// dial was started (the transport was initialised).
+func (c *Client) connect(ctx context.Context) (_ *clientSession, dialed bool, _ error) {
 	bound := c.quicConf.HandshakeIdleTimeout
 	if bound <= 0 {
 		bound = 5 * time.Second // quic-go's default HandshakeIdleTimeout
@@ -440,26 +615,60 @@ func (c *Client) connect(ctx context.Context) (*clientSession, error) {
 
 	addr, err := c.pickAddr(actx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	c.dialed = true
-	conn, err := c.tr.Dial(actx, addr, c.o.TLS, c.quicConf)
+	conn, err := c.tr.DialEarly(actx, addr, c.o.TLS, c.quicConf)
 	if err != nil {
 		if cause := context.Cause(actx); cause != nil && actx.Err() != nil {
-			return nil, cause
+			return nil, true, cause
 		}
-		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
+		return nil, true, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
-	cc := (&http3.Transport{DisableCompression: true, Logger: c.log}).NewClientConn(conn)
+	cc := c.newClientConn(conn)
+	early := false
+	select {
+	case <-conn.HandshakeComplete():
+	default:
+		early = true
+		c.early.Store(&earlySession{conn: conn, cc: cc, settled: make(chan struct{})})
+		if c.testHookEarly != nil {
+			c.testHookEarly()
+		}
+	}
+	fail := func(err error) (*clientSession, bool, error) {
+		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+		return nil, true, err
+	}
+	if early {
+		select {
+		case <-conn.HandshakeComplete():
+		case <-conn.Context().Done():
+			return nil, true, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
+		case <-actx.Done():
+			return fail(context.Cause(actx))
+		}
+		if !conn.ConnectionState().Used0RTT {
+			c.log.Debug("0-RTT rejected by the server; continuing with 1-RTT", KeyPeer, c.o.PeerHostname)
+			next, err := conn.NextConnection(actx)
+			if err != nil {
+				return fail(fmt.Errorf("connecting to %s: %w", addr, err))
+			}
+			conn = next
+			cc = c.newClientConn(conn)
+		}
+	}
 	select {
 	case <-cc.ReceivedSettings():
-		return &clientSession{conn: conn, cc: cc}, nil
+		return &clientSession{conn: conn, cc: cc}, true, nil
 	case <-conn.Context().Done():
-		return nil, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
+		return nil, true, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
 	case <-actx.Done():
-		_ = cc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
-		return nil, context.Cause(actx)
+		return fail(context.Cause(actx))
 	}
+}
+
+func (c *Client) newClientConn(conn *quic.Conn) *http3.ClientConn {
+	return (&http3.Transport{DisableCompression: true, Logger: c.log}).NewClientConn(conn)
 }
 
 func (c *Client) pickAddr(ctx context.Context) (*net.UDPAddr, error) {

@@ -19,4 +19,6 @@ const (
 	KeyGranted    = "granted"     // socket buffer size the kernel reports granting (bytes, un-doubled)
 	KeyBuffer     = "buffer"      // "receive" or "send"
 	KeyError      = "error"       // generic error
+	KeyResumed    = "resumed"     // server: the TLS session was resumed from a ticket
+	KeyEarlyData  = "early_data"  // server: the client sent 0-RTT early data that was accepted
 )

@@ -45,9 +45,12 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 		HandshakeIdleTimeout: t.MaxIdleTimeout, // the original bounds an attempt by max_idle_timeout
 		KeepAlivePeriod:      t.KeepAliveInterval,
 		EnableDatagrams:      false,
-		Allow0RTT:            false,
 	}
 	if server {
+		// The server accepts 0-RTT; the client only sends safe, bodiless
+		// GET/HEAD requests early (Early0RTT) and the server holds any
+		// other early request until the handshake completed (serveHTTP).
+		c.Allow0RTT = true
 		c.MaxIncomingStreams = int64(t.MaxConcurrentStreams)
 	} else {
 		// HTTP/3 servers never open bidirectional streams (RFC 9114 6.1).
@@ -64,6 +67,40 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 	if t.QlogDir != "" {
 		c.Tracer = qlogDirTracer(t.QlogDir)
 	}
+	return c
+}
+
+// MinAttemptIdle is the floor of a connection attempt's idle bound (see
+// clientQUICConfig): below it, a link with a long round trip could not
+// complete a handshake.
+const MinAttemptIdle = time.Second
+
+// AttemptIdleTimeout is the client's HandshakeIdleTimeout: how long one
+// connection attempt waits without receiving anything from the server
+// before it is abandoned and the next one starts. quic-go ignores ICMP
+// "port unreachable", so an attempt to a server that is down always runs
+// into this bound. It is connect_interval (the ceiling between attempts)
+// but at least MinAttemptIdle, and at most max_idle_timeout (the
+// original's bound of an attempt; quic-go's 5 s default when 0). A new
+// attempt restarts quic-go's Initial retransmission schedule (PTO 300 ms,
+// then doubling), so a server that came back is found within about
+// connect_interval plus one round trip, instead of waiting out the later,
+// sparser retransmissions of a 5 s attempt.
+func AttemptIdleTimeout(t Transport, connectInterval time.Duration) time.Duration {
+	ceiling := t.MaxIdleTimeout
+	if ceiling <= 0 {
+		ceiling = 5 * time.Second
+	}
+	if connectInterval <= 0 {
+		connectInterval = DefaultConnectInterval
+	}
+	return min(max(connectInterval, MinAttemptIdle), ceiling)
+}
+
+// clientQUICConfig is QUICConfig for the client, with the attempt bound.
+func clientQUICConfig(t Transport, connectInterval time.Duration) *quic.Config {
+	c := QUICConfig(t, false)
+	c.HandshakeIdleTimeout = AttemptIdleTimeout(t, connectInterval)
 	return c
 }
 

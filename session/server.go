@@ -51,8 +51,13 @@ type Server struct {
 	life sync.Mutex // serialises fires and the fields below it
 	udp  *net.UDPConn
 	tr   *quic.Transport
-	ln   *quic.Listener
+	ln   *quic.EarlyListener
 	h3   *http3.Server
+
+	probeCh chan struct{} // received from by Serve's loop (Probe)
+	// testHookAccepted, when set, runs on Serve's goroutine for each
+	// accepted connection (tests use it to stall the actor).
+	testHookAccepted func()
 
 	serving    atomic.Bool   // Serve was called
 	closing    atomic.Bool   // Drain or Close started: accept errors are expected
@@ -90,6 +95,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		m:          newMachine(o.Logger, o.PeerHostname, o.OnTransition),
 		acceptDone: make(chan struct{}),
 		finished:   make(chan struct{}),
+		probeCh:    make(chan struct{}),
 		conns:      map[*quic.Conn]struct{}{},
 	}, nil
 }
@@ -124,7 +130,7 @@ func (s *Server) Listen() error {
 	}
 	tr := &quic.Transport{Conn: udp}
 	qc := QUICConfig(s.o.Transport, true)
-	ln, err := tr.Listen(s.handshakeTLS(), qc)
+	ln, err := tr.ListenEarly(s.handshakeTLS(), qc)
 	if err != nil {
 		tr.Close()
 		udp.Close()
@@ -140,6 +146,9 @@ func (s *Server) Listen() error {
 		// IdleTimeout stays 0: http3 would close connections that are
 		// HTTP/3-idle even while keep-alive PINGs flow.
 		IdleTimeout: 0,
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 	}
 	s.m.fire(context.Background(), EvListen, nil)
 	s.log.Info("accepting connections", KeyLocalAddr, udp.LocalAddr().String(), KeyPeer, s.o.PeerHostname)
@@ -222,18 +231,45 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 
-	var acceptErr error
-	for {
-		conn, err := ln.Accept(context.Background())
-		if err != nil {
-			if !s.closing.Load() {
-				acceptErr = fmt.Errorf("accepting QUIC connection: %w", err)
-			}
-			break
-		}
-		s.connWG.Add(1)
-		go s.serveConn(conn)
+	// quic-go's Accept blocks without a way to interleave probes, so a
+	// helper goroutine accepts and hands each connection to this loop,
+	// which is the actor that probes reach (Probe).
+	type accepted struct {
+		conn *quic.Conn
+		err  error
 	}
+	acceptCh := make(chan accepted)
+	acceptorDone := make(chan struct{})
+	go func() {
+		defer close(acceptorDone)
+		for {
+			conn, err := ln.Accept(context.Background())
+			acceptCh <- accepted{conn, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var acceptErr error
+loop:
+	for {
+		select {
+		case a := <-acceptCh:
+			if a.err != nil {
+				if !s.closing.Load() {
+					acceptErr = fmt.Errorf("accepting QUIC connection: %w", a.err)
+				}
+				break loop
+			}
+			if s.testHookAccepted != nil {
+				s.testHookAccepted()
+			}
+			s.connWG.Add(1)
+			go s.serveConn(a.conn)
+		case <-s.probeCh:
+		}
+	}
+	<-acceptorDone
 	close(s.acceptDone)
 	if acceptErr != nil {
 		_ = s.Close()
@@ -260,7 +296,23 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}()
 
 	remote := conn.RemoteAddr().String()
-	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname)
+	// The listener hands out connections before their handshake completed
+	// (ListenEarly, for 0-RTT). Unless the client resumed a session with
+	// early data (its ticket was issued after a full, verified handshake
+	// with the same certificate), wait for the handshake: the server must
+	// not send SETTINGS (which the client takes as "accepted") before the
+	// client certificate was verified. A refused handshake was already
+	// logged by VerifyConnection.
+	if !conn.ConnectionState().Used0RTT {
+		select {
+		case <-conn.HandshakeComplete():
+		case <-conn.Context().Done():
+			return
+		}
+	}
+	st := conn.ConnectionState()
+	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname,
+		KeyResumed, st.TLS.DidResume, KeyEarlyData, st.Used0RTT)
 	err := s.h3.ServeQUICConn(conn)
 	if conn.Context().Err() == nil {
 		// ServeQUICConn returned without the connection closing (server
@@ -288,8 +340,53 @@ func describeCert(c *x509.Certificate) string {
 	return fmt.Sprintf("%s (SAN %s)", c.Subject.String(), certNames(c))
 }
 
-// serveHTTP counts running handlers so Drain can wait for them.
+// connKey carries the request's *quic.Conn in its context (ConnContext).
+type connKey struct{}
+
+// Probe proves the server's actor loop (Serve) is alive: nil once the loop
+// took the probe, ErrClosed once the server stopped accepting, an error
+// when ctx ends first (the loop is stuck). Before Serve runs it checks the
+// lifecycle lock only.
+func (s *Server) Probe(ctx context.Context) error {
+	if !s.serving.Load() {
+		s.life.Lock()
+		st := s.m.State()
+		s.life.Unlock()
+		if st == Stopped {
+			return ErrClosed
+		}
+		return nil
+	}
+	select {
+	case s.probeCh <- struct{}{}:
+		return nil
+	case <-s.acceptDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("session server loop did not answer (state %s): %w", s.State(), context.Cause(ctx))
+	}
+}
+
+// serveHTTP counts running handlers so Drain can wait for them, and holds
+// requests that arrived as 0-RTT early data unless they are safe (GET,
+// HEAD): early data can be replayed by an attacker, so anything else is
+// processed only once the handshake completed, which a replayed flight
+// never does. (Our client never sends such requests early; this guards
+// against other clients.)
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && !r.TLS.HandshakeComplete && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if conn, ok := r.Context().Value(connKey{}).(*quic.Conn); ok {
+			select {
+			case <-conn.HandshakeComplete():
+				s.log.Debug("early request held until the handshake completed", "method", r.Method, KeyRemoteAddr, conn.RemoteAddr().String())
+			case <-r.Context().Done():
+				return
+			}
+		} else {
+			w.WriteHeader(http.StatusTooEarly)
+			return
+		}
+	}
 	s.hMu.Lock()
 	s.handlers++
 	s.hMu.Unlock()

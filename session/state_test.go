@@ -236,8 +236,11 @@ func TestQUICConfigMapping(t *testing.T) {
 	if s.InitialConnectionReceiveWindow != 5_000_000 || s.MaxConnectionReceiveWindow != 5_000_000 {
 		t.Errorf("conn windows %d %d", s.InitialConnectionReceiveWindow, s.MaxConnectionReceiveWindow)
 	}
-	if s.EnableDatagrams || s.Allow0RTT {
-		t.Error("datagrams / 0-RTT must be off")
+	if s.EnableDatagrams {
+		t.Error("datagrams must be off")
+	}
+	if !s.Allow0RTT {
+		t.Error("server must accept 0-RTT (the client only sends GET/HEAD early)")
 	}
 	if s.Tracer == nil {
 		t.Error("QlogDir set but no Tracer")
@@ -245,6 +248,24 @@ func TestQUICConfigMapping(t *testing.T) {
 	c := QUICConfig(tr, false)
 	if c.MaxIncomingStreams != -1 {
 		t.Errorf("client MaxIncomingStreams %d, want -1", c.MaxIncomingStreams)
+	}
+	if c.Allow0RTT || c.EnableDatagrams {
+		t.Error("client: Allow0RTT is a server setting; datagrams off")
+	}
+	// The client's attempt bound: connect_interval, at least 1 s, at most
+	// max_idle_timeout.
+	for _, tc := range []struct{ idle, interval, want time.Duration }{
+		{7 * time.Second, time.Second, time.Second},
+		{7 * time.Second, 3 * time.Second, 3 * time.Second},
+		{7 * time.Second, 100 * time.Millisecond, time.Second},
+		{2 * time.Second, 30 * time.Second, 2 * time.Second},
+		{0, 30 * time.Second, 5 * time.Second},
+	} {
+		tt := tr
+		tt.MaxIdleTimeout = tc.idle
+		if got := clientQUICConfig(tt, tc.interval).HandshakeIdleTimeout; got != tc.want {
+			t.Errorf("idle %v interval %v: attempt bound %v, want %v", tc.idle, tc.interval, got, tc.want)
+		}
 	}
 	if z := QUICConfig(Transport{}, false); z.Tracer != nil || z.InitialStreamReceiveWindow != 0 {
 		t.Error("zero Transport should leave quic-go defaults")

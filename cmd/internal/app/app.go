@@ -35,6 +35,8 @@ Usage:
   ptproxy [-c FILE]        run as configured (mode = "Client" or "Server")
   ptproxy demo             run a client, a server and an origin on loopback
   ptproxy certs [flags]    write a CA and client/server certificates
+  ptproxy status [-c FILE | --admin HOST:PORT]
+                           print a running instance's state (needs [system] admin_address)
   ptproxy -V | --version
   ptproxy -h | --help
 
@@ -52,6 +54,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return runDemo(args[1:], stdout, stderr)
 		case "certs":
 			return runCerts(args[1:], stdout, stderr)
+		case "status":
+			return runStatus(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("ptproxy", flag.ContinueOnError)

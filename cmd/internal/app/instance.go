@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ptproxy/ptproxy/config"
@@ -60,12 +61,46 @@ type Instance struct {
 
 	ready    chan struct{} // closed when the instance counts as started (systemd READY)
 	stopOnce sync.Once
+
+	// transitionHooks observe every session FSM transition (systemd status,
+	// metrics). They are set before the session starts and only read after.
+	transitionHooks []func(session.Transition)
+
+	// observability
+	started  time.Time
+	metrics  *metrics
+	inflight atomic.Int64
+	// lastFailure is the reason of the latest failed attempt or lost
+	// session, kept after recovery.
+	lastFailure atomic.Pointer[string]
+	admin       *http.Server
+	adminLn     net.Listener
+}
+
+// observer is what the pipeline reports exchanges to: metrics, the
+// in-flight count of /status and, when enabled, the access log.
+func (in *Instance) observer() pipeline.Observer {
+	obs := observers{in.metrics, inflightCounter{&in.inflight}}
+	if in.cfg.System.AccessLog {
+		obs = append(obs, accessLog{in.log.With("log", "access")})
+	}
+	return obs
+}
+
+// onTransition fans a session transition out to the hooks; the session
+// calls it from its actor goroutine, so hooks must not block.
+func (in *Instance) onTransition(t session.Transition) {
+	for _, h := range in.transitionHooks {
+		h(t)
+	}
 }
 
 // Start builds and starts an instance from cfg. The returned instance runs
 // until Drain or Close.
 func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
-	in := &Instance{cfg: cfg, log: log, ready: make(chan struct{})}
+	in := &Instance{cfg: cfg, log: log, ready: make(chan struct{}), started: time.Now()}
+	in.metrics = newMetrics(string(cfg.General.Mode))
+	in.transitionHooks = append(in.transitionHooks, in.metrics.transition, in.recordFailure)
 	in.runCtx, in.cancelRun = context.WithCancel(context.Background())
 	in.drainCtx, in.startDrain = context.WithCancel(context.Background())
 	for _, w := range cfg.Warnings() {
@@ -76,6 +111,9 @@ func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
 		err = in.startClient()
 	} else {
 		err = in.startServer()
+	}
+	if err == nil && cfg.System.AdminAddress != "" {
+		err = in.startAdmin(cfg.System.AdminAddress)
 	}
 	if err != nil {
 		in.Close()
@@ -147,11 +185,13 @@ func (in *Instance) startClient() error {
 		Transport:       transportOf(cfg),
 		ConnectInterval: cfg.System.ConnectInterval.Duration(),
 		Logger:          in.log,
+		OnTransition:    in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
 		return err
 	}
 	in.client = client
+	in.metrics.reg.MustRegister(newQUICCollector(client.ConnStats))
 	in.wg.Go(func() {
 		if err := client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			in.log.Error("failed at main loop", "error", err)
@@ -169,6 +209,7 @@ func (in *Instance) startClient() error {
 			HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
 			Logger:            in.log,
 			Draining:          in.drainCtx,
+			Observer:          in.observer(),
 		},
 	}
 	in.wg.Go(func() { in.lis.serve(in.runCtx) })
@@ -212,6 +253,7 @@ func (in *Instance) startServer() error {
 		AddForwarded:    cfg.System.AddForwarded,
 		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
 		Logger:          in.log,
+		Observer:        in.observer(),
 	})
 	srv, err := session.NewServer(session.ServerOptions{
 		BindAddress:  cfg.General.BindAddress,
@@ -221,6 +263,7 @@ func (in *Instance) startServer() error {
 		Handler:      handler,
 		Logger:       in.log,
 		PeerHostname: cfg.General.PeerHostname,
+		OnTransition: in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
 		return err
@@ -318,6 +361,7 @@ func (in *Instance) Close() error {
 		if in.server != nil {
 			in.server.Close()
 		}
+		in.stopAdmin()
 		in.wg.Wait()
 		if in.lis != nil {
 			in.lis.wait()

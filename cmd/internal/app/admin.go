@@ -1,0 +1,140 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ptproxy/ptproxy/session"
+)
+
+// Status is what /status reports and `ptproxy status` prints.
+type Status struct {
+	Mode        string    `json:"mode"`
+	State       string    `json:"state"`
+	Ready       bool      `json:"ready"`
+	Peer        string    `json:"peer"`
+	PeerAddress string    `json:"peer_address,omitempty"`
+	Since       time.Time `json:"since"`
+	Started     time.Time `json:"started"`
+	LastFailure string    `json:"last_failure,omitempty"`
+	// Session statistics (client mode, while a session is up).
+	SmoothedRTTms    *float64 `json:"smoothed_rtt_ms,omitempty"`
+	MinRTTms         *float64 `json:"min_rtt_ms,omitempty"`
+	LatestRTTms      *float64 `json:"latest_rtt_ms,omitempty"`
+	CongestionWindow *uint64  `json:"congestion_window_bytes,omitempty"`
+	InFlight         int64    `json:"requests_in_flight"`
+	Version          string   `json:"version"`
+}
+
+// status builds the current Status.
+func (in *Instance) status() Status {
+	st := Status{
+		Mode:     string(in.cfg.General.Mode),
+		Peer:     in.cfg.General.PeerHostname,
+		Started:  in.started,
+		Version:  Version,
+		InFlight: in.inflight.Load(),
+	}
+	var state session.State
+	switch {
+	case in.client != nil:
+		state = in.client.State()
+		st.Since = in.client.Since()
+		st.PeerAddress = in.cfg.General.ConnectAddress
+		if f := in.lastFailure.Load(); f != nil {
+			st.LastFailure = *f
+		}
+		if s, ok := in.client.ConnStats(); ok {
+			ms := func(d time.Duration) *float64 { v := float64(d.Microseconds()) / 1000; return &v }
+			st.SmoothedRTTms, st.MinRTTms, st.LatestRTTms = ms(s.SmoothedRTT), ms(s.MinRTT), ms(s.LatestRTT)
+			cw := s.CongestionWindow
+			st.CongestionWindow = &cw
+		}
+	case in.server != nil:
+		state = in.server.State()
+		st.Since = in.server.Since()
+	}
+	st.State = state.String()
+	st.Ready = state == session.Ready
+	return st
+}
+
+// recordFailure keeps the latest failure reason of the session for
+// /status; the FSM itself forgets it once the session is back.
+func (in *Instance) recordFailure(t session.Transition) {
+	if (t.Event == session.EvFail || t.Event == session.EvLost) && t.Reason != nil {
+		s := t.Reason.Error()
+		in.lastFailure.Store(&s)
+	}
+}
+
+// startAdmin serves /metrics, /healthz and /status on admin_address. The
+// listener is bound before Start returns, so a bad address fails the start.
+func (in *Instance) startAdmin(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return step("binding admin listener", err)
+	}
+	in.adminLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(in.metrics.reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{in.log}}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		st := in.status()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if !st.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "%s\n", st.State)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(in.status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	in.admin = srv
+	in.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			in.log.Error("admin listener failed", "error", err)
+		}
+	})
+	in.log.Info("admin listener", "address", ln.Addr().String())
+	return nil
+}
+
+func (in *Instance) stopAdmin() {
+	if in.admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if in.admin.Shutdown(ctx) != nil {
+		in.admin.Close()
+	}
+}
+
+// AdminAddr is the admin listener's address (nil when off).
+func (in *Instance) AdminAddr() net.Addr {
+	if in.adminLn == nil {
+		return nil
+	}
+	return in.adminLn.Addr()
+}
+
+// slogErrorLog adapts promhttp's error logger to slog.
+type slogErrorLog struct{ l *slog.Logger }
+
+func (s slogErrorLog) Println(v ...any) { s.l.Error("metrics: " + fmt.Sprint(v...)) }

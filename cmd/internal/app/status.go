@@ -1,0 +1,90 @@
+package app
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ptproxy/ptproxy/config"
+)
+
+// runStatus prints an instance's /status for a human.
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ptproxy status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var path, admin string
+	fs.StringVar(&path, "c", "/etc/ptproxy/config.toml", "configuration file whose [system] admin_address to ask")
+	fs.StringVar(&path, "config", "/etc/ptproxy/config.toml", "configuration file whose [system] admin_address to ask")
+	fs.StringVar(&admin, "admin", "", "admin address (host:port) to ask instead of reading the configuration")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: ptproxy status [-c FILE | --admin HOST:PORT]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if admin == "" {
+		cfg, err := config.Load(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", path, err)
+			return ExitFatal
+		}
+		if cfg.System.AdminAddress == "" {
+			fmt.Fprintf(stderr, "%s sets no [system] admin_address: the instance serves no status\n", path)
+			return ExitFatal
+		}
+		admin = cfg.System.AdminAddress
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/status")
+	if err != nil {
+		fmt.Fprintf(stderr, "failed at asking %s: %v\n", admin, err)
+		return ExitFatal
+	}
+	defer resp.Body.Close()
+	var st Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		fmt.Fprintf(stderr, "failed at reading the status from %s: %v\n", admin, err)
+		return ExitFatal
+	}
+	writeStatus(stdout, &st, time.Now())
+	return ExitOK
+}
+
+// writeStatus renders st as aligned lines.
+func writeStatus(w io.Writer, st *Status, now time.Time) {
+	line := func(k, f string, a ...any) { fmt.Fprintf(w, "%-12s %s\n", k+":", fmt.Sprintf(f, a...)) }
+	line("mode", "%s", st.Mode)
+	line("state", "%s for %s (since %s)", st.State, round(now.Sub(st.Since)), st.Since.UTC().Format(time.RFC3339))
+	if st.PeerAddress != "" && st.PeerAddress != st.Peer {
+		line("peer", "%s (dialled at %s)", st.Peer, st.PeerAddress)
+	} else {
+		line("peer", "%s", st.Peer)
+	}
+	line("uptime", "%s", round(now.Sub(st.Started)))
+	if st.SmoothedRTTms != nil {
+		line("rtt", "smoothed %.2f ms, min %.2f ms, latest %.2f ms", *st.SmoothedRTTms, *st.MinRTTms, *st.LatestRTTms)
+	}
+	if st.CongestionWindow != nil {
+		line("cwnd", "%d bytes", *st.CongestionWindow)
+	}
+	line("in flight", "%d requests", st.InFlight)
+	if st.LastFailure != "" {
+		line("last error", "%s", st.LastFailure)
+	}
+	line("version", "%s", st.Version)
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d > time.Hour:
+		return d.Round(time.Minute)
+	case d > time.Minute:
+		return d.Round(time.Second)
+	default:
+		return d.Round(time.Millisecond)
+	}
+}

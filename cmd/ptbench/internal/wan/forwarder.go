@@ -1,0 +1,186 @@
+package wan
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Clock is the forwarder's time source; tests use a fake one.
+type Clock interface {
+	Now() time.Time
+	// SleepUntil returns at t or when ctx ends.
+	SleepUntil(ctx context.Context, t time.Time)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) SleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+	case <-tm.C:
+	}
+}
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
+// Device is one end of the forwarder: a TUN device, or a fake in tests.
+// Read returns exactly one IP packet.
+type Device interface {
+	io.Reader
+	io.Writer
+}
+
+// Stats counts packets of one direction.
+type Stats struct {
+	Read, Filtered, Forwarded, Lost, QueueDrops, WriteErrors uint64
+}
+
+// Forwarder moves packets between two devices, shaping each direction.
+type Forwarder struct {
+	A, B   Device
+	AtoB   *Shaper
+	BtoA   *Shaper
+	Clock  Clock
+	Prefix netip.Prefix // only IPv4 packets with source and destination inside are forwarded
+
+	mu    sync.Mutex
+	stats [2]Stats
+}
+
+// Stats returns the counters of A→B and B→A.
+func (f *Forwarder) Stats() (ab, ba Stats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stats[0], f.stats[1]
+}
+
+// Allowed reports whether an IP packet may cross: IPv4, both addresses in
+// prefix. Everything else (IPv6 router solicitations and the like) is
+// dropped, so nothing outside the emulated subnet is ever forwarded.
+func Allowed(pkt []byte, prefix netip.Prefix) bool {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return false
+	}
+	if int(binary.BigEndian.Uint16(pkt[2:4])) > len(pkt) {
+		return false
+	}
+	src := netip.AddrFrom4([4]byte(pkt[12:16]))
+	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
+	return prefix.Contains(src) && prefix.Contains(dst)
+}
+
+type queued struct {
+	pkt     []byte
+	release time.Time
+}
+
+// Run forwards until ctx ends or a device fails to read; it closes the
+// devices that are io.Closers before returning.
+func (f *Forwarder) Run(ctx context.Context) error {
+	if f.Clock == nil {
+		f.Clock = RealClock
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	dir := func(i int, from, to Device, sh *Shaper) {
+		q := make(chan queued, 1<<16)
+		wg.Add(2)
+		go func() { // reader: stamp, shape, enqueue
+			defer wg.Done()
+			defer close(q)
+			buf := make([]byte, 65536)
+			for {
+				n, err := from.Read(buf)
+				if err != nil {
+					if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+						firstErr.CompareAndSwap(nil, err)
+					}
+					cancel()
+					return
+				}
+				now := f.Clock.Now()
+				pkt := buf[:n]
+				f.mu.Lock()
+				f.stats[i].Read++
+				if !Allowed(pkt, f.Prefix) {
+					f.stats[i].Filtered++
+					f.mu.Unlock()
+					continue
+				}
+				release, v := sh.Admit(now, n)
+				switch v {
+				case DropLoss:
+					f.stats[i].Lost++
+				case DropQueue:
+					f.stats[i].QueueDrops++
+				}
+				f.mu.Unlock()
+				if v != Forward {
+					continue
+				}
+				select {
+				case q <- queued{pkt: append([]byte(nil), pkt...), release: release}:
+				default: // the delay line itself is full: count as a queue drop
+					f.mu.Lock()
+					f.stats[i].QueueDrops++
+					f.mu.Unlock()
+				}
+			}
+		}()
+		go func() { // writer: deliver in order at each release time
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case p, ok := <-q:
+					if !ok {
+						return
+					}
+					f.Clock.SleepUntil(ctx, p.release)
+					if ctx.Err() != nil {
+						return
+					}
+					_, err := to.Write(p.pkt)
+					f.mu.Lock()
+					if err != nil {
+						f.stats[i].WriteErrors++
+					} else {
+						f.stats[i].Forwarded++
+					}
+					f.mu.Unlock()
+				}
+			}
+		}()
+	}
+	dir(0, f.A, f.B, f.AtoB)
+	dir(1, f.B, f.A, f.BtoA)
+	<-ctx.Done()
+	// Readers block in Read: closing the devices ends them.
+	for _, d := range []Device{f.A, f.B} {
+		if c, ok := d.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+//go:build linux && arm64
+
+package wan
+
+const sysSetns = 268

@@ -1,0 +1,466 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// delayRelay forwards UDP between one client and a server on loopback,
+// delaying the server->client direction by delay. It makes the 0-RTT
+// window observable: the client's first flight (ClientHello + 0-RTT data)
+// reaches the server at once, while the client only completes its
+// handshake once the delayed server flight arrived.
+type delayRelay struct {
+	ln     *net.UDPConn // the client talks to this
+	up     *net.UDPConn // connected to the server
+	delay  time.Duration
+	client atomic.Pointer[net.UDPAddr]
+	wg     sync.WaitGroup
+	timers sync.WaitGroup
+	closed atomic.Bool
+}
+
+func newDelayRelay(t *testing.T, server *net.UDPAddr, delay time.Duration) *delayRelay {
+	t.Helper()
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.DialUDP("udp", nil, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &delayRelay{ln: ln, up: up, delay: delay}
+	r.wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := ln.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			r.client.Store(from)
+			up.Write(buf[:n])
+		}
+	})
+	r.wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				if r.closed.Load() {
+					return
+				}
+				continue // ICMP from a restarting server
+			}
+			p := append([]byte(nil), buf[:n]...)
+			to := r.client.Load()
+			r.timers.Add(1)
+			time.AfterFunc(r.delay, func() {
+				defer r.timers.Done()
+				if to != nil && !r.closed.Load() {
+					ln.WriteToUDP(p, to)
+				}
+			})
+		}
+	})
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *delayRelay) port() int { return r.ln.LocalAddr().(*net.UDPAddr).Port }
+
+func (r *delayRelay) close() {
+	if r.closed.Swap(true) {
+		return
+	}
+	r.ln.Close()
+	r.up.Close()
+	r.wg.Wait()
+	r.timers.Wait()
+}
+
+// ticketCache records session tickets stored by the client.
+type ticketCache struct {
+	tls.ClientSessionCache
+	puts atomic.Int32
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.puts.Add(1)
+	}
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// seen is what the server's handler recorded of one request.
+type seen struct {
+	method            string
+	handshakeComplete bool // as the request arrived (r.TLS is a snapshot)
+	didResume         bool
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	reqs []seen
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	rec.mu.Lock()
+	rec.reqs = append(rec.reqs, seen{r.Method, r.TLS.HandshakeComplete, r.TLS.DidResume})
+	rec.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, r.Method+" "+r.URL.Path)
+}
+
+func (rec *recorder) find(method string) []seen {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []seen
+	for _, s := range rec.reqs {
+		if s.method == method {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// On reconnection to the same server process the client resumes its TLS
+// session and sends a bodiless GET as 0-RTT early data; a POST issued in
+// the same early phase is held until the handshake completed.
+func TestZeroRTTOnlyForSafeMethods(t *testing.T) {
+	cs := newCertSet(t)
+	rec := &recorder{}
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, rec)
+	relay := newDelayRelay(t, srv.Addr().(*net.UDPAddr), 150*time.Millisecond)
+
+	tlsConf := cs.clientTLS(t, "server.test", cs.client(t, "client.test"))
+	cache := &ticketCache{ClientSessionCache: tlsConf.ClientSessionCache}
+	tlsConf.ClientSessionCache = cache
+
+	type result struct {
+		body string
+		err  error
+	}
+	var earlyOnce sync.Once
+	getDone := make(chan result, 1)
+	postDone := make(chan result, 1)
+	var cl *testClient
+	cl = startClient(t, tlsConf, relay.port(), func(o *ClientOptions) {
+		o.Transport.MaxIdleTimeout = 5 * time.Second
+	})
+	do := func(method string, body io.Reader, out chan<- result) {
+		req, _ := http.NewRequest(method, "https://server.test/"+strings.ToLower(method), body)
+		resp, err := cl.RoundTrip(req)
+		if err != nil {
+			out <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- result{string(b), err}
+	}
+	// The hook runs on the attempt's goroutine right after the early
+	// session was published, while the handshake is still in flight (the
+	// server's answer is delayed by the relay).
+	cl.Client.testHookEarly = func() {
+		earlyOnce.Do(func() {
+			if cl.early.Load() == nil {
+				t.Error("hook ran without an early session")
+			}
+			go do(http.MethodPost, strings.NewReader("payload"), postDone)
+			do(http.MethodGet, nil, getDone)
+		})
+	}
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	// A first request proves the session; the server then sends a ticket.
+	resp, err := get(t, cl, "/first", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	waitFor(t, "a session ticket", func() bool { return cache.puts.Load() > 0 })
+
+	// The server closes the connection cleanly (as on a restart, but the
+	// same process keeps its ticket keys): the client re-dials at once.
+	srv.closeConns()
+	var get0, post0 result
+	select {
+	case get0 = <-getDone:
+	case <-time.After(safety):
+		t.Fatal("early GET did not finish")
+	}
+	select {
+	case post0 = <-postDone:
+	case <-time.After(safety):
+		t.Fatal("POST did not finish")
+	}
+	if get0.err != nil || get0.body != "GET /get" {
+		t.Fatalf("early GET: %q %v", get0.body, get0.err)
+	}
+	if post0.err != nil || post0.body != "POST /post" {
+		t.Fatalf("POST: %q %v", post0.body, post0.err)
+	}
+	gets := rec.find(http.MethodGet)
+	if len(gets) != 1 || gets[0].handshakeComplete || !gets[0].didResume {
+		t.Fatalf("GET should have arrived as 0-RTT on a resumed session: %+v", gets)
+	}
+	posts := rec.find(http.MethodPost)
+	var early []seen
+	for _, p := range posts {
+		if !p.handshakeComplete {
+			early = append(early, p)
+		}
+	}
+	if len(early) > 0 {
+		t.Fatalf("a POST arrived before the handshake completed (0-RTT, replayable): %+v", posts)
+	}
+	if len(srv.logs.find("connection established", func(r map[string]any) bool { return r[KeyEarlyData] == true })) != 1 {
+		t.Error("server log should show one connection with accepted early data")
+	}
+}
+
+func TestEarly0RTTPredicate(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		body   io.Reader
+		want   bool
+	}{
+		{http.MethodGet, nil, true},
+		{http.MethodHead, nil, true},
+		{http.MethodGet, strings.NewReader("x"), false},
+		{http.MethodPost, nil, false},
+		{http.MethodPut, nil, false},
+		{http.MethodDelete, nil, false},
+		{http.MethodOptions, nil, false},
+		{http.MethodPatch, nil, false},
+	} {
+		req, _ := http.NewRequest(tc.method, "https://x/", tc.body)
+		if got := Early0RTT(req); got != tc.want {
+			t.Errorf("%s body=%v: %v, want %v", tc.method, tc.body != nil, got, tc.want)
+		}
+	}
+}
+
+// The server holds an unsafe request that arrived as early data (from
+// another client implementation) until the handshake completed.
+func TestServerHoldsEarlyUnsafeRequests(t *testing.T) {
+	s := &Server{o: ServerOptions{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	})}, log: discard()}
+	req, _ := http.NewRequest(http.MethodPost, "https://x/", nil)
+	req.TLS = &tls.ConnectionState{HandshakeComplete: false}
+	rw := &statusRecorder{}
+	s.serveHTTP(rw, req) // no connection in the context: refused
+	if rw.status != http.StatusTooEarly {
+		t.Fatalf("status %d, want 425", rw.status)
+	}
+	get, _ := http.NewRequest(http.MethodGet, "https://x/", nil)
+	get.TLS = &tls.ConnectionState{HandshakeComplete: false}
+	rw = &statusRecorder{}
+	s.serveHTTP(rw, get)
+	if rw.status != http.StatusOK {
+		t.Fatalf("early GET status %d, want 200", rw.status)
+	}
+}
+
+type statusRecorder struct {
+	status int
+	h      http.Header
+}
+
+func (r *statusRecorder) Header() http.Header {
+	if r.h == nil {
+		r.h = http.Header{}
+	}
+	return r.h
+}
+func (r *statusRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (r *statusRecorder) WriteHeader(s int)           { r.status = s }
+
+// After the server closed the session cleanly the client re-dials at once:
+// no backoff wait is asked of the clock between "lost" and the next "dial".
+func TestRedialAtOnceAfterCleanClose(t *testing.T) {
+	cs := newCertSet(t)
+	srvTLS := cs.serverTLS(t, "client.test", "server.test")
+	srv := startServer(t, srvTLS, 0, echo)
+	fc := &fakeClock{}
+	var dialsAfterLost, waitsBeforeRedial atomic.Int32
+	var lost atomic.Bool
+	var mu sync.Mutex
+	var trans []Transition
+	cl, err := NewClient(ClientOptions{
+		PeerHostname: "server.test", ConnectAddress: "127.0.0.1", Port: srv.port(), BindAddress: "127.0.0.1",
+		TLS: cs.clientTLS(t, "server.test", cs.client(t, "client.test")), Transport: testTransport,
+		Logger: discard(),
+		OnTransition: func(tr Transition) {
+			mu.Lock()
+			trans = append(trans, tr)
+			mu.Unlock()
+			switch {
+			case tr.Event == EvLost:
+				lost.Store(true)
+				waitsBeforeRedial.Store(int32(len(fc.got())))
+			case tr.Event == EvDial && lost.Load():
+				if dialsAfterLost.Add(1) == 1 {
+					waitsBeforeRedial.Store(int32(len(fc.got())) - waitsBeforeRedial.Load())
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.clock = fc
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	transitions := func() []Transition {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]Transition(nil), trans...)
+	}
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	srv.closeConns() // what Drain and Close do: CONNECTION_CLOSE with H3_NO_ERROR
+	waitFor(t, "re-established", func() bool {
+		n := 0
+		for _, tr := range transitions() {
+			if tr.Event == EvEstablished {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	if dialsAfterLost.Load() < 1 {
+		t.Fatal("no dial after the lost session")
+	}
+	if w := waitsBeforeRedial.Load(); w != 0 {
+		t.Fatalf("the client waited %d time(s) before re-dialling", w)
+	}
+	var reason error
+	for _, tr := range transitions() {
+		if tr.Event == EvLost {
+			reason = tr.Reason
+		}
+	}
+	if !errors.Is(reason, ErrServerClosed) {
+		t.Fatalf("lost reason %v, want %v", reason, ErrServerClosed)
+	}
+}
+
+// Probe answers while the loop is healthy in every state, and fails while
+// the actor is stuck (test hook), then answers again.
+func TestClientProbeDetectsStuckLoop(t *testing.T) {
+	cs := newCertSet(t)
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
+	stall := make(chan struct{})
+	stalled := make(chan struct{})
+	var once sync.Once
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), nil)
+	cl.Client.testHookReady = func() {
+		once.Do(func() {
+			close(stalled)
+			<-stall
+		})
+	}
+	<-stalled
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err := cl.Probe(ctx)
+	cancel()
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("probe of a stuck loop: %v, want a deadline error", err)
+	}
+	close(stall)
+	ctx, cancel = context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	if err := cl.Probe(ctx); err != nil {
+		t.Fatalf("probe after unstalling: %v", err)
+	}
+}
+
+func TestClientProbeWhileConnectingAndBackingOff(t *testing.T) {
+	cs := newCertSet(t)
+	port := freePort(t) // nobody listens: attempts time out, then back off
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
+		o.Transport.MaxIdleTimeout = 5 * time.Second
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	for range 5 {
+		if err := cl.Probe(ctx); err != nil {
+			t.Fatalf("probe in state %s: %v", cl.State(), err)
+		}
+	}
+	cl.stop()
+	<-cl.errc
+	cl.errc <- nil
+	if err := cl.Probe(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("probe after Run returned: %v", err)
+	}
+}
+
+func TestServerProbeDetectsStuckLoop(t *testing.T) {
+	cs := newCertSet(t)
+	stall := make(chan struct{})
+	stalled := make(chan struct{})
+	var once sync.Once
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
+	srv.Server.testHookAccepted = func() {
+		once.Do(func() {
+			close(stalled)
+			<-stall
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	if err := srv.Probe(ctx); err != nil {
+		t.Fatalf("probe of an idle server: %v", err)
+	}
+	startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), nil)
+	<-stalled
+	sctx, scancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err := srv.Probe(sctx)
+	scancel()
+	if err == nil {
+		t.Fatal("probe of a stuck accept loop succeeded")
+	}
+	close(stall)
+	if err := srv.Probe(ctx); err != nil {
+		t.Fatalf("probe after unstalling: %v", err)
+	}
+}
+
+// A qlog file appears in QlogDir for each side of a session.
+func TestQlogFilesWritten(t *testing.T) {
+	cs := newCertSet(t)
+	dir := t.TempDir()
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), func(o *ClientOptions) {
+		o.Transport.QlogDir = dir
+	})
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	cl.stop()
+	<-cl.errc
+	cl.errc <- nil
+	waitFor(t, "a non-empty client qlog file", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "*_client.sqlog"))
+		for _, f := range m {
+			if st, err := os.Stat(f); err == nil && st.Size() > 0 {
+				return true
+			}
+		}
+		return false
+	})
+}
