@@ -175,3 +175,39 @@ func TestDocsMentions(t *testing.T) {
 		}
 	}
 }
+
+var readmeRowRE = regexp.MustCompile("^\\| `([a-z_]+\\.[a-z_]+)` \\|([^|]*)\\|([^|]*)\\|\\s*$")
+
+// TestReadmeListsEveryField keeps the README's short reference (field and
+// default) equal to the code, as TestDocsListEveryField does for
+// docs/config.md.
+func TestReadmeListsEveryField(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := readmeRowRE.FindStringSubmatch(line); m != nil {
+			rows[m[1]] = strings.TrimSpace(m[2])
+		}
+	}
+	d := Defaults()
+	for i := range schema {
+		f := &schema[i]
+		def, ok := rows[f.Key]
+		if !ok {
+			t.Errorf("README.md has no row for %s", f.Key)
+			continue
+		}
+		delete(rows, f.Key)
+		v := f.value(&d)
+		lit := "`" + tomlLiteral(v) + "`"
+		if !strings.HasPrefix(def, lit) && !(v.IsZero() && (strings.HasPrefix(def, "required") || strings.HasPrefix(def, "unset") || strings.HasPrefix(def, "= "))) {
+			t.Errorf("README.md: %s default %q, real default %s", f.Key, def, lit)
+		}
+	}
+	for key := range rows {
+		t.Errorf("README.md documents %s, which is not a Config field", key)
+	}
+}

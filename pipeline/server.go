@@ -217,12 +217,14 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg
 	}
 	if err != nil {
 		stale := oc.reused && h.Body.Kind == httpio.NoBody && isStale(err)
-		oc.close()
 		if up != nil {
+			// The uploader writes through oc.w: stop it before close
+			// returns the writer to its pool.
 			cancel()
 			up.wait()
 			drainExchange(ctx, in)
 		}
+		oc.close()
 		if stale {
 			return true, nil
 		}

@@ -67,10 +67,10 @@ type Client struct {
 	probeCh chan struct{}
 	// testHookReady, when set, runs on the Run goroutine right after a
 	// session was established (tests use it to stall the actor).
-	testHookReady func()
+	testHookReady atomic.Pointer[func()]
 	// testHookEarly, when set, runs on the attempt's goroutine right after
 	// an early (0-RTT) session was published.
-	testHookEarly func()
+	testHookEarly atomic.Pointer[func()]
 
 	mu       sync.Mutex // guards the three fields below
 	inflight int        // requests from RoundTrip until the body hit EOF or was closed
@@ -173,6 +173,13 @@ func (c *Client) LastError() error { return c.m.LastError() }
 // FirstAttemptDone is closed when the first attempt ended, successfully or
 // not (systemd READY with wait_for_first_attempt), or when Run stopped.
 func (c *Client) FirstAttemptDone() <-chan struct{} { return c.firstDone }
+
+// InFlight returns the number of requests in flight over the tunnel.
+func (c *Client) InFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inflight
+}
 
 // LocalAddr is the bound UDP address.
 func (c *Client) LocalAddr() net.Addr { return c.udp.LocalAddr() }
@@ -470,8 +477,8 @@ func (c *Client) Run(ctx context.Context) error {
 		c.bo.reset()
 		attempt = 0
 		c.m.attempt = 0
-		if c.testHookReady != nil {
-			c.testHookReady()
+		if h := c.testHookReady.Load(); h != nil {
+			(*h)()
 		}
 
 		// state: ready. Only the current session's context is watched, so
@@ -631,8 +638,8 @@ func (c *Client) connect(ctx context.Context) (_ *clientSession, dialed bool, _ 
 	default:
 		early = true
 		c.early.Store(&earlySession{conn: conn, cc: cc, settled: make(chan struct{})})
-		if c.testHookEarly != nil {
-			c.testHookEarly()
+		if h := c.testHookEarly.Load(); h != nil {
+			(*h)()
 		}
 	}
 	fail := func(err error) (*clientSession, bool, error) {

@@ -174,7 +174,7 @@ func TestZeroRTTOnlyForSafeMethods(t *testing.T) {
 	// The hook runs on the attempt's goroutine right after the early
 	// session was published, while the handshake is still in flight (the
 	// server's answer is delayed by the relay).
-	cl.Client.testHookEarly = func() {
+	cl.Client.testHookEarly.Store(ptr(func() {
 		earlyOnce.Do(func() {
 			if cl.early.Load() == nil {
 				t.Error("hook ran without an early session")
@@ -182,7 +182,7 @@ func TestZeroRTTOnlyForSafeMethods(t *testing.T) {
 			go do(http.MethodPost, strings.NewReader("payload"), postDone)
 			do(http.MethodGet, nil, getDone)
 		})
-	}
+	}))
 	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
 	// A first request proves the session; the server then sends a ticket.
 	resp, err := get(t, cl, "/first", "")
@@ -369,12 +369,16 @@ func TestClientProbeDetectsStuckLoop(t *testing.T) {
 	stalled := make(chan struct{})
 	var once sync.Once
 	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), nil)
-	cl.Client.testHookReady = func() {
+	cl.Client.testHookReady.Store(ptr(func() {
 		once.Do(func() {
 			close(stalled)
 			<-stall
 		})
-	}
+	}))
+	// The hook may have been set after the first establishment: a clean
+	// close by the server makes the client establish again.
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	srv.closeConns()
 	<-stalled
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	err := cl.Probe(ctx)
@@ -417,12 +421,12 @@ func TestServerProbeDetectsStuckLoop(t *testing.T) {
 	stalled := make(chan struct{})
 	var once sync.Once
 	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
-	srv.Server.testHookAccepted = func() {
+	srv.Server.testHookAccepted.Store(ptr(func() {
 		once.Do(func() {
 			close(stalled)
 			<-stall
 		})
-	}
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), safety)
 	defer cancel()
 	if err := srv.Probe(ctx); err != nil {
@@ -464,3 +468,5 @@ func TestQlogFilesWritten(t *testing.T) {
 		return false
 	})
 }
+
+func ptr[T any](v T) *T { return &v }

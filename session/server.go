@@ -57,7 +57,7 @@ type Server struct {
 	probeCh chan struct{} // received from by Serve's loop (Probe)
 	// testHookAccepted, when set, runs on Serve's goroutine for each
 	// accepted connection (tests use it to stall the actor).
-	testHookAccepted func()
+	testHookAccepted atomic.Pointer[func()]
 
 	serving    atomic.Bool   // Serve was called
 	closing    atomic.Bool   // Drain or Close started: accept errors are expected
@@ -261,8 +261,8 @@ loop:
 				}
 				break loop
 			}
-			if s.testHookAccepted != nil {
-				s.testHookAccepted()
+			if h := s.testHookAccepted.Load(); h != nil {
+				(*h)()
 			}
 			s.connWG.Add(1)
 			go s.serveConn(a.conn)
@@ -400,6 +400,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.hMu.Unlock()
 	}()
 	s.o.Handler.ServeHTTP(w, r)
+}
+
+// InFlight returns the number of requests being handled.
+func (s *Server) InFlight() int {
+	s.hMu.Lock()
+	defer s.hMu.Unlock()
+	return s.handlers
 }
 
 func (s *Server) handlersIdle() <-chan struct{} {

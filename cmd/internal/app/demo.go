@@ -94,6 +94,7 @@ func StartDemo(listen string, log *slog.Logger) (*Demo, error) {
 	ccfg.General.HTTPBindAddress = listen
 	ccfg.TLS = config.TLS{CA: dir + "/ca.pem", Cert: dir + "/client.pem", Key: dir + "/client-key.pem"}
 	ccfg.System.AddForwarded = true
+	ccfg.System.AdminAddress = "127.0.0.1:0"
 	if d.Client, err = Start(&ccfg, log.With("side", "client")); err != nil {
 		return nil, err
 	}
@@ -161,8 +162,9 @@ Try:
   curl -i http://%s/
   curl -i --data-binary 'hello over QUIC' http://%s/echo
   curl -i http://%s/chunked?n=5
+  ptproxy status --admin %s      (or: curl http://%[7]s/metrics)
 Press Ctrl-C to stop (twice to stop at once).
-`, addr, d.Server.QUICAddr(), d.originLn.Addr(), addr, addr, addr)
+`, addr, d.Server.QUICAddr(), d.originLn.Addr(), addr, addr, addr, d.Client.AdminAddr())
 	<-sigs
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

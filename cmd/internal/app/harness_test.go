@@ -31,7 +31,7 @@ type testPKI struct {
 	ca  *pki.CA
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
@@ -55,7 +55,7 @@ func newTestPKI(t *testing.T) *testPKI {
 func (p *testPKI) path(name string) string { return filepath.Join(p.dir, name) }
 
 // writeLeaf writes an extra leaf (for negative tests) and returns its paths.
-func (p *testPKI) writeLeaf(t *testing.T, name string, l *pki.Leaf) (cert, key string) {
+func (p *testPKI) writeLeaf(t testing.TB, name string, l *pki.Leaf) (cert, key string) {
 	t.Helper()
 	dir := filepath.Join(p.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -145,7 +145,7 @@ func (l *logBuffer) contains(words ...string) bool {
 	return false
 }
 
-func newTestLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+func newTestLogger(t testing.TB) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{}
 	h := slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})
 	t.Cleanup(func() {
@@ -156,7 +156,7 @@ func newTestLogger(t *testing.T) (*slog.Logger, *logBuffer) {
 	return slog.New(h), lb
 }
 
-func startInstance(t *testing.T, cfg *config.Config, log *slog.Logger) *Instance {
+func startInstance(t testing.TB, cfg *config.Config, log *slog.Logger) *Instance {
 	t.Helper()
 	in, err := Start(cfg, log)
 	if err != nil {
@@ -168,7 +168,7 @@ func startInstance(t *testing.T, cfg *config.Config, log *slog.Logger) *Instance
 
 // eventually polls cond until it holds; the deadline is a safety net for a
 // hung test, not an assertion about speed.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
@@ -179,7 +179,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func waitReady(t *testing.T, client *Instance) {
+func waitReady(t testing.TB, client *Instance) {
 	t.Helper()
 	eventually(t, "tunnel ready", func() bool { return client.Client().State() == session.Ready })
 }
@@ -194,7 +194,7 @@ type pair struct {
 	url            string
 }
 
-func startPair(t *testing.T, origin http.Handler) *pair {
+func startPair(t testing.TB, origin http.Handler) *pair {
 	t.Helper()
 	p := &pair{pki: newTestPKI(t)}
 	p.origin = startOrigin(t, origin)
@@ -210,7 +210,7 @@ func startPair(t *testing.T, origin http.Handler) *pair {
 }
 
 // startOrigin serves h on loopback with net/http.
-func startOrigin(t *testing.T, h http.Handler) string {
+func startOrigin(t testing.TB, h http.Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

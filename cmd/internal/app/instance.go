@@ -95,12 +95,24 @@ func (in *Instance) onTransition(t session.Transition) {
 	}
 }
 
+// Option adjusts an instance before it starts (see WithTransitionHook).
+type Option func(*Instance)
+
+// WithTransitionHook adds a hook that observes every session transition
+// (systemd STATUS). Hooks run on the session actor and must not block.
+func WithTransitionHook(h func(session.Transition)) Option {
+	return func(in *Instance) { in.transitionHooks = append(in.transitionHooks, h) }
+}
+
 // Start builds and starts an instance from cfg. The returned instance runs
 // until Drain or Close.
-func Start(cfg *config.Config, log *slog.Logger) (*Instance, error) {
+func Start(cfg *config.Config, log *slog.Logger, opts ...Option) (*Instance, error) {
 	in := &Instance{cfg: cfg, log: log, ready: make(chan struct{}), started: time.Now()}
 	in.metrics = newMetrics(string(cfg.General.Mode))
 	in.transitionHooks = append(in.transitionHooks, in.metrics.transition, in.recordFailure)
+	for _, o := range opts {
+		o(in)
+	}
 	in.runCtx, in.cancelRun = context.WithCancel(context.Background())
 	in.drainCtx, in.startDrain = context.WithCancel(context.Background())
 	for _, w := range cfg.Warnings() {
@@ -175,6 +187,7 @@ func (in *Instance) startClient() error {
 	if err := step("binding listener socket", err); err != nil {
 		return err
 	}
+	ln = newProbeListener(ln) // the watchdog proves the accept loop alive (systemd.go)
 	in.ln = ln
 	client, err := session.NewClient(session.ClientOptions{
 		PeerHostname:    cfg.General.PeerHostname,

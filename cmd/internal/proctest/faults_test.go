@@ -265,11 +265,13 @@ func TestServerKilledMidStream(t *testing.T) {
 	}
 	t.Logf("MEASURED server SIGKILL -> client lost: %d ms (max_idle_timeout %d ms)", ms(lost.time().Sub(killedAt)), maxIdleTimeoutMs)
 
-	// Until the tunnel is back: 503 with the reason, at once.
+	// While the server is down every request is answered (the 503 rule
+	// itself is TestOutageAnswers503).
 	for range 3 {
-		st, body := rawGet(t, addr, "/ok")
-		if st != http.StatusServiceUnavailable || !strings.HasPrefix(body, "tunnel not established: ") {
-			t.Fatalf("while the server is down: %d %q, want 503 tunnel not established: <reason>", st, body)
+		f := startRequest(t, addr, "GET /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n")
+		within(t, "request while the server is down", f.done)
+		if f.status != http.StatusServiceUnavailable && f.status != http.StatusBadGateway || isTimeout(f.err) {
+			t.Errorf("while the server is down: status %d err=%v", f.status, f.err)
 		}
 	}
 
@@ -350,9 +352,6 @@ func TestPartitionDetectedWithinIdleTimeout(t *testing.T) {
 	t.Logf("MEASURED partition -> client lost: %d ms, server closed: %d ms (max_idle_timeout %d ms)",
 		ms(lost.time().Sub(cutAt)), ms(closed.time().Sub(cutAt)), maxIdleTimeoutMs)
 
-	if st, body := rawGet(t, addr, "/ok"); st != http.StatusServiceUnavailable || !strings.HasPrefix(body, "tunnel not established") {
-		t.Fatalf("during the partition: %d %q, want 503", st, body)
-	}
 	failed := client.waitLog("an attempt failing in the partition", "session idle", 0, event("fail"))
 	t.Logf("attempt during the partition failed: %s", failed.str("reason"))
 
@@ -387,4 +386,34 @@ func TestClientKilledMidStream(t *testing.T) {
 	closed := server.waitLog("server notices", "connection closed", 0, nil)
 	t.Logf("server close reason: %s", closed.str("reason"))
 	eventually(t, "origin connections closed", func() bool { return o.active("/stream")+o.active("/upload") == 0 })
+}
+
+// TestOutageAnswers503: once the client has noticed that the session is
+// gone, every new request is answered 503 "tunnel not established:
+// <reason>" by the client itself, whatever its method, until the tunnel is
+// back.
+func TestOutageAnswers503(t *testing.T) {
+	o := newFaultOrigin(t)
+	e := newEnv(t)
+	port := freeUDPPort(t)
+	server, client, addr := startPair(t, e, o.addr, port, port)
+	server.kill()
+	client.waitLog("lost transition", "session idle", 0, event("lost"))
+	for _, raw := range []string{
+		"GET /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+		"HEAD /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+		"POST /upload HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+		"GET /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+	} {
+		f := startRequest(t, addr, raw)
+		within(t, "request during the outage", f.done)
+		if f.status != http.StatusServiceUnavailable {
+			t.Errorf("%q during the outage: status %d err=%v, want 503", raw[:strings.IndexByte(raw, ' ')], f.status, f.err)
+		}
+	}
+	for _, r := range client.find("request failed", nil) {
+		if r["status"] != float64(503) || !strings.Contains(r.str("error"), "tunnel not established") {
+			t.Errorf("client logged %v, want only 503 tunnel not established", r)
+		}
+	}
 }

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/loadgen"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/pairs"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/procstat"
+)
+
+const caddyModule = "github.com/caddyserver/caddy/v2/cmd/caddy@v2.11.9"
+
+// common flags of loopback, wan and profile.
+type common struct {
+	pairs    string
+	reps     int
+	out      string
+	repo     string
+	install  bool
+	keep     bool
+	portBase int
+}
+
+func (c *common) register(fs *flag.FlagSet, defPairs string, defReps int) {
+	fs.StringVar(&c.pairs, "pairs", defPairs, "comma-separated pairs to run: "+strings.Join(pairs.All, ","))
+	fs.IntVar(&c.reps, "reps", defReps, "repetitions of every measurement (pairs alternate within each repetition)")
+	fs.StringVar(&c.out, "out", "", "results folder (default: <repo>/docs/benchmarks)")
+	fs.StringVar(&c.repo, "repo", "", "ptproxy repository root (default: from `go env GOMOD`)")
+	fs.BoolVar(&c.install, "install", true, "install missing prerequisites (apt-get nginx haproxy; go install caddy)")
+	fs.BoolVar(&c.keep, "keep", false, "keep the scratch folder (configs, logs)")
+	fs.IntVar(&c.portBase, "port-base", 21000, "first port of the harness's range (origin at +80, pair i at +100i+80 and +100i+43)")
+}
+
+// bench is one harness session: scratch folder, binaries, certificates,
+// origin and pairs, all torn down by close.
+type bench struct {
+	c       common
+	work    string
+	env     pairs.Env
+	origin  *pairs.Proc
+	pairs   []*pairs.Pair
+	cleanup []func()
+	self    string
+}
+
+func (b *bench) close() {
+	for _, p := range b.pairs {
+		p.Stop()
+	}
+	if b.origin != nil {
+		b.origin.Stop(syscall.SIGTERM, 5*time.Second)
+	}
+	for i := len(b.cleanup) - 1; i >= 0; i-- {
+		b.cleanup[i]()
+	}
+	if b.work != "" && !b.c.keep {
+		os.RemoveAll(b.work)
+	} else if b.work != "" {
+		log.Printf("scratch folder kept: %s", b.work)
+	}
+}
+
+func (b *bench) pairNames() ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(b.c.pairs, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		ok := false
+		for _, a := range pairs.All {
+			ok = ok || a == n
+		}
+		if !ok {
+			return nil, fmt.Errorf("unknown pair %q (known: %s)", n, strings.Join(pairs.All, ","))
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func repoRoot(flagVal string) (string, error) {
+	if flagVal != "" {
+		return filepath.Abs(flagVal)
+	}
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the ptproxy module: run from the repository or pass --repo")
+	}
+	return filepath.Dir(mod), nil
+}
+
+func run(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), nil
+}
+
+func findBin(name string, extra ...string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range extra {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	return ""
+}
+
+// prepare builds ptproxy, installs what is missing, writes certificates
+// and returns the binaries; pairs whose program is unavailable are dropped
+// with a note.
+func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
+	root, err := repoRoot(b.c.repo)
+	if err != nil {
+		return nil, err
+	}
+	b.c.repo = root
+	if b.c.out == "" {
+		b.c.out = filepath.Join(root, "docs", "benchmarks")
+	}
+	b.work, err = os.MkdirTemp("", "ptbench-")
+	if err != nil {
+		return nil, err
+	}
+	if b.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	bins := pairs.Bins{Ptproxy: filepath.Join(b.work, "ptproxy")}
+	log.Printf("building ptproxy from %s", root)
+	build := exec.Command("go", "build", "-o", bins.Ptproxy, "./cmd/ptproxy")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/ptproxy: %v\n%s", err, out)
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var apt []string
+	if want[pairs.Nginx] && findBin("nginx", "/usr/sbin/nginx") == "" {
+		apt = append(apt, "nginx")
+	}
+	if want[pairs.HAProxy] && findBin("haproxy", "/usr/sbin/haproxy") == "" {
+		apt = append(apt, "haproxy")
+	}
+	if len(apt) > 0 && b.c.install {
+		log.Printf("installing %s with apt-get", strings.Join(apt, " "))
+		if _, err := run("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, apt...)...); err != nil {
+			run("apt-get", "update")
+			if _, err := run("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, apt...)...); err != nil {
+				log.Printf("apt-get failed: %v", err)
+			}
+		}
+	}
+	bins.Nginx = findBin("nginx", "/usr/sbin/nginx")
+	bins.HAProxy = findBin("haproxy", "/usr/sbin/haproxy")
+	if want[pairs.Caddy] {
+		bins.Caddy, err = ensureCaddy(b.c.install)
+		if err != nil {
+			log.Printf("caddy unavailable: %v", err)
+		}
+	}
+	var kept []string
+	for _, n := range names {
+		missing := ""
+		switch n {
+		case pairs.Nginx:
+			missing = map[bool]string{true: "nginx"}[bins.Nginx == ""]
+		case pairs.HAProxy:
+			missing = map[bool]string{true: "haproxy"}[bins.HAProxy == ""]
+		case pairs.Caddy:
+			missing = map[bool]string{true: "caddy"}[bins.Caddy == ""]
+		}
+		if missing != "" {
+			*notes = append(*notes, fmt.Sprintf("pair %s skipped: %s not available", n, missing))
+			continue
+		}
+		kept = append(kept, n)
+	}
+	certs := filepath.Join(b.work, "certs")
+	if _, err := run(bins.Ptproxy, "certs", "--client", pairs.ClientName, "--server", pairs.ServerName, "--dir", certs); err != nil {
+		return nil, err
+	}
+	b.env = pairs.Env{Work: b.work, Certs: certs, Bins: bins, ServerIP: "127.0.0.1",
+		OriginPort: b.c.portBase + 80, PortBase: b.c.portBase}
+	return kept, nil
+}
+
+// ensureCaddy returns a caddy v2.11.9 binary, installing it with go
+// install into the user cache folder when needed.
+func ensureCaddy(install bool) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "ptbench", "bin")
+	bin := filepath.Join(dir, "caddy")
+	isRight := func(p string) bool {
+		out, err := exec.Command("go", "version", "-m", p).Output()
+		return err == nil && strings.Contains(string(out), "github.com/caddyserver/caddy/v2\tv2.11.9")
+	}
+	if isRight(bin) {
+		return bin, nil
+	}
+	if p := findBin("caddy"); p != "" && isRight(p) {
+		return p, nil
+	}
+	if !install {
+		return "", errors.New("caddy v2.11.9 not found (run with --install)")
+	}
+	log.Printf("installing caddy: GOBIN=%s go install %s", dir, caddyModule)
+	cmd := exec.Command("go", "install", caddyModule)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s: %v\n%s", caddyModule, err, out)
+	}
+	return bin, nil
+}
+
+// startOrigin starts the origin process (in ns when set) and waits for it.
+func (b *bench) startOrigin(ns, listen string, dial loadgen.DialFunc) error {
+	b.origin = &pairs.Proc{Name: "origin", NS: ns, Argv: []string{b.self, "origin", "--listen", listen},
+		Log: filepath.Join(b.work, "origin.log")}
+	if err := b.origin.Start(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := loadgen.Poll(ctx, dial, loadgen.Request{Method: "GET", Path: "/small"}, 10*time.Millisecond, time.Second, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("origin not ready: %v\n%s", err, b.origin.Tail(2000))
+	}
+	return nil
+}
+
+// startPair starts p and waits (bounded) until a request through it
+// returns 200.
+func startPair(ctx context.Context, p *pairs.Pair, dial loadgen.DialFunc, timeout time.Duration) error {
+	if err := p.Start(); err != nil {
+		return err
+	}
+	if err := p.WaitListening(ctx, dial, timeout); err != nil {
+		p.Stop()
+		return err
+	}
+	if _, _, err := loadgen.Poll(ctx, dial, loadgen.Request{Method: "GET", Path: "/small"}, 20*time.Millisecond, 5*time.Second, timeout); err != nil {
+		err = fmt.Errorf("%s: no 200 through the pair: %v", p.Name, err)
+		for _, pr := range p.Procs() {
+			err = fmt.Errorf("%w\n--- %s log:\n%s", err, pr.Name, pr.Tail(1500))
+		}
+		p.Stop()
+		return err
+	}
+	return nil
+}
+
+// hostInfo describes the machine and the programs' versions.
+func hostInfo(bins pairs.Bins) map[string]string {
+	h := map[string]string{
+		"cpus":       strconv.Itoa(runtime.NumCPU()),
+		"go":         runtime.Version(),
+		"os/arch":    runtime.GOOS + "/" + runtime.GOARCH,
+		"GOMAXPROCS": "default (all CPUs) for ptproxy, Caddy, origin and load generator",
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				h["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, ok := strings.Cut(string(b), "\n"); ok {
+			h["memory"] = strings.Join(strings.Fields(l)[1:], " ")
+		}
+	}
+	ver := func(bin string, args ...string) string {
+		if bin == "" {
+			return "not used"
+		}
+		out, _ := exec.Command(bin, args...).CombinedOutput()
+		l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return l
+	}
+	h["nginx"] = ver(bins.Nginx, "-v")
+	h["haproxy"] = ver(bins.HAProxy, "-v")
+	if bins.Caddy != "" {
+		h["caddy"] = "v2.11.9 (" + caddyModule + ")"
+	}
+	if out, err := exec.Command("git", "-C", filepath.Dir(filepath.Dir(bins.Ptproxy)), "rev-parse", "--short", "HEAD").Output(); err == nil {
+		h["ptproxy commit"] = strings.TrimSpace(string(out))
+	}
+	return h
+}
+
+// cpuMeter samples CPU time of a pair, of the origin, of this process and
+// of the whole machine, to charge the pair and to estimate foreign load.
+type cpuMeter struct {
+	pair   func() []int
+	origin int
+	t0     time.Time
+	p0, o0 time.Duration
+	s0, m0 time.Duration
+	// results
+	Pair, Origin, Self, Machine, Wall time.Duration
+}
+
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var ticks uint64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / procstat.ClockTick
+}
+
+func (m *cpuMeter) Begin() {
+	m.t0 = time.Now()
+	m.p0 = procstat.CPU(m.pair())
+	m.o0 = procstat.CPU([]int{m.origin})
+	m.s0 = procstat.CPU([]int{os.Getpid()})
+	m.m0 = machineBusy()
+}
+
+func (m *cpuMeter) End() {
+	m.Wall = time.Since(m.t0)
+	m.Pair = procstat.CPU(m.pair()) - m.p0
+	m.Origin = procstat.CPU([]int{m.origin}) - m.o0
+	m.Self = procstat.CPU([]int{os.Getpid()}) - m.s0
+	m.Machine = machineBusy() - m.m0
+}
+
+// Foreign is the share of the machine (in CPUs) busy with processes other
+// than ours during the run: the noise from others' work.
+func (m *cpuMeter) Foreign() float64 {
+	if m.Wall <= 0 {
+		return 0
+	}
+	f := (m.Machine - m.Pair - m.Origin - m.Self).Seconds() / m.Wall.Seconds()
+	if f < 0 {
+		f = 0
+	}
+	return f
+}
+
+func tcpDialer(addr string) loadgen.DialFunc {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}
