@@ -3,13 +3,11 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -138,26 +136,14 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 // readBody emits the body of the message r last read as Chunks and an End.
 // A read error is reported downstream in End.Err and returned.
 func readBody(ctx context.Context, r *httpio.Reader, out chan<- Msg, ex *exchange) error {
-	for {
-		c := NewChunk()
-		n, _, err := r.ReadBody(c.Buf())
-		if n > 0 {
-			ex.addRequest(n)
-			c.Data = c.Buf()[:n]
-			if serr := Send(ctx, out, c); serr != nil {
-				return serr
-			}
-		} else {
-			c.Release()
-		}
-		if err == io.EOF {
-			return Send(ctx, out, &End{Trailers: r.Trailers().Clone()})
-		}
-		if err != nil {
-			Send(ctx, out, &End{Err: err})
-			return err
-		}
+	end := pumpBody(ctx, out, func(p []byte) (int, error) {
+		n, _, err := r.ReadBody(p)
+		return n, err
+	}, func() httpio.Header { return r.Trailers().Clone() }, ex.addRequest)
+	if err := Send(ctx, out, end); err != nil {
+		return err
 	}
+	return end.Err
 }
 
 // forwardToTunnel is the client forwarder: one HTTP/3 request per Head,
@@ -218,7 +204,7 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 		}
 	}
 	interim := func(code int, hdr textproto.MIMEHeader) error {
-		ih := &Head{Status: code, Header: headerFromMap(http.Header(hdr)), Major: h.Major, Minor: h.Minor}
+		ih := &Head{Status: code, Header: sortedFields(http.Header(hdr)), Major: h.Major, Minor: h.Minor}
 		return Send(ctx, out, ih)
 	}
 	req = req.WithContext(httptrace.WithClientTrace(exCtx, &httptrace.ClientTrace{Got1xxResponse: interim}))
@@ -257,24 +243,7 @@ func finishBody(ctx context.Context, body *msgBody, in <-chan Msg) bool {
 
 // copyResponseBody streams resp.Body as Chunks and returns the End to send.
 func copyResponseBody(ctx context.Context, resp *http.Response, out chan<- Msg) *End {
-	for {
-		c := NewChunk()
-		n, err := resp.Body.Read(c.Buf())
-		if n > 0 {
-			c.Data = c.Buf()[:n]
-			if serr := Send(ctx, out, c); serr != nil {
-				return &End{Err: serr}
-			}
-		} else {
-			c.Release()
-		}
-		if err == io.EOF {
-			return &End{Trailers: headerFromMap(resp.Trailer)}
-		}
-		if err != nil {
-			return &End{Err: err}
-		}
-	}
+	return pumpBody(ctx, out, resp.Body.Read, func() httpio.Header { return sortedFields(resp.Trailer) }, nil)
 }
 
 // tunnelError classifies a RoundTrip failure.
@@ -415,27 +384,4 @@ func logFailure(l *slog.Logger, e *Error) {
 	default:
 		l.Warn("request failed", "status", e.Status, "side", e.Side.String(), "error", e.Error())
 	}
-}
-
-// headerFromMap turns a net/http header map into an ordered field list,
-// sorted by name (maps have no order; sorting keeps output deterministic),
-// duplicates in their order.
-func headerFromMap(m http.Header) httpio.Header {
-	if len(m) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(m))
-	n := 0
-	for k, vv := range m {
-		names = append(names, k)
-		n += len(vv)
-	}
-	slices.Sort(names)
-	h := make(httpio.Header, 0, n)
-	for _, k := range names {
-		for _, v := range m[k] {
-			h = append(h, httpio.Field{Name: k, Value: v})
-		}
-	}
-	return h
 }

@@ -103,28 +103,14 @@ func readHTTP3Request(r *http.Request, peer Peer, obs Observer, exs *exchanges) 
 				return sendBodyEnd(ctx, out, r, firstErr)
 			}
 		}
-		for {
-			c := NewChunk()
-			n, err := r.Body.Read(c.Buf())
-			if n > 0 {
-				ex.addRequest(n)
-				c.Data = c.Buf()[:n]
-				if serr := Send(ctx, out, c); serr != nil {
-					return nil
-				}
-			} else {
-				c.Release()
-			}
-			if err != nil {
-				return sendBodyEnd(ctx, out, r, err)
-			}
-		}
+		end := pumpBody(ctx, out, r.Body.Read, func() httpio.Header { return sortedFields(r.Trailer) }, ex.addRequest)
+		return Send(ctx, out, end)
 	}
 }
 
 func sendBodyEnd(ctx context.Context, out chan<- Msg, r *http.Request, err error) error {
 	if err == io.EOF {
-		return Send(ctx, out, &End{Trailers: headerFromMap(r.Trailer)})
+		return Send(ctx, out, &End{Trailers: sortedFields(r.Trailer)})
 	}
 	return Send(ctx, out, &End{Err: err})
 }
@@ -278,24 +264,10 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg
 
 // streamOriginBody sends the origin's response body on as Chunks.
 func streamOriginBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) *End {
-	for {
-		c := NewChunk()
-		n, _, err := r.ReadBody(c.Buf())
-		if n > 0 {
-			c.Data = c.Buf()[:n]
-			if serr := Send(ctx, out, c); serr != nil {
-				return &End{Err: serr}
-			}
-		} else {
-			c.Release()
-		}
-		if err == io.EOF {
-			return &End{Trailers: r.Trailers().Clone()}
-		}
-		if err != nil {
-			return &End{Err: err}
-		}
-	}
+	return pumpBody(ctx, out, func(p []byte) (int, error) {
+		n, _, err := r.ReadBody(p)
+		return n, err
+	}, func() httpio.Header { return r.Trailers().Clone() }, nil)
 }
 
 // isStale reports whether err is what a keep-alive connection the origin

@@ -150,7 +150,8 @@ func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
 	if b.self, err = os.Executable(); err != nil {
 		return nil, err
 	}
-	bins := pairs.Bins{Ptproxy: filepath.Join(b.work, "ptproxy")}
+	os.MkdirAll(filepath.Join(b.work, "bin"), 0o755)
+	bins := pairs.Bins{Ptproxy: filepath.Join(b.work, "bin", "ptproxy")}
 	log.Printf("building ptproxy from %s", root)
 	build := exec.Command("go", "build", "-o", bins.Ptproxy, "./cmd/ptproxy")
 	build.Dir = root
@@ -280,7 +281,7 @@ func startPair(ctx context.Context, p *pairs.Pair, dial loadgen.DialFunc, timeou
 }
 
 // hostInfo describes the machine and the programs' versions.
-func hostInfo(bins pairs.Bins) map[string]string {
+func hostInfo(repo string, bins pairs.Bins) map[string]string {
 	h := map[string]string{
 		"cpus":       strconv.Itoa(runtime.NumCPU()),
 		"go":         runtime.Version(),
@@ -316,7 +317,7 @@ func hostInfo(bins pairs.Bins) map[string]string {
 	if bins.Caddy != "" {
 		h["caddy"] = "v2.11.9 (" + caddyModule + ")"
 	}
-	if out, err := exec.Command("git", "-C", filepath.Dir(filepath.Dir(bins.Ptproxy)), "rev-parse", "--short", "HEAD").Output(); err == nil {
+	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		h["ptproxy commit"] = strings.TrimSpace(string(out))
 	}
 	return h

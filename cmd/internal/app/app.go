@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/ptproxy/ptproxy/config"
@@ -101,13 +102,44 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // Serve runs an instance until the first signal, drains it, and returns the
 // exit status. A second signal during the drain returns ExitForced at once.
+// It reports to systemd through sd_notify (a no-op without NOTIFY_SOCKET).
 func Serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal) int {
-	in, err := Start(cfg, slogger)
+	return serve(cfg, slogger, sigs, sdNotifier{})
+}
+
+func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n notifier) int {
+	sd := newSystemd(n, slogger)
+	defer sd.close() // flushes the last STATUS before the exit
+	client := cfg.General.Mode == config.ModeClient
+	in, err := Start(cfg, slogger, WithTransitionHook(sd.transitionHook(client)))
 	if err != nil {
 		slogger.Error(err.Error())
+		sd.fatal(err)
 		return ExitFatal
 	}
+	// READY once the instance counts as started (server: listening;
+	// client: after the first attempt with wait_for_first_attempt).
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var bgDone sync.WaitGroup
+	defer bgDone.Wait()
+	defer stopBG() // runs before bgDone.Wait
+	bgDone.Go(func() {
+		select {
+		case <-in.Ready():
+		case <-bg.Done():
+			return
+		}
+		sd.markReady()
+		if d := watchdogInterval(cfg.System.WatchdogFactor, slogger); d > 0 {
+			slogger.Info("systemd watchdog enabled", "ping_interval_ms", d.Milliseconds())
+			w := &watchdog{sd: sd, log: slogger, interval: d, probers: in.probers()}
+			w.run(bg)
+		}
+	})
+
 	sig := <-sigs
+	sd.markStopping(fmt.Sprintf("stopping: draining %d in-flight requests", in.inFlight()))
 	slogger.Info("stopping: draining in-flight requests", "signal", sig.String(), "drain_timeout_ms", cfg.System.DrainTimeout.Duration().Milliseconds())
 	ctx := context.Background()
 	if d := cfg.System.DrainTimeout.Duration(); d > 0 {
@@ -126,6 +158,7 @@ func Serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal) int 
 		return ExitOK
 	case sig := <-sigs:
 		slogger.Warn("second signal: exiting at once", "signal", sig.String())
+		sd.setStatus("second signal: exiting at once")
 		return ExitForced
 	}
 }

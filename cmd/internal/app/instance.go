@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -156,18 +157,20 @@ func limitsOf(cfg *config.Config) httpio.Limits {
 	}
 }
 
-// keyLog opens SSLKEYLOGFILE when set: TLS secrets for packet captures.
-func keyLog(log *slog.Logger) (*os.File, error) {
+// keyLogTo makes c write TLS secrets to SSLKEYLOGFILE when that is set, for
+// packet captures. The file stays open for the life of the process.
+func (in *Instance) keyLogTo(c *tls.Config) error {
 	path := os.Getenv("SSLKEYLOGFILE")
 	if path == "" {
-		return nil, nil
+		return nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("opening SSLKEYLOGFILE %s: %w", path, err)
+		return step("opening key log", fmt.Errorf("SSLKEYLOGFILE %s: %w", path, err))
 	}
-	log.Warn("SSLKEYLOGFILE is set: TLS session secrets are written to it; anyone who reads it can decrypt captured traffic", "file", path)
-	return f, nil
+	in.log.Warn("SSLKEYLOGFILE is set: TLS session secrets are written to it; anyone who reads it can decrypt captured traffic", "file", path)
+	c.KeyLogWriter = f
+	return nil
 }
 
 func (in *Instance) startClient() error {
@@ -176,12 +179,8 @@ func (in *Instance) startClient() error {
 	if err := step("building client TLS config", err); err != nil {
 		return err
 	}
-	kl, err := keyLog(in.log)
-	if err != nil {
-		return step("opening key log", err)
-	}
-	if kl != nil {
-		tlsConf.KeyLogWriter = kl
+	if err := in.keyLogTo(tlsConf); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.General.HTTPBindAddress)
 	if err := step("binding listener socket", err); err != nil {
@@ -247,12 +246,8 @@ func (in *Instance) startServer() error {
 	if err := step("building server TLS config", err); err != nil {
 		return err
 	}
-	kl, err := keyLog(in.log)
-	if err != nil {
-		return step("opening key log", err)
-	}
-	if kl != nil {
-		tlsConf.KeyLogWriter = kl
+	if err := in.keyLogTo(tlsConf); err != nil {
+		return err
 	}
 	in.origin = pipeline.NewOriginPool(pipeline.OriginOptions{
 		Address:   cfg.General.HTTPConnectAddress,

@@ -114,7 +114,7 @@ func (s *systemd) setStatus(text string) {
 // markReady sends READY=1 (once) with the current status.
 func (s *systemd) markReady() {
 	s.mu.Lock()
-	if s.ready {
+	if s.ready || s.stopping {
 		s.mu.Unlock()
 		return
 	}

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/loadgen"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/origin"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/pairs"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/procstat"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/report"
+)
+
+// loadCase is one load shape.
+type loadCase struct {
+	name, title string
+	req         loadgen.Request
+	conc        int
+	max         int
+	dur         time.Duration
+	expect      int64
+	transfer    bool // report MiB/s and latencies in ms
+}
+
+func latencyMetrics(unit string, plot bool) []report.Metric {
+	return []report.Metric{
+		{Key: "p50", Label: "p50", Unit: unit, LowerBetter: true, Plot: plot},
+		{Key: "p90", Label: "p90", Unit: unit, LowerBetter: true},
+		{Key: "p99", Label: "p99", Unit: unit, LowerBetter: true, Plot: plot},
+		{Key: "max", Label: "max", Unit: unit, LowerBetter: true},
+	}
+}
+
+func (lc loadCase) metrics() []report.Metric {
+	ms := []report.Metric{{Key: "rps", Label: "requests/s", Unit: "req/s", Plot: !lc.transfer}}
+	if lc.transfer {
+		ms = append(ms, report.Metric{Key: "mibps", Label: "throughput", Unit: "MiB/s", Plot: true})
+	}
+	unit := "µs"
+	if lc.transfer {
+		unit = "ms"
+	}
+	ms = append(ms, latencyMetrics(unit, lc.conc == 1)...)
+	ms = append(ms,
+		report.Metric{Key: "cpu_us", Label: "pair CPU per request", Unit: "µs", LowerBetter: true, Plot: true},
+		report.Metric{Key: "errors", Label: "errors", Unit: "count", LowerBetter: true},
+		report.Metric{Key: "foreign", Label: "foreign load", Unit: "CPUs", LowerBetter: true},
+	)
+	return ms
+}
+
+func runLoopback(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("ptbench loopback", flag.ExitOnError)
+	var c common
+	c.register(fs, strings.Join(pairs.All, ","), 3)
+	dur := fs.Duration("duration", 5*time.Second, "time bound of each measured run at concurrency 64 (others take 3/5 of it)")
+	warm := fs.Duration("warmup", time.Second, "unmeasured warm-up before each run")
+	scen := fs.String("scenarios", "c1,c64,down,up,chunked", "scenarios to run")
+	fs.Parse(args)
+	started := time.Now()
+	b := &bench{c: c}
+	defer b.close()
+	var notes []string
+	names, err := b.pairNames()
+	if err != nil {
+		return err
+	}
+	names, err = b.prepare(names, &notes)
+	if err != nil {
+		return err
+	}
+	short := *dur * 3 / 5
+	all := []loadCase{
+		{name: "c1", title: "Latency at concurrency 1 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 1, max: 200000, dur: short, expect: origin.SmallSize},
+		{name: "c64", title: "Throughput at concurrency 64 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 64, max: 2000000, dur: *dur, expect: origin.SmallSize},
+		{name: "down", title: "1 MiB download at concurrency 8 (GET /1m)", req: loadgen.Request{Method: "GET", Path: "/1m"}, conc: 8, max: 100000, dur: short, expect: origin.LargeSize, transfer: true},
+		{name: "up", title: "1 MiB upload at concurrency 8 (POST /echo?discard)", req: loadgen.Request{Method: "POST", Path: "/echo?discard", Body: make([]byte, origin.LargeSize)}, conc: 8, max: 100000, dur: short, expect: 8, transfer: true},
+		{name: "chunked", title: "Chunked 64 × 4 KiB at concurrency 8 (GET /chunked)", req: loadgen.Request{Method: "GET", Path: "/chunked"}, conc: 8, max: 200000, dur: short, expect: origin.ChunkedSize, transfer: true},
+	}
+	var cases []loadCase
+	for _, lc := range all {
+		if strings.Contains(","+*scen+",", ","+lc.name+",") {
+			cases = append(cases, lc)
+		}
+	}
+
+	if err := b.startOrigin("", fmt.Sprintf("127.0.0.1:%d", b.env.OriginPort), tcpDialer(fmt.Sprintf("127.0.0.1:%d", b.env.OriginPort))); err != nil {
+		return err
+	}
+	res := &report.Results{Mode: "loopback", Title: "ptproxy benchmarks: loopback", Started: started,
+		Invoked: "ptbench loopback " + strings.Join(args, " "), Reps: c.reps, Commands: map[string]string{}, Notes: notes}
+	res.Commands["origin"] = b.origin.CommandLine()
+	for _, n := range names {
+		p, err := pairs.Build(&b.env, n)
+		if err != nil {
+			return err
+		}
+		log.Printf("starting pair %s", n)
+		if err := startPair(ctx, p, tcpDialer(p.Addr), 20*time.Second); err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("pair %s failed to start: %v", n, firstLine(err)))
+			log.Printf("pair %s failed: %v", n, err)
+			continue
+		}
+		b.pairs = append(b.pairs, p)
+		res.Pairs = append(res.Pairs, n)
+		for _, pr := range p.Procs() {
+			res.Commands[pr.Name] = pr.CommandLine()
+		}
+	}
+	for _, lc := range cases {
+		sc := &report.Scenario{Name: lc.name, Title: lc.title, Metrics: lc.metrics(),
+			Method: fmt.Sprintf("%s %s, %d persistent HTTP/1.1 connection(s), bounded by %d requests and %v after a %v warm-up; CPU is utime+stime of the pair's processes (all sides, workers included) divided by the requests completed; foreign load is machine CPU not used by the pair, the origin or the harness.",
+				lc.req.Method, lc.req.Path, lc.conc, lc.max, lc.dur, *warm)}
+		res.Scenarios = append(res.Scenarios, sc)
+		for rep := 1; rep <= c.reps; rep++ {
+			for _, p := range b.pairs {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r := measureLoad(ctx, b, p, lc, *warm)
+				r.Rep = rep
+				sc.Add(r)
+				log.Printf("%-8s rep %d %-8s %s", lc.name, rep, p.Name, brief(r))
+			}
+		}
+		sc.Finish()
+	}
+	// Peak memory of each pair over the whole session.
+	mem := &report.Scenario{Name: "rss", Title: "Peak memory", Method: "Sum of VmHWM (peak resident set) of the pair's processes at the end of the session, after every load above.",
+		Metrics: []report.Metric{{Key: "rss_mib", Label: "peak RSS", Unit: "MiB", LowerBetter: true, Plot: true}}}
+	for _, p := range b.pairs {
+		if p.Server == nil {
+			continue
+		}
+		mem.Add(report.Run{Pair: p.Name, Rep: 1, Values: map[string]float64{"rss_mib": float64(procstat.PeakRSS(p.Pids())) / (1 << 20)}})
+	}
+	mem.Finish()
+	res.Scenarios = append(res.Scenarios, mem)
+	res.Host = hostInfo(b.c.repo, b.env.Bins)
+	res.Targets = loopbackTargets(res)
+	res.Duration = time.Since(started).Round(time.Second).String()
+	res.Notes = append(res.Notes,
+		"All pairs run at once on the same 2 CPUs as the origin and the load generator; only the pair under measurement carries load, the others idle (ptproxy and Caddy send QUIC keep-alives).",
+		"nginx and HAProxy run one worker (thread) per side, two in all for two CPUs; Go programs (ptproxy, Caddy, origin, load generator) use every CPU (GOMAXPROCS default).",
+		"nginx streams (proxy_buffering off, proxy_request_buffering off) like the other pairs; keep-alive to the next hop on both sides of every pair.",
+		"Other engineers' work shares this machine: the 'foreign load' column is the CPU (in CPUs) used by processes outside the benchmark during each run; runs with high foreign load are noisier.")
+	if err := copyConfigs(b, res.Pairs); err != nil {
+		log.Printf("copying configs: %v", err)
+	}
+	if err := res.Write(b.c.out, "results-loopback"); err != nil {
+		return err
+	}
+	log.Printf("wrote %s/results-loopback.md", b.c.out)
+	return nil
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+func brief(r report.Run) string {
+	if r.Err != "" && len(r.Values) == 0 {
+		return "ERROR " + r.Err
+	}
+	var parts []string
+	for _, k := range []string{"rps", "mibps", "p50", "p99", "cpu_us", "errors", "foreign", "first_ms", "start_to_200_ms", "recovery_ms", "transfer_ms"} {
+		if v, ok := r.Values[k]; ok {
+			parts = append(parts, k+"="+report.Fmt(v))
+		}
+	}
+	if r.Err != "" {
+		parts = append(parts, "err="+r.Err)
+	}
+	return strings.Join(parts, " ")
+}
+
+// measureLoad runs one load case against one pair.
+func measureLoad(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, warm time.Duration) report.Run {
+	return measureLoadDial(ctx, b, p, lc, warm, tcpDialer(p.Addr))
+}
+
+func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, warm time.Duration, dial loadgen.DialFunc) report.Run {
+	run := report.Run{Pair: p.Name}
+	if err := p.CheckRunning(); err != nil {
+		run.Err = firstLine(err)
+		return run
+	}
+	m := &cpuMeter{pair: p.Pids, origin: b.origin.Pid()}
+	r, err := loadgen.Run(ctx, loadgen.Spec{
+		Dial: dial, Request: lc.req, Concurrency: lc.conc,
+		MaxRequests: lc.max, Duration: lc.dur, Warmup: warm, ExpectBytes: lc.expect,
+		Begin: m.Begin, End: m.End,
+	})
+	if err != nil {
+		run.Err = err.Error()
+		return run
+	}
+	scale := 1e-3 // µs
+	if lc.transfer {
+		scale = 1e-6 // ms
+	}
+	l := r.Latency
+	run.Values = map[string]float64{
+		"rps":     r.RPS(),
+		"p50":     float64(l.Percentile(50)) * scale,
+		"p90":     float64(l.Percentile(90)) * scale,
+		"p99":     float64(l.Percentile(99)) * scale,
+		"max":     float64(l.Max()) * scale,
+		"errors":  float64(r.Errors),
+		"foreign": m.Foreign(),
+	}
+	if lc.transfer {
+		var moved float64
+		if lc.req.Body != nil {
+			moved = float64(len(lc.req.Body)) * float64(r.Requests)
+		} else {
+			moved = float64(r.Bytes)
+		}
+		run.Values["mibps"] = moved / (1 << 20) / r.Elapsed.Seconds()
+	}
+	if r.Requests > 0 {
+		run.Values["cpu_us"] = float64(m.Pair.Microseconds()) / float64(r.Requests)
+	} else {
+		run.Values["cpu_us"] = math.NaN()
+	}
+	if r.Errors > 0 {
+		run.Err = fmt.Sprintf("%d errors, first: %s", r.Errors, r.FirstErr)
+	}
+	return run
+}
+
+func loopbackTargets(res *report.Results) []report.Target {
+	var ts []report.Target
+	c64, c1 := res.Find("c64"), res.Find("c1")
+	verdict := func(ok bool, have bool) string {
+		if !have {
+			return "n/a"
+		}
+		if ok {
+			return "met"
+		}
+		return "missed"
+	}
+	if c64 != nil {
+		pr, cr := c64.Get("ptproxy", "rps"), c64.Get("caddy", "rps")
+		r := pr / cr
+		ts = append(ts, report.Target{Goal: "c64 requests/s ≥ 1.5 × Caddy pair's",
+			Measured: fmt.Sprintf("ptproxy %s req/s, Caddy %s req/s: %.2f×", report.Fmt(pr), report.Fmt(cr), r),
+			Verdict:  verdict(r >= 1.5, !math.IsNaN(r))})
+		pc, cc := c64.Get("ptproxy", "cpu_us"), c64.Get("caddy", "cpu_us")
+		r = pc / cc
+		ts = append(ts, report.Target{Goal: "c64 CPU per request ≤ 0.6 × Caddy pair's",
+			Measured: fmt.Sprintf("ptproxy %s µs, Caddy %s µs: %.2f×", report.Fmt(pc), report.Fmt(cc), r),
+			Verdict:  verdict(r <= 0.6, !math.IsNaN(r))})
+		nr := c64.Get("nginx", "rps")
+		r = pr / nr
+		ts = append(ts, report.Target{Goal: "(aim) c64 requests/s = nginx pair's",
+			Measured: fmt.Sprintf("ptproxy %s req/s, nginx %s req/s: %.2f×", report.Fmt(pr), report.Fmt(nr), r),
+			Verdict:  verdict(r >= 1, !math.IsNaN(r))})
+	}
+	if c1 != nil {
+		for _, q := range []string{"p50", "p99"} {
+			pl, nl := c1.Get("ptproxy", q), c1.Get("nginx", q)
+			r := pl / nl
+			ts = append(ts, report.Target{Goal: "c1 latency " + q + " ≤ nginx pair's",
+				Measured: fmt.Sprintf("ptproxy %s µs, nginx %s µs: %.2f×", report.Fmt(pl), report.Fmt(nl), r),
+				Verdict:  verdict(r <= 1, !math.IsNaN(r))})
+		}
+	}
+	return ts
+}
+
+// copyConfigs copies each pair's generated configuration into
+// docs/benchmarks/configs/<pair>/, with the scratch folder's path replaced
+// by $WORK, so that the exact configurations are part of the results.
+func copyConfigs(b *bench, names []string) error {
+	for _, n := range names {
+		if n == pairs.Direct {
+			continue
+		}
+		src := b.work + "/" + n
+		ents, err := os.ReadDir(src)
+		if err != nil {
+			return err
+		}
+		dst := b.c.out + "/configs/" + n
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if e.IsDir() || strings.HasSuffix(name, ".log") || strings.HasSuffix(name, ".pid") || strings.HasSuffix(name, ".pem") {
+				continue
+			}
+			data, err := os.ReadFile(src + "/" + name)
+			if err != nil {
+				return err
+			}
+			data = []byte(strings.ReplaceAll(string(data), b.work, "$WORK"))
+			if err := os.WriteFile(dst+"/"+name, data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,9 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runWAN(ctx context.Context, args []string) error { return errors.New("todo") }
+func runProfile(ctx context.Context, args []string) error { return errors.New("todo") }
