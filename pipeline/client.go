@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -124,7 +125,10 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 				return nil
 			}
 			if err := readBody(ctx, r, out, ex); err != nil {
-				return nil
+				// The caller went away or sent a broken body mid-request:
+				// nothing of this connection can complete, so every stage
+				// stops now rather than wait on the tunnel.
+				return fmt.Errorf("reading request body from %s: %w", peer.For, err)
 			}
 			if head.Close {
 				return nil

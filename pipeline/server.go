@@ -173,7 +173,7 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg
 		if h.Body.Kind == httpio.NoBody {
 			err = oc.w.Flush()
 		} else {
-			up = startUpload(exCtx, oc.w, h.Body.Kind == httpio.ChunkedBody, in)
+			up = startUpload(exCtx, oc.w, h.Body.Kind == httpio.ChunkedBody, in, func() { oc.conn.Close() })
 		}
 	}
 	reusable := err == nil
@@ -286,11 +286,27 @@ type uploader struct {
 	all  bool
 }
 
-func startUpload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) *uploader {
+// bodyCutError is an upload that failed on the tunnel side: the request
+// body arriving over HTTP/3 was cut short.
+type bodyCutError struct{ err error }
+
+func (e *bodyCutError) Error() string { return "request body cut short: " + e.err.Error() }
+func (e *bodyCutError) Unwrap() error { return e.err }
+
+// startUpload streams the request body in its own goroutine. When the body
+// is cut short on the tunnel side (the caller went away), abort closes the
+// origin connection, so the response read ends too instead of waiting for a
+// body that will never come. A write error towards the origin does not
+// abort: the origin may have answered early and closed, and that answer is
+// still to be read.
+func startUpload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg, abort func()) *uploader {
 	u := &uploader{done: make(chan struct{})}
 	go func() {
 		defer close(u.done)
 		err := upload(ctx, w, chunked, in)
+		if _, cut := errors.AsType[*bodyCutError](err); cut && ctx.Err() == nil {
+			abort()
+		}
 		u.mu.Lock()
 		u.err, u.all = err, err == nil
 		u.mu.Unlock()
@@ -324,7 +340,7 @@ func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) 
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
-			return io.ErrUnexpectedEOF
+			return &bodyCutError{io.ErrUnexpectedEOF}
 		}
 		var err error
 		switch m := m.(type) {
@@ -340,7 +356,7 @@ func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) 
 			}
 		case *End:
 			if m.Err != nil {
-				return m.Err
+				return &bodyCutError{m.Err}
 			}
 			if chunked {
 				err = w.WriteLastChunk(m.Trailers)
