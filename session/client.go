@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,7 +221,25 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.mu.Unlock()
 
 	resp, err := s.cc.RoundTrip(req)
+	if err != nil && isGoAway(err) {
+		// The server sent GOAWAY (it drains): the request was not sent.
+		// Same answer as with no session: 503, not 502.
+		c.release()
+		return nil, &NotReadyError{Reason: ErrServerGoaway}
+	}
 	return c.tracked(resp, err)
+}
+
+// isGoAway reports whether err says the request was refused unprocessed
+// because the server is going away: http3's refusal to open a request
+// stream after the server's GOAWAY (RFC 9114 5.2; quic-go does not export
+// that error, so its text is matched), or the server's H3_REQUEST_REJECTED
+// for a stream it received after sending GOAWAY. TestGoAwayIs503 pins it.
+func isGoAway(err error) bool {
+	if se, ok := errors.AsType[*quic.StreamError](err); ok && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected) {
+		return true
+	}
+	return strings.Contains(err.Error(), "connection in graceful shutdown")
 }
 
 func (c *Client) notReady() error {

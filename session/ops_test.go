@@ -470,3 +470,55 @@ func TestQlogFilesWritten(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// While the server drains (GOAWAY sent), new requests fail with ErrNotReady
+// (the pipeline's 503), never a 502 or a hang; the in-flight one completes.
+func TestGoAwayIs503(t *testing.T) {
+	cs := newCertSet(t)
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "ok")
+	})
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, h)
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), nil)
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := get(t, cl, "/slow", "")
+		if err == nil {
+			if b := readBody(t, resp); b != "ok" {
+				err = errors.New("body " + b)
+			}
+		}
+		slow <- err
+	}()
+	<-entered
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Drain(context.Background()) }()
+	var refused error
+	waitFor(t, "a request refused because of GOAWAY", func() bool {
+		resp, err := get(t, cl, "/fast", "")
+		if err == nil {
+			readBody(t, resp)
+			return false
+		}
+		refused = err
+		return true
+	})
+	if !errors.Is(refused, ErrNotReady) {
+		t.Fatalf("request during the server's drain: %v, want ErrNotReady (503)", refused)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}

@@ -230,7 +230,7 @@ func TestQUICConfigMapping(t *testing.T) {
 	if s.MaxIncomingStreams != 42 {
 		t.Errorf("server MaxIncomingStreams %d", s.MaxIncomingStreams)
 	}
-	if s.InitialStreamReceiveWindow != 1_000_000 || s.MaxStreamReceiveWindow != 1_000_000 {
+	if s.InitialStreamReceiveWindow != 1_000_000 || s.MaxStreamReceiveWindow != MaxStreamWindow {
 		t.Errorf("stream windows %d %d", s.InitialStreamReceiveWindow, s.MaxStreamReceiveWindow)
 	}
 	if s.InitialConnectionReceiveWindow != 5_000_000 || s.MaxConnectionReceiveWindow != 5_000_000 {
