@@ -79,10 +79,22 @@ func (s *systemd) run() {
 	}
 }
 
+// maxQueued bounds the messages waiting for the sender. Only a plain
+// STATUS update can be dropped: when the queue is full, a new STATUS
+// replaces the last queued one (the manager only shows the latest anyway),
+// so READY, STOPPING and WATCHDOG are never lost and memory stays bounded
+// even if the notify socket stalls during a reconnect storm.
+const maxQueued = 64
+
 func (s *systemd) send(m string) {
 	s.mu.Lock()
 	if !s.closed {
-		s.queue = append(s.queue, m)
+		n := len(s.queue)
+		if n >= maxQueued && strings.HasPrefix(m, "STATUS=") && strings.HasPrefix(s.queue[n-1], "STATUS=") {
+			s.queue[n-1] = m
+		} else {
+			s.queue = append(s.queue, m)
+		}
 	}
 	s.mu.Unlock()
 	select {
