@@ -25,7 +25,8 @@ type loadCase struct {
 	max         int
 	dur         time.Duration
 	expect      int64
-	transfer    bool // report MiB/s and latencies in ms
+	transfer    bool // report MiB/s
+	ms          bool // latencies in ms (µs otherwise)
 }
 
 func latencyMetrics(unit string, plot bool) []report.Metric {
@@ -43,14 +44,14 @@ func (lc loadCase) metrics() []report.Metric {
 		ms = append(ms, report.Metric{Key: "mibps", Label: "throughput", Unit: "MiB/s", Plot: true})
 	}
 	unit := "µs"
-	if lc.transfer {
+	if lc.ms {
 		unit = "ms"
 	}
 	ms = append(ms, latencyMetrics(unit, lc.conc == 1)...)
 	ms = append(ms,
 		report.Metric{Key: "cpu_us", Label: "pair CPU per request", Unit: "µs", LowerBetter: true, Plot: true},
-		report.Metric{Key: "errors", Label: "errors", Unit: "count", LowerBetter: true},
-		report.Metric{Key: "foreign", Label: "foreign load", Unit: "CPUs", LowerBetter: true},
+		report.Metric{Key: "errors", Label: "errors", Unit: "count", LowerBetter: true, NoRatio: true},
+		report.Metric{Key: "foreign", Label: "foreign load", Unit: "CPUs", LowerBetter: true, NoRatio: true},
 	)
 	return ms
 }
@@ -79,9 +80,9 @@ func runLoopback(ctx context.Context, args []string) error {
 	all := []loadCase{
 		{name: "c1", title: "Latency at concurrency 1 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 1, max: 200000, dur: short, expect: origin.SmallSize},
 		{name: "c64", title: "Throughput at concurrency 64 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 64, max: 2000000, dur: *dur, expect: origin.SmallSize},
-		{name: "down", title: "1 MiB download at concurrency 8 (GET /1m)", req: loadgen.Request{Method: "GET", Path: "/1m"}, conc: 8, max: 100000, dur: short, expect: origin.LargeSize, transfer: true},
-		{name: "up", title: "1 MiB upload at concurrency 8 (POST /echo?discard)", req: loadgen.Request{Method: "POST", Path: "/echo?discard", Body: make([]byte, origin.LargeSize)}, conc: 8, max: 100000, dur: short, expect: 8, transfer: true},
-		{name: "chunked", title: "Chunked 64 × 4 KiB at concurrency 8 (GET /chunked)", req: loadgen.Request{Method: "GET", Path: "/chunked"}, conc: 8, max: 200000, dur: short, expect: origin.ChunkedSize, transfer: true},
+		{name: "down", ms: true, title: "1 MiB download at concurrency 8 (GET /1m)", req: loadgen.Request{Method: "GET", Path: "/1m"}, conc: 8, max: 100000, dur: short, expect: origin.LargeSize, transfer: true},
+		{name: "up", ms: true, title: "1 MiB upload at concurrency 8 (POST /echo?discard)", req: loadgen.Request{Method: "POST", Path: "/echo?discard", Body: make([]byte, origin.LargeSize)}, conc: 8, max: 100000, dur: short, expect: 8, transfer: true},
+		{name: "chunked", ms: true, title: "Chunked 64 × 4 KiB at concurrency 8 (GET /chunked)", req: loadgen.Request{Method: "GET", Path: "/chunked"}, conc: 8, max: 200000, dur: short, expect: origin.ChunkedSize, transfer: true},
 	}
 	var cases []loadCase
 	for _, lc := range all {
@@ -94,7 +95,7 @@ func runLoopback(ctx context.Context, args []string) error {
 		return err
 	}
 	res := &report.Results{Mode: "loopback", Title: "ptproxy benchmarks: loopback", Started: started,
-		Invoked: "ptbench loopback " + strings.Join(args, " "), Reps: c.reps, Commands: map[string]string{}, Notes: notes}
+		Invoked: strings.TrimSpace("ptbench loopback " + strings.Join(args, " ")), Reps: c.reps, Commands: map[string]string{}, Notes: notes}
 	res.Commands["origin"] = b.origin.CommandLine()
 	for _, n := range names {
 		p, err := pairs.Build(&b.env, n)
@@ -150,13 +151,19 @@ func runLoopback(ctx context.Context, args []string) error {
 		"nginx and HAProxy run one worker (thread) per side, two in all for two CPUs; Go programs (ptproxy, Caddy, origin, load generator) use every CPU (GOMAXPROCS default).",
 		"nginx streams (proxy_buffering off, proxy_request_buffering off) like the other pairs; keep-alive to the next hop on both sides of every pair.",
 		"Other engineers' work shares this machine: the 'foreign load' column is the CPU (in CPUs) used by processes outside the benchmark during each run; runs with high foreign load are noisier.")
-	if err := copyConfigs(b, res.Pairs); err != nil {
-		log.Printf("copying configs: %v", err)
+	if len(b.env.PtproxyEnv) > 0 {
+		res.Notes = append(res.Notes, "Experiment: ptproxy ran with "+strings.Join(b.env.PtproxyEnv, " ")+" in its environment.")
 	}
-	if err := res.Write(b.c.out, "results-loopback"); err != nil {
+	if b.c.tag == "" {
+		if err := copyConfigs(b, res.Pairs); err != nil {
+			log.Printf("copying configs: %v", err)
+		}
+	}
+	base := b.base("results-loopback")
+	if err := res.Write(b.c.out, base); err != nil {
 		return err
 	}
-	log.Printf("wrote %s/results-loopback.md", b.c.out)
+	log.Printf("wrote %s/%s.md", b.c.out, base)
 	return nil
 }
 
@@ -203,7 +210,7 @@ func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, 
 		return run
 	}
 	scale := 1e-3 // µs
-	if lc.transfer {
+	if lc.ms {
 		scale = 1e-6 // ms
 	}
 	l := r.Latency

@@ -33,6 +33,8 @@ type common struct {
 	install  bool
 	keep     bool
 	portBase int
+	ptEnv    string
+	tag      string
 }
 
 func (c *common) register(fs *flag.FlagSet, defPairs string, defReps int) {
@@ -42,6 +44,8 @@ func (c *common) register(fs *flag.FlagSet, defPairs string, defReps int) {
 	fs.StringVar(&c.repo, "repo", "", "ptproxy repository root (default: from `go env GOMOD`)")
 	fs.BoolVar(&c.install, "install", true, "install missing prerequisites (apt-get nginx haproxy; go install caddy)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the scratch folder (configs, logs)")
+	fs.StringVar(&c.ptEnv, "ptproxy-env", "", "comma-separated KEY=VALUE added to the ptproxy processes' environment (experiments, e.g. GOMAXPROCS=1)")
+	fs.StringVar(&c.tag, "tag", "", "suffix of the results files (results-<mode>[-<tag>]), to keep an experiment apart")
 	fs.IntVar(&c.portBase, "port-base", 21000, "first port of the harness's range (origin at +80, pair i at +100i+80 and +100i+43)")
 }
 
@@ -55,6 +59,14 @@ type bench struct {
 	pairs   []*pairs.Pair
 	cleanup []func()
 	self    string
+}
+
+// base returns the results file name for mode, with the tag if any.
+func (b *bench) base(mode string) string {
+	if b.c.tag != "" {
+		return mode + "-" + b.c.tag
+	}
+	return mode
 }
 
 func (b *bench) close() {
@@ -209,6 +221,14 @@ func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
 	}
 	b.env = pairs.Env{Work: b.work, Certs: certs, Bins: bins, ServerIP: "127.0.0.1",
 		OriginPort: b.c.portBase + 80, PortBase: b.c.portBase}
+	for _, kv := range strings.Split(b.c.ptEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			if !strings.Contains(kv, "=") {
+				return nil, fmt.Errorf("--ptproxy-env: %q is not KEY=VALUE", kv)
+			}
+			b.env.PtproxyEnv = append(b.env.PtproxyEnv, kv)
+		}
+	}
 	return kept, nil
 }
 
@@ -319,6 +339,9 @@ func hostInfo(repo string, bins pairs.Bins) map[string]string {
 	}
 	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		h["ptproxy commit"] = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+			h["ptproxy commit"] += " + uncommitted changes in the working tree (ptproxy is built from the working tree)"
+		}
 	}
 	return h
 }

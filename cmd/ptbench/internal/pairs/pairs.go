@@ -48,6 +48,9 @@ type Env struct {
 	PortBase   int    // pair i uses PortBase+100*i+80 (client side) and +43 (server side)
 	// ConnectInterval is ptproxy's system.connect_interval.
 	ConnectInterval time.Duration
+	// PtproxyEnv is added to both ptproxy processes' environment (for
+	// experiments such as GOMAXPROCS=1 or PTPROXY_* overrides).
+	PtproxyEnv []string
 }
 
 // Pair is one system under test.
@@ -152,8 +155,8 @@ drain_timeout = 2000
 	if err != nil {
 		return err
 	}
-	p.Server = &Proc{Name: "ptproxy server", Argv: []string{e.Bins.Ptproxy, "-c", sc}}
-	p.Client = &Proc{Name: "ptproxy client", Argv: []string{e.Bins.Ptproxy, "-c", cc}}
+	p.Server = &Proc{Name: "ptproxy server", Env: e.PtproxyEnv, Argv: []string{e.Bins.Ptproxy, "-c", sc}}
+	p.Client = &Proc{Name: "ptproxy client", Env: e.PtproxyEnv, Argv: []string{e.Bins.Ptproxy, "-c", cc}}
 	return nil
 }
 
@@ -245,19 +248,21 @@ http {
 // which requires and verifies it.
 func buildCaddy(e *Env, p *Pair, dir string, front int, backAddr, origin string) error {
 	host, port, _ := net.SplitHostPort(backAddr)
-	global := func(protocols string) string {
+	// The back must not insist that Host equal the SNI (Caddy's default
+	// with client authentication): every pair forwards the caller's Host.
+	global := func(servers string) string {
 		return fmt.Sprintf(`{
 	admin off
 	persist_config off
 	auto_https off
 	storage file_system %s
 	servers {
-		protocols %s
+		%s
 	}
 }
-`, filepath.Join(dir, "storage"), protocols)
+`, filepath.Join(dir, "storage"), servers)
 	}
-	back := global("h3") + fmt.Sprintf(`https://:%s {
+	back := global("protocols h3\n\t\tstrict_sni_host insecure_off") + fmt.Sprintf(`https://:%s {
 	bind %s
 	tls %s %s {
 		protocols tls1.3
@@ -274,7 +279,7 @@ func buildCaddy(e *Env, p *Pair, dir string, front int, backAddr, origin string)
 	}
 }
 `, port, host, e.cert(ServerName+".pem"), e.cert(ServerName+"-key.pem"), e.cert("ca.pem"), origin)
-	frontConf := global("h1") + fmt.Sprintf(`http://:%d {
+	frontConf := global("protocols h1") + fmt.Sprintf(`http://:%d {
 	bind 127.0.0.1
 	reverse_proxy https://%s {
 		transport http {

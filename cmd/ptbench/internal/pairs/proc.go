@@ -72,8 +72,10 @@ func (p *Proc) Start() error {
 		defer f.Close() // the child has its own copy
 	}
 	// Own process group, so a terminal's Ctrl-C reaches only the harness,
-	// which then stops everything in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// which then stops everything in order. (No Pdeathsig: it fires when
+	// the forking OS thread exits, and the harness retires threads that
+	// entered a network namespace.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}

@@ -108,3 +108,34 @@ func PeakRSS(pids []int) int64 {
 	}
 	return total
 }
+
+// ParseCtxSwitches returns voluntary+nonvoluntary context switches from
+// the contents of a /proc status file.
+func ParseCtxSwitches(b []byte) int64 {
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+			if rest, ok := strings.CutPrefix(line, k); ok {
+				v, _ := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// CtxSwitches returns the context switches of every live thread of pid.
+func CtxSwitches(pid int) int64 {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ents {
+		if b, err := os.ReadFile(dir + "/" + e.Name() + "/status"); err == nil {
+			n += ParseCtxSwitches(b)
+		}
+	}
+	return n
+}

@@ -44,3 +44,13 @@ func TestSelf(t *testing.T) {
 		t.Fatal("negative CPU")
 	}
 }
+
+func TestParseCtxSwitches(t *testing.T) {
+	s := []byte("Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n")
+	if got := ParseCtxSwitches(s); got != 127 {
+		t.Fatalf("got %d", got)
+	}
+	if CtxSwitches(os.Getpid()) <= 0 {
+		t.Skip("no per-thread status")
+	}
+}

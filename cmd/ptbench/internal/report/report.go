@@ -21,6 +21,7 @@ type Metric struct {
 	Unit        string `json:"unit"`
 	LowerBetter bool   `json:"lower_better"`
 	Plot        bool   `json:"plot"`
+	NoRatio     bool   `json:"no_ratio,omitempty"` // a count or context, not compared across pairs
 }
 
 // Run is one measurement of one pair in one repetition.
@@ -174,7 +175,7 @@ func (r *Results) Markdown(plots map[string][]string) string {
 			for _, m := range s.Metrics {
 				v := s.Get(p, m.Key)
 				cell := Fmt(v)
-				if p != "direct" {
+				if p != "direct" && !m.NoRatio {
 					if d := s.Get("direct", m.Key); !math.IsNaN(d) && d != 0 && !math.IsNaN(v) {
 						cell += " (" + ratio(v, d) + " direct)"
 					}
@@ -197,7 +198,7 @@ func (r *Results) Markdown(plots map[string][]string) string {
 			b.WriteString("below 1 is better for ")
 			var lower []string
 			for _, m := range s.Metrics {
-				if m.LowerBetter {
+				if m.LowerBetter && !m.NoRatio {
 					lower = append(lower, m.Label)
 				}
 			}
@@ -212,6 +213,9 @@ func (r *Results) Markdown(plots map[string][]string) string {
 			}
 			b.WriteString("\n")
 			for _, m := range s.Metrics {
+				if m.NoRatio {
+					continue
+				}
 				fmt.Fprintf(&b, "| %s |", m.Label)
 				for _, p := range peers {
 					fmt.Fprintf(&b, " %s |", ratio(s.Get("ptproxy", m.Key), s.Get(p, m.Key)))

@@ -4,9 +4,12 @@ package wan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"syscall"
+	"time"
 )
 
 // Topology is the emulated link: namespaces NSA (callers and the client
@@ -73,12 +76,31 @@ func Setup(nsA, nsB string, ab, ba Link, seed uint64) (*Topology, error) {
 			}
 		}
 	}
-	t.Fwd = &Forwarder{A: ta, B: tb, AtoB: NewShaper(ab, seed), BtoA: NewShaper(ba, seed+1), Prefix: t.Prefix}
+	fwd := &Forwarder{A: ta, B: tb, AtoB: NewShaper(ab, seed), BtoA: NewShaper(ba, seed+1), Prefix: t.Prefix}
+	t.Fwd = fwd
 	ctx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
 	t.done = make(chan error, 1)
 	go func() { t.done <- t.Fwd.Run(ctx) }()
-	return t, nil
+	// The path works once a connection attempt to a closed port of B is
+	// refused (the SYN crossed, the RST came back).
+	probe := netip.AddrPortFrom(t.AddrB, 9).String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		c, err := Dialer(nsA, probe)(pctx)
+		pcancel()
+		if c != nil {
+			c.Close()
+		}
+		if err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+			return t, nil
+		}
+		if time.Now().After(deadline) {
+			t.Close()
+			return nil, fmt.Errorf("emulated link does not carry packets: %v", err)
+		}
+	}
 }
 
 // Close stops the forwarder (removing the TUN devices) and deletes the

@@ -1,0 +1,116 @@
+package pairs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ptproxy/ptproxy/config"
+)
+
+func testEnv(t *testing.T, serverNS string) *Env {
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	os.MkdirAll(certs, 0o755)
+	for _, f := range []string{"ca.pem", ClientName + "-client.pem", ClientName + "-client-key.pem", ServerName + ".pem", ServerName + "-key.pem"} {
+		os.WriteFile(filepath.Join(certs, f), []byte("-----BEGIN X-----\n-----END X-----\n"), 0o600)
+	}
+	e := &Env{Work: dir, Certs: certs, ServerIP: "127.0.0.1", OriginPort: 21080, PortBase: 21000,
+		Bins:            Bins{Ptproxy: "/bin/ptproxy", Nginx: "/usr/sbin/nginx", Caddy: "/bin/caddy", HAProxy: "/usr/sbin/haproxy"},
+		ConnectInterval: 700 * time.Millisecond, PtproxyEnv: []string{"GOMAXPROCS=1"}}
+	if serverNS != "" {
+		e.ClientNS, e.ServerNS, e.ServerIP = "ptb-a", serverNS, "10.201.0.2"
+	}
+	return e
+}
+
+func TestBuildEveryPair(t *testing.T) {
+	for _, ns := range []string{"", "ptb-b"} {
+		e := testEnv(t, ns)
+		for i, name := range All {
+			p, err := Build(e, name)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if name == Direct {
+				if p.Server != nil || p.Addr != e.ServerIP+":21080" {
+					t.Fatalf("direct: %+v", p)
+				}
+				continue
+			}
+			if want := "127.0.0.1:" + []string{"", "21180", "21280", "21380", "21480"}[i]; p.Addr != want {
+				t.Errorf("%s listens on %s, want %s", name, p.Addr, want)
+			}
+			if p.Server.NS != e.ServerNS || p.Client.NS != e.ClientNS {
+				t.Errorf("%s: namespaces %q %q", name, p.Server.NS, p.Client.NS)
+			}
+			if ns != "" && !strings.Contains(p.Client.CommandLine(), "ip netns exec ptb-a ") {
+				t.Errorf("%s: command line %q", name, p.Client.CommandLine())
+			}
+		}
+	}
+}
+
+// The generated ptproxy configurations must load with ptproxy's own
+// configuration package, so a change there cannot silently break the
+// benchmark.
+func TestPtproxyConfigsLoad(t *testing.T) {
+	e := testEnv(t, "ptb-b")
+	p, err := Build(e, Ptproxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"server.toml", "client.toml"} {
+		path := filepath.Join(e.Work, Ptproxy, f)
+		if _, err := config.LoadFile(path, nil); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if !strings.Contains(p.Client.CommandLine(), "GOMAXPROCS=1 ") {
+		t.Errorf("ptproxy env not applied: %s", p.Client.CommandLine())
+	}
+	b, _ := os.ReadFile(filepath.Join(e.Work, Ptproxy, "client.toml"))
+	for _, want := range []string{`connect_address = "10.201.0.2"`, "connect_interval = 700", `http_bind_address = "127.0.0.1:21180"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("client.toml lacks %s:\n%s", want, b)
+		}
+	}
+}
+
+func TestPeerConfigsCarryMutualTLS(t *testing.T) {
+	e := testEnv(t, "")
+	for _, c := range []struct {
+		pair, file string
+		want       []string
+	}{
+		{Nginx, "front.conf", []string{"proxy_ssl_verify on;", "proxy_ssl_certificate ", "keepalive 64;", "proxy_ssl_protocols TLSv1.3;", "proxy_buffering off;"}},
+		{Nginx, "back.conf", []string{"ssl_verify_client on;", "keepalive 64;"}},
+		{Caddy, "front.Caddyfile", []string{"versions 3", "tls_client_auth ", "tls_trust_pool file "}},
+		{Caddy, "back.Caddyfile", []string{"mode require_and_verify", "protocols h3", "strict_sni_host insecure_off"}},
+		{HAProxy, "front.cfg", []string{"verify required", "http-reuse always", "nbthread 1"}},
+		{HAProxy, "back.cfg", []string{"verify required", "ssl-min-ver TLSv1.3"}},
+	} {
+		if _, err := Build(e, c.pair); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(e.Work, c.pair, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s/%s lacks %q", c.pair, c.file, w)
+			}
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{"abc": "abc", "a b": "'a b'", "it's": `'it'\''s'`, "": "''", "K=v/x:1": "K=v/x:1"} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
