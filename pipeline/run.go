@@ -24,6 +24,13 @@ const Depth = 4
 // The first error cancels the context every stage sees and is returned;
 // messages left in channels are released.
 func Run(ctx context.Context, stages ...Stage) error {
+	return RunFrom(ctx, nil, stages...)
+}
+
+// RunFrom is Run with the first stage reading from src: messages a caller
+// already has (a bodiless request's Head and End) need no source goroutine
+// of their own. RunFrom releases what is left in src.
+func RunFrom(ctx context.Context, src chan Msg, stages ...Stage) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -42,8 +49,11 @@ func Run(ctx context.Context, stages ...Stage) error {
 		cancel(err)
 	}
 
-	var in chan Msg
-	edges := make([]chan Msg, 0, len(stages))
+	in := src
+	edges := make([]chan Msg, 0, len(stages)+1)
+	if src != nil {
+		edges = append(edges, src)
+	}
 	for i, st := range stages {
 		var out chan Msg
 		if i < len(stages)-1 {
@@ -99,4 +109,14 @@ func Release(m Msg) {
 	if c, ok := m.(*Chunk); ok {
 		c.Release()
 	}
+}
+
+// prefilled returns a closed channel holding msgs, for RunFrom.
+func prefilled(msgs ...Msg) chan Msg {
+	ch := make(chan Msg, len(msgs))
+	for _, m := range msgs {
+		ch <- m
+	}
+	close(ch)
+	return ch
 }

@@ -43,52 +43,65 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var exs exchanges
 	defer exs.abortAll()
-	err := Run(r.Context(),
-		readHTTP3Request(r, peer, h.o.Observer, &exs),
-		NormalizeStage(Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}),
-		forwardToOrigin(h.o),
-		writeHTTP3Response(w, h.o.Logger),
-	)
+
+	// The head is read and normalized here, on the handler goroutine, and
+	// a bodiless request (most of them) goes to the forwarder through a
+	// channel filled in advance: per request only the forwarder gets a
+	// goroutine of its own, since each hand-off between goroutines costs a
+	// wake-up on the latency path.
+	head, first, firstErr := readHTTP3Head(r, peer)
+	head.ex = startExchange(h.o.Observer, ServerSide, head, peer.For)
+	exs.add(head.ex)
+	var err error
+	fwd, sink := forwardToOrigin(h.o), writeHTTP3Response(w, h.o.Logger)
+	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}); nerr != nil {
+		if first != nil {
+			first.Release()
+		}
+		err = RunFrom(r.Context(), prefilled(&Fail{Err: nerr, ex: head.ex}), sink)
+	} else if head.Body.Kind == httpio.NoBody {
+		err = RunFrom(r.Context(), prefilled(head, &End{}), fwd, sink)
+	} else {
+		err = Run(r.Context(), readHTTP3Body(r, head, first, firstErr), fwd, sink)
+	}
 	if errors.Is(err, errAbortResponse) {
 		// http3 resets the stream with H3_INTERNAL_ERROR on this panic.
 		panic(http.ErrAbortHandler)
 	}
 }
 
-// readHTTP3Request is the server source: the request that arrived over the
-// tunnel as Head, Chunk..., End.
-func readHTTP3Request(r *http.Request, peer Peer, obs Observer, exs *exchanges) Stage {
+// readHTTP3Head builds the Head of a request that arrived over the tunnel.
+// HTTP/3 has no "no body" marker: a bodiless request is a stream that ends
+// right after its HEADERS frame, which a first body read sees at once. Only
+// then is the origin request sent without framing instead of as an empty
+// chunked body. A caller waiting for 100 Continue sends nothing yet, so it
+// is not asked. Data that first read returned is handed back in first.
+func readHTTP3Head(r *http.Request, peer Peer) (head *Head, first *Chunk, firstErr error) {
+	head = HeadFromHTTP3Request(r, peer)
+	if head.Body.Kind != httpio.ChunkedBody || httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
+		return head, nil, nil
+	}
+	c := NewChunk()
+	n, err := r.Body.Read(c.Buf())
+	if n == 0 && err == io.EOF {
+		c.Release()
+		head.Body = httpio.Framing{Kind: httpio.NoBody}
+		return head, nil, nil
+	}
+	c.Data = c.Buf()[:n]
+	return head, c, err
+}
+
+// readHTTP3Body is the server's source for a request with a body: the
+// Head, then Chunk... and End, starting with what the first read returned.
+func readHTTP3Body(r *http.Request, head *Head, first *Chunk, firstErr error) Stage {
 	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
-		head := HeadFromHTTP3Request(r, peer)
-		head.ex = startExchange(obs, ServerSide, head, peer.For)
-		exs.add(head.ex)
 		ex := head.ex
-		var first *Chunk
-		var firstErr error
-		if head.Body.Kind == httpio.ChunkedBody && !httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
-			// HTTP/3 has no "no body" marker: a bodiless request is a stream
-			// that ends right after its HEADERS frame, which this first read
-			// sees at once. Only then is the origin request sent without
-			// framing instead of as an empty chunked body. A caller waiting
-			// for 100 Continue sends nothing yet, so it is not asked.
-			c := NewChunk()
-			n, err := r.Body.Read(c.Buf())
-			if n == 0 && err == io.EOF {
-				c.Release()
-				head.Body = httpio.Framing{Kind: httpio.NoBody}
-			} else {
-				c.Data = c.Buf()[:n]
-				first, firstErr = c, err
-			}
-		}
 		if err := Send(ctx, out, head); err != nil {
 			if first != nil {
 				first.Release()
 			}
 			return nil
-		}
-		if head.Body.Kind == httpio.NoBody {
-			return Send(ctx, out, &End{})
 		}
 		if first != nil {
 			if n := len(first.Data); n > 0 {
