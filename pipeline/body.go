@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
+
+	"github.com/ptproxy/ptproxy/httpio"
 )
 
 // errBodyAborted is what a msgBody returns once the exchange it belongs to
@@ -33,6 +36,14 @@ type msgBody struct {
 	end  *End // the *End, once seen
 	gone bool // in was closed or ctx ended before *End
 	read int64
+
+	// onBad, when set, is called (from Read) when the caller's body turns
+	// out malformed: the exchange is cancelled at once rather than waiting
+	// for an answer to a request that can never be complete.
+	onBad func()
+	// bad is that parse error, readable without mu (Read holds mu while it
+	// waits for the next message).
+	bad atomic.Pointer[httpio.Error]
 }
 
 func newMsgBody(ctx context.Context, in <-chan Msg, trailer http.Header) *msgBody {
@@ -82,6 +93,14 @@ func (b *msgBody) Read(p []byte) (int, error) {
 				b.cur = m
 			case *End:
 				b.end = m
+				if herr := malformed(m.Err); herr != nil {
+					// Set before the error reaches quic-go: whatever the
+					// peer answers to the reset stream comes after this.
+					b.bad.Store(herr)
+					if b.onBad != nil {
+						b.onBad()
+					}
+				}
 				if m.Err == nil {
 					for _, f := range m.Trailers {
 						b.trailer.Add(f.Name, f.Value)
@@ -112,6 +131,25 @@ func (b *msgBody) abort() (complete bool) {
 		b.cur = nil
 	}
 	return b.end != nil && b.end.Err == nil
+}
+
+// malformedBody returns the parse error that ended the body, if the caller
+// sent a malformed one (nil for a complete body, one still arriving, or one
+// cut by I/O). It does not wait.
+func (b *msgBody) malformedBody() *httpio.Error {
+	if b == nil {
+		return nil
+	}
+	return b.bad.Load()
+}
+
+// malformed returns err as a request parse error other than the body
+// simply ending early (the caller went away), or nil.
+func malformed(err error) *httpio.Error {
+	if herr, ok := errors.AsType[*httpio.Error](err); ok && herr.Kind != httpio.ErrUnexpectedEOF {
+		return herr
+	}
+	return nil
 }
 
 // sawEnd reports whether the *End of the body was taken off the channel.

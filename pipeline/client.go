@@ -125,9 +125,15 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 				return nil
 			}
 			if err := readBody(ctx, r, out, ex); err != nil {
-				// The caller went away or sent a broken body mid-request:
-				// nothing of this connection can complete, so every stage
-				// stops now rather than wait on the tunnel.
+				if malformed(err) != nil {
+					// A malformed body: the exchange cancels its stream and
+					// answers 400 (see tunnelExchange); nothing more is read
+					// and the connection closes after that answer.
+					return nil
+				}
+				// The caller went away mid-request: nothing of this
+				// connection can complete, so every stage stops now rather
+				// than wait on the tunnel.
 				return fmt.Errorf("reading request body from %s: %w", peer.For, err)
 			}
 			if head.Close {
@@ -199,6 +205,7 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 			req.Trailer = http.Header{}
 		}
 		body = newMsgBody(exCtx, in, req.Trailer)
+		body.onBad = cancel
 		req.Body = body
 	} else {
 		// The source sends an End right after a bodiless head. quic-go
@@ -216,7 +223,21 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 	resp, rtErr := o.Tunnel.RoundTrip(req)
 	if rtErr != nil {
 		bodyDone := finishBody(ctx, body, in)
+		if herr := body.malformedBody(); herr != nil {
+			// The caller's body was malformed (a bad chunk, a forbidden
+			// trailer): its request is refused like a bad head, 4xx and
+			// close; the stream was cancelled, so the origin never got a
+			// complete request.
+			return false, Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, herr), ex: h.ex})
+		}
 		return false, Send(ctx, out, &Fail{Err: tunnelError(rtErr, bodyDone), ex: h.ex})
+	}
+	if herr := body.malformedBody(); herr != nil {
+		// The answer raced the cancellation: it is the server's reaction
+		// to the reset stream (a 502), not the origin's to the request.
+		resp.Body.Close()
+		finishBody(ctx, body, in)
+		return false, Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, herr), ex: h.ex})
 	}
 	rh := HeadFromHTTP3Response(resp, method)
 	rh.Major, rh.Minor, rh.Close, rh.ex = h.Major, h.Minor, h.Close, h.ex

@@ -17,10 +17,10 @@ import (
 
 // Defaults of the original ptproxy ([transport] and [system]).
 const (
-	DefaultPort            = 20010
+	DefaultPort = 20010
 	// MaxStreamWindow is how far quic-go may auto-tune a stream's receive
 	// window above stream_receive_window (quic-go's own default maximum).
-	MaxStreamWindow = 6 << 20
+	MaxStreamWindow        = 6 << 20
 	DefaultBindAddress     = "::"
 	DefaultConnectInterval = time.Second
 )
