@@ -61,9 +61,11 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 	defer w.Release()
 	var exs exchanges
 	defer exs.abortAll()
+	// Normalize runs inside the source (as on the server side) rather than
+	// as a stage of its own: it is a pure function of the head, and every
+	// goroutine hand-off on the way costs a wake-up on the latency path.
 	return Run(ctx,
 		readRequests(conn, r, peer, o, &exs),
-		NormalizeStage(Policy{Side: ClientSide, AddForwarded: o.AddForwarded}),
 		forwardToTunnel(o),
 		writeResponses(conn, w, o),
 	)
@@ -121,6 +123,9 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 			head.ex = startExchange(o.Observer, ClientSide, head, peer.For)
 			exs.add(head.ex)
 			ex := head.ex
+			if nerr := Normalize(head, Policy{Side: ClientSide, AddForwarded: o.AddForwarded}); nerr != nil {
+				return Send(ctx, out, &Fail{Err: nerr, ex: ex})
+			}
 			if err := Send(ctx, out, head); err != nil {
 				return nil
 			}

@@ -318,7 +318,12 @@ func lengthIsMetadata(status int) bool {
 	return status >= 200 && status != 204
 }
 
-// NormalizeStage applies Normalize to every *Head passing through and
+// NormalizeStage is Normalize as a stage of its own, for pipelines built
+// from separate stages (tests, tools). ptproxy's sources call Normalize
+// inline instead, saving a goroutine hand-off per exchange; both run the
+// same function.
+//
+// It applies Normalize to every *Head passing through and
 // forwards *Chunk, *End and *Fail untouched. When Normalize refuses a head,
 // it sends a *Fail in its place and releases the rest of that exchange
 // (its body chunks up to and including its *End), then goes on with the
