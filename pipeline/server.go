@@ -392,6 +392,13 @@ func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) 
 func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
 		flusher, _ := w.(http.Flusher)
+		headFlushed := false
+		flush := func() {
+			if flusher != nil {
+				flusher.Flush()
+			}
+			headFlushed = true
+		}
 		var cur *Head // the response head sent, once it is
 		for {
 			m, ok := Recv(ctx, in)
@@ -427,10 +434,12 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 					continue
 				}
 				WriteHTTP3ResponseHead(w, m)
-				if flusher != nil {
-					flusher.Flush()
-				}
 				cur = m
+				// A body already queued goes out with the head, in the same
+				// packet; otherwise the head goes now.
+				if len(in) == 0 {
+					flush()
+				}
 			case *Chunk:
 				_, err := w.Write(m.Data)
 				if cur != nil {
@@ -440,7 +449,18 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 				if err != nil {
 					return errAbortResponse
 				}
+				// Until the head is flushed quic-go buffers small writes and
+				// would merge chunks into one DATA frame: flush after the
+				// first, so every chunk stays its own frame.
+				if !headFlushed {
+					flush()
+				}
 			case *End:
+				if !headFlushed {
+					// Flushed before the handler returns, or quic-go would
+					// turn a chunked response into a Content-Length one.
+					flush()
+				}
 				if cur != nil {
 					outcome := Completed
 					if m.Err != nil {
