@@ -21,7 +21,7 @@ func decideFraming(h Header, isResponse bool, minor int, reqMethod string, statu
 	for i := range h {
 		switch n := h[i].Name; len(n) {
 		case len("Content-Length"):
-			if equalFold(n, "Content-Length") {
+			if EqualFold(n, "Content-Length") {
 				clCount++
 				// RFC 9110 8.6 and RFC 9112 6.3 item 5: several fields
 				// are accepted only when they are byte-identical, as
@@ -33,7 +33,7 @@ func decideFraming(h Header, isResponse bool, minor int, reqMethod string, statu
 				cl = h[i].Value
 			}
 		case len("Transfer-Encoding"):
-			if equalFold(n, "Transfer-Encoding") {
+			if EqualFold(n, "Transfer-Encoding") {
 				teCount++
 				te = h[i].Value
 			}
@@ -55,7 +55,7 @@ func decideFraming(h Header, isResponse bool, minor int, reqMethod string, statu
 		if teCount > 1 {
 			return Framing{}, bad(ErrUnsupportedTransferCoding, "%d Transfer-Encoding field lines", teCount)
 		}
-		if !equalFold(te, "chunked") {
+		if !EqualFold(te, "chunked") {
 			return Framing{}, bad(ErrUnsupportedTransferCoding, "Transfer-Encoding %q is not exactly \"chunked\"", excerpt(te))
 		}
 		chunked = true
@@ -128,11 +128,11 @@ func parseContentLength(s string) (int64, bool) {
 // (RFC 9110 6.5.1). net/http rejects exactly these three; so do we.
 func checkDeclaredTrailers(h Header) *Error {
 	for i := range h {
-		if !equalFold(h[i].Name, "Trailer") {
+		if !EqualFold(h[i].Name, "Trailer") {
 			continue
 		}
 		for t := range Tokens(h[i].Value) {
-			if equalFold(t, "Transfer-Encoding") || equalFold(t, "Content-Length") || equalFold(t, "Trailer") {
+			if EqualFold(t, "Transfer-Encoding") || EqualFold(t, "Content-Length") || EqualFold(t, "Trailer") {
 				return bad(ErrTrailer, "Trailer field announces %q", excerpt(t))
 			}
 		}

@@ -152,19 +152,19 @@ func parseFields(s string, h Header, trailer bool) (Header, *Error) {
 func forbiddenTrailer(name string) bool {
 	switch len(name) {
 	case 2:
-		return equalFold(name, "TE")
+		return EqualFold(name, "TE")
 	case 4:
-		return equalFold(name, "Host")
+		return EqualFold(name, "Host")
 	case 7:
-		return equalFold(name, "Trailer") || equalFold(name, "Upgrade")
+		return EqualFold(name, "Trailer") || EqualFold(name, "Upgrade")
 	case 10:
-		return equalFold(name, "Connection") || equalFold(name, "Keep-Alive")
+		return EqualFold(name, "Connection") || EqualFold(name, "Keep-Alive")
 	case 14:
-		return equalFold(name, "Content-Length")
+		return EqualFold(name, "Content-Length")
 	case 16:
-		return equalFold(name, "Proxy-Connection")
+		return EqualFold(name, "Proxy-Connection")
 	case 17:
-		return equalFold(name, "Transfer-Encoding")
+		return EqualFold(name, "Transfer-Encoding")
 	}
 	return false
 }

@@ -6,7 +6,7 @@ import "iter"
 // case-insensitive), or "" when there is none.
 func (h Header) Get(name string) string {
 	for i := range h {
-		if equalFold(h[i].Name, name) {
+		if EqualFold(h[i].Name, name) {
 			return h[i].Value
 		}
 	}
@@ -16,7 +16,7 @@ func (h Header) Get(name string) string {
 // Has reports whether a field named name is present.
 func (h Header) Has(name string) bool {
 	for i := range h {
-		if equalFold(h[i].Name, name) {
+		if EqualFold(h[i].Name, name) {
 			return true
 		}
 	}
@@ -27,7 +27,7 @@ func (h Header) Has(name string) bool {
 func (h Header) Values(name string) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		for i := range h {
-			if equalFold(h[i].Name, name) {
+			if EqualFold(h[i].Name, name) {
 				if !yield(h[i].Value) {
 					return
 				}
@@ -42,7 +42,7 @@ func (h Header) Values(name string) iter.Seq[string] {
 func (h Header) Del(name string) Header {
 	j := 0
 	for i := range h {
-		if equalFold(h[i].Name, name) {
+		if EqualFold(h[i].Name, name) {
 			continue
 		}
 		h[j] = h[i]
@@ -65,9 +65,10 @@ func (h Header) Clone() Header {
 	return append(Header(make([]Field, 0, len(h))), h...)
 }
 
-// equalFold is ASCII-only case folding: field names are tokens, and
-// Unicode folding (strings.EqualFold) would match "K" with the Kelvin sign.
-func equalFold(a, b string) bool {
+// EqualFold reports whether a and b are equal under ASCII-only case
+// folding: field names and tokens are ASCII, and Unicode folding
+// (strings.EqualFold) would match "K" with the Kelvin sign.
+func EqualFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -130,7 +131,7 @@ func CanonicalName(name string) string {
 // whitespace around elements are ignored.
 func HasToken(list, token string) bool {
 	for t := range Tokens(list) {
-		if equalFold(t, token) {
+		if EqualFold(t, token) {
 			return true
 		}
 	}

@@ -77,7 +77,7 @@ func commonName(name string) string {
 		return ""
 	}
 	for _, s := range commonByLen[len(name)] {
-		if equalFold(s, name) {
+		if EqualFold(s, name) {
 			return s
 		}
 	}

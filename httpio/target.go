@@ -47,9 +47,9 @@ func parseAbsolute(req *Request) *Error {
 		return bad(ErrBadTarget, "request-target %q is in no known form", excerpt(t))
 	}
 	switch scheme := t[:i]; {
-	case equalFold(scheme, "http"):
+	case EqualFold(scheme, "http"):
 		req.Scheme = "http"
-	case equalFold(scheme, "https"):
+	case EqualFold(scheme, "https"):
 		req.Scheme = "https"
 	default:
 		return bad(ErrBadTarget, "scheme %q is not http or https", excerpt(scheme))
@@ -114,7 +114,7 @@ func checkHost(req *Request) *Error {
 	n := 0
 	var host string
 	for i := range req.Header {
-		if equalFold(req.Header[i].Name, "Host") {
+		if EqualFold(req.Header[i].Name, "Host") {
 			n++
 			host = req.Header[i].Value
 		}

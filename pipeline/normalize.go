@@ -150,7 +150,7 @@ func RemoveHopByHop(h httpio.Header) httpio.Header {
 	drop := hopByHop
 	for v := range h.Values("Connection") {
 		for t := range httpio.Tokens(v) {
-			if !asciiEqualFold(t, "close") {
+			if !httpio.EqualFold(t, "close") {
 				if len(drop) == len(hopByHop) {
 					drop = append([]string(nil), hopByHop...)
 				}
@@ -178,32 +178,11 @@ func removeFields(h httpio.Header, names ...string) httpio.Header {
 
 func containsFold(list []string, s string) bool {
 	for _, x := range list {
-		if asciiEqualFold(x, s) {
+		if httpio.EqualFold(x, s) {
 			return true
 		}
 	}
 	return false
-}
-
-// asciiEqualFold compares field names: tokens are ASCII, and Unicode case
-// folding (strings.EqualFold) would equate "K" with the Kelvin sign.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		ca, cb := a[i], b[i]
-		if 'A' <= ca && ca <= 'Z' {
-			ca += 'a' - 'A'
-		}
-		if 'A' <= cb && cb <= 'Z' {
-			cb += 'a' - 'A'
-		}
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }
 
 // AppendForwarded appends one Forwarded field line (RFC 7239 section 4)
@@ -233,7 +212,7 @@ func AppendForwarded(h httpio.Header, p Peer) httpio.Header {
 	// in hop order even if other fields follow it.
 	at := len(h)
 	for i := len(h) - 1; i >= 0; i-- {
-		if asciiEqualFold(h[i].Name, "Forwarded") {
+		if httpio.EqualFold(h[i].Name, "Forwarded") {
 			at = i + 1
 			break
 		}
