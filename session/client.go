@@ -209,7 +209,10 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	s := c.cur.Load()
 	if s == nil {
-		if e := c.early.Load(); e != nil {
+		// Only a request that may go as 0-RTT early data rides an attempt
+		// in progress; every other one is answered at once, as without a
+		// session (no queueing, as the original).
+		if e := c.early.Load(); e != nil && Early0RTT(req) {
 			c.inflight++
 			c.mu.Unlock()
 			return c.roundTripEarly(e, req)
@@ -262,29 +265,22 @@ func Early0RTT(req *http.Request) bool {
 	return req.ContentLength == 0 && (req.Body == nil || req.Body == http.NoBody)
 }
 
-// roundTripEarly sends req over a session whose handshake is in progress.
-// A request that may go early (Early0RTT) is sent at once as 0-RTT; if the
-// server rejects 0-RTT it is retried once on the session that follows. Any
-// other request waits until the attempt settled (handshake, SETTINGS) and
-// then goes over the ready session, never as early data, or fails with
-// ErrNotReady when the attempt failed. The in-flight slot is already taken.
+// roundTripEarly sends req, which Early0RTT allows, as 0-RTT early data over
+// a session whose handshake is in progress. If the attempt then fails the
+// request gets ErrNotReady (503), as if it had come a moment earlier; if the
+// server rejected 0-RTT it is retried once, exactly, on the session that
+// follows (rejected early data never reached the server's application). The
+// in-flight slot is already taken.
 func (c *Client) roundTripEarly(e *earlySession, req *http.Request) (*http.Response, error) {
-	if Early0RTT(req) {
-		r := *req
-		r.Method = http3.MethodGet0RTT
-		if req.Method == http.MethodHead {
-			r.Method = http3.MethodHead0RTT
-		}
-		resp, err := e.cc.RoundTrip(&r)
-		if err == nil {
-			resp.Request = req
-			return c.tracked(resp, nil)
-		}
-		if !errors.Is(err, quic.Err0RTTRejected) {
-			return c.tracked(nil, err)
-		}
-		// Rejected 0-RTT data never reached the server's application:
-		// retrying once is exact.
+	r := *req
+	r.Method = http3.MethodGet0RTT
+	if req.Method == http.MethodHead {
+		r.Method = http3.MethodHead0RTT
+	}
+	resp, err := e.cc.RoundTrip(&r)
+	if err == nil {
+		resp.Request = req
+		return c.tracked(resp, nil)
 	}
 	select {
 	case <-e.settled:
@@ -297,7 +293,10 @@ func (c *Client) roundTripEarly(e *earlySession, req *http.Request) (*http.Respo
 		c.release()
 		return nil, c.notReady()
 	}
-	resp, err := s.cc.RoundTrip(req)
+	if !errors.Is(err, quic.Err0RTTRejected) {
+		return c.tracked(nil, err)
+	}
+	resp, err = s.cc.RoundTrip(req)
 	return c.tracked(resp, err)
 }
 

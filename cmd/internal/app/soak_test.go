@@ -276,7 +276,11 @@ func TestSoak(t *testing.T) {
 	// Warn and above only: per-request debug lines would pile up in the
 	// in-memory log and read as heap growth.
 	tp := startTunnelLog(t, slog.LevelWarn, ln.Addr().String(), nil, nil)
-	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: soakConcurrency}
+	// The client ptproxy closes a keep-alive connection idle for
+	// header_read_timeout (10 s); a caller must give up idle connections
+	// sooner, as with any HTTP/1.1 server, or a POST can race the close
+	// and fail with a reset (Go retries only idempotent requests).
+	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: soakConcurrency, IdleConnTimeout: 5 * time.Second}
 	caller := &http.Client{Transport: tr}
 	url := "http://" + tp.addr
 

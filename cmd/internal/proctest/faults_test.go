@@ -406,16 +406,9 @@ func TestOutageAnswers503(t *testing.T) {
 		{"HEAD", "HEAD /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"},
 	} {
 		t.Run(m.name, func(t *testing.T) {
-			if m.name == "GET" || m.name == "HEAD" {
-				// Temporary, see the report: session.Client.roundTripEarly
-				// sends GET/HEAD as 0-RTT on the attempt in progress; when
-				// that attempt fails (server down) the request ends with
-				// 502 "error sending request: ... timeout: no recent
-				// network activity" after waiting for the attempt, instead
-				// of 503 at once. Fix in session/client.go: map the early
-				// attempt's failure to a NotReadyError.
-				t.Skip("BUG: during an outage GET/HEAD ride the failing 0-RTT attempt and get 502, not 503 (session/client.go roundTripEarly); see report")
-			}
+			// GET and HEAD may ride a reconnection attempt in progress as
+			// 0-RTT early data; when that attempt fails they are answered
+			// like every other request without a session: 503.
 			f := startRequest(t, addr, m.raw)
 			within(t, "request during the outage", f.done)
 			if f.status != http.StatusServiceUnavailable {
