@@ -99,6 +99,15 @@ func tomlLiteral(v reflect.Value) string {
 	panic("unsupported kind " + v.Kind().String())
 }
 
+// defaultDocumented reports whether a documented default (a table cell)
+// states v: its TOML literal in backquotes, or for a field without a
+// default, "required", "unset" or "= <other field>". lit is the literal.
+func defaultDocumented(doc string, v reflect.Value) (lit string, ok bool) {
+	lit = "`" + tomlLiteral(v) + "`"
+	return lit, strings.HasPrefix(doc, lit) ||
+		v.IsZero() && (strings.HasPrefix(doc, "required") || strings.HasPrefix(doc, "unset") || strings.HasPrefix(doc, "= "))
+}
+
 // docType is the Type column expected for f.
 func docType(f *field) string {
 	switch f.typeName() {
@@ -126,12 +135,7 @@ func TestDocsListEveryField(t *testing.T) {
 		}
 		delete(rows, f.Key)
 
-		v := f.value(&d)
-		lit := "`" + tomlLiteral(v) + "`"
-		switch {
-		case strings.HasPrefix(row.def, lit):
-		case v.IsZero() && (strings.HasPrefix(row.def, "required") || strings.HasPrefix(row.def, "unset") || strings.HasPrefix(row.def, "= ")):
-		default:
+		if lit, ok := defaultDocumented(row.def, f.value(&d)); !ok {
 			t.Errorf("%s: documented default %q, real default %s", f.Key, row.def, lit)
 		}
 
@@ -201,9 +205,7 @@ func TestReadmeListsEveryField(t *testing.T) {
 			continue
 		}
 		delete(rows, f.Key)
-		v := f.value(&d)
-		lit := "`" + tomlLiteral(v) + "`"
-		if !strings.HasPrefix(def, lit) && !(v.IsZero() && (strings.HasPrefix(def, "required") || strings.HasPrefix(def, "unset") || strings.HasPrefix(def, "= "))) {
+		if lit, ok := defaultDocumented(def, f.value(&d)); !ok {
 			t.Errorf("README.md: %s default %q, real default %s", f.Key, def, lit)
 		}
 	}
