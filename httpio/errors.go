@@ -34,7 +34,6 @@ const (
 	ErrBadChunk                                       // chunked coding syntax (RFC 9112 7.1)
 	ErrTrailer                                        // trailer section (RFC 9112 7.1.2)
 	ErrUnexpectedEOF                                  // source ended inside a message
-	ErrBodyTooLong                                    // reserved for callers bounding body sizes
 	ErrBodyNotConsumed                                // Read* called before the previous body hit io.EOF
 	ErrBadStatus                                      // status code outside 100..999 or 1xx misuse
 	ErrUnsupportedResponse                            // e.g. 2xx answer to CONNECT (tunnels are not supported)
@@ -65,7 +64,6 @@ var kindNames = [...]string{
 	ErrBadChunk:                  "bad chunk",
 	ErrTrailer:                   "bad trailer",
 	ErrUnexpectedEOF:             "unexpected EOF",
-	ErrBodyTooLong:               "body too long",
 	ErrBodyNotConsumed:           "previous body not consumed",
 	ErrBadStatus:                 "bad status code",
 	ErrUnsupportedResponse:       "unsupported response",
