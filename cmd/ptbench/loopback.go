@@ -97,23 +97,12 @@ func runLoopback(ctx context.Context, args []string) error {
 	res := &report.Results{Mode: "loopback", Title: "ptproxy benchmarks: loopback", Started: started,
 		Invoked: strings.TrimSpace("ptbench loopback " + strings.Join(args, " ")), Reps: c.reps, Commands: map[string]string{}, Notes: notes}
 	res.Commands["origin"] = b.origin.CommandLine()
-	for _, n := range names {
-		p, err := pairs.Build(&b.env, n)
-		if err != nil {
-			return err
-		}
-		log.Printf("starting pair %s", n)
-		if err := startPair(ctx, p, tcpDialer(p.Addr), 20*time.Second); err != nil {
-			res.Notes = append(res.Notes, fmt.Sprintf("pair %s failed to start: %v", n, firstLine(err)))
-			log.Printf("pair %s failed: %v", n, err)
-			continue
-		}
-		b.pairs = append(b.pairs, p)
-		res.Pairs = append(res.Pairs, n)
-		for _, pr := range p.Procs() {
-			res.Commands[pr.Name] = pr.CommandLine()
-		}
+	running, err := startPairs(ctx, &b.env, names, tcpDialer, 20*time.Second, res)
+	b.pairs = append(b.pairs, running...)
+	if err != nil {
+		return err
 	}
+
 	for _, lc := range cases {
 		sc := &report.Scenario{Name: lc.name, Title: lc.title, Metrics: lc.metrics(),
 			Method: fmt.Sprintf("%s %s, %d persistent HTTP/1.1 connection(s), bounded by %d requests and %v after a %v warm-up; CPU is utime+stime of the pair's processes (all sides, workers included) divided by the requests completed; foreign load is machine CPU not used by the pair, the origin or the harness.",

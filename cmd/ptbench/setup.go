@@ -20,6 +20,7 @@ import (
 	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/loadgen"
 	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/pairs"
 	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/procstat"
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/report"
 )
 
 const caddyModule = "github.com/caddyserver/caddy/v2/cmd/caddy@v2.11.9"
@@ -277,6 +278,31 @@ func (b *bench) startOrigin(ns, listen string, dial loadgen.DialFunc) error {
 		return fmt.Errorf("origin not ready: %v\n%s", err, b.origin.Tail(2000))
 	}
 	return nil
+}
+
+// startPairs builds and starts the named pairs, recording in res which
+// started (with their command lines) and which failed and why; a pair that
+// fails to start is left out, the others are returned, all started.
+func startPairs(ctx context.Context, env *pairs.Env, names []string, dial func(addr string) loadgen.DialFunc, timeout time.Duration, res *report.Results) ([]*pairs.Pair, error) {
+	var started []*pairs.Pair
+	for _, n := range names {
+		p, err := pairs.Build(env, n)
+		if err != nil {
+			return started, err
+		}
+		log.Printf("starting pair %s", n)
+		if err := startPair(ctx, p, dial(p.Addr), timeout); err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("pair %s failed to start: %v", n, firstLine(err)))
+			log.Printf("pair %s failed: %v", n, err)
+			continue
+		}
+		started = append(started, p)
+		res.Pairs = append(res.Pairs, n)
+		for _, pr := range p.Procs() {
+			res.Commands[pr.Name] = pr.CommandLine()
+		}
+	}
+	return started, nil
 }
 
 // startPair starts p and waits (bounded) until a request through it

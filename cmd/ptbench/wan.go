@@ -148,24 +148,13 @@ func wanSession(ctx context.Context, b *bench, names, notes []string, o wanOpts,
 		Title:   fmt.Sprintf("ptproxy benchmarks: emulated WAN, RTT %v, loss %s", o.rtt, lossName),
 		Invoked: strings.TrimSpace("ptbench wan " + strings.Join(args, " ")), Notes: append([]string(nil), notes...)}
 	res.Commands["origin"] = b.origin.CommandLine()
-	for _, n := range names {
-		p, err := pairs.Build(&env, n)
-		if err != nil {
-			return err
-		}
-		log.Printf("starting pair %s", n)
-		if err := startPair(ctx, p, dialA(p.Addr), 30*time.Second); err != nil {
-			res.Notes = append(res.Notes, fmt.Sprintf("pair %s failed to start: %v", n, firstLine(err)))
-			log.Printf("pair %s failed: %v", n, err)
-			continue
-		}
-		sessionPairs = append(sessionPairs, p)
-		b.pairs = sessionPairs
-		res.Pairs = append(res.Pairs, n)
-		for _, pr := range p.Procs() {
-			res.Commands[pr.Name] = pr.CommandLine()
-		}
+	running, err := startPairs(ctx, &env, names, dialA, 30*time.Second, res)
+	sessionPairs = append(sessionPairs, running...)
+	b.pairs = sessionPairs
+	if err != nil {
+		return err
 	}
+
 	rttMs := float64(o.rtt) / float64(time.Millisecond)
 
 	// 1. Small-request latency at concurrency 1.
