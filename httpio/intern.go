@@ -5,8 +5,6 @@ package httpio
 // comparing or storing them (maps, logs) works with short-lived constants,
 // and CanonicalName can return a constant instead of allocating.
 
-var commonMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
-
 // internMethod returns a constant for a common method, or "".
 func internMethod(b string) string {
 	switch len(b) {

@@ -35,7 +35,6 @@ type msgBody struct {
 	off  int
 	end  *End // the *End, once seen
 	gone bool // in was closed or ctx ended before *End
-	read int64
 
 	// onBad, when set, is called (from Read) when the caller's body turns
 	// out malformed: the exchange is cancelled at once rather than waiting
@@ -61,7 +60,6 @@ func (b *msgBody) Read(p []byte) (int, error) {
 				b.cur.Release()
 				b.cur, b.off = nil, 0
 			}
-			b.read += int64(n)
 			return n, nil
 		}
 		if b.end != nil {
@@ -150,11 +148,4 @@ func malformed(err error) *httpio.Error {
 		return herr
 	}
 	return nil
-}
-
-// sawEnd reports whether the *End of the body was taken off the channel.
-func (b *msgBody) sawEnd() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.end != nil
 }

@@ -227,7 +227,7 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 
 	resp, rtErr := o.Tunnel.RoundTrip(req)
 	if rtErr != nil {
-		bodyDone := finishBody(ctx, body, in)
+		bodyDone := finishBody(body)
 		if herr := body.malformedBody(); herr != nil {
 			// The caller's body was malformed (a bad chunk, a forbidden
 			// trailer): its request is refused like a bad head, 4xx and
@@ -241,19 +241,19 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 		// The answer raced the cancellation: it is the server's reaction
 		// to the reset stream (a 502), not the origin's to the request.
 		resp.Body.Close()
-		finishBody(ctx, body, in)
+		finishBody(body)
 		return false, Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, herr), ex: h.ex})
 	}
 	rh := HeadFromHTTP3Response(resp, method)
 	rh.Major, rh.Minor, rh.Close, rh.ex = h.Major, h.Minor, h.Close, h.ex
 	if err := Send(ctx, out, rh); err != nil {
 		resp.Body.Close()
-		finishBody(ctx, body, in)
+		finishBody(body)
 		return false, err
 	}
 	end := copyResponseBody(ctx, resp, out)
 	resp.Body.Close()
-	complete := finishBody(ctx, body, in)
+	complete := finishBody(body)
 	end.Close = !complete
 	if err := Send(ctx, out, end); err != nil {
 		return false, err
@@ -264,7 +264,7 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 // finishBody takes the input channel back from the http3 body goroutine and
 // reports whether the request body was consumed to its End. A body still
 // arriving is abandoned: the connection will close.
-func finishBody(ctx context.Context, body *msgBody, in <-chan Msg) bool {
+func finishBody(body *msgBody) bool {
 	if body == nil {
 		return true
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
@@ -293,10 +292,8 @@ func isStale(err error) bool {
 // uploader streams a request body to the origin. It is owned by
 // originRoundTrip, which always waits for it.
 type uploader struct {
-	done chan struct{}
-	mu   sync.Mutex
-	err  error
-	all  bool
+	done chan struct{} // closed when the upload ended
+	err  error         // written before done is closed, read after
 }
 
 // bodyCutError is an upload that failed on the tunnel side: the request
@@ -320,9 +317,7 @@ func startUpload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan 
 		if _, cut := errors.AsType[*bodyCutError](err); cut && ctx.Err() == nil {
 			abort()
 		}
-		u.mu.Lock()
-		u.err, u.all = err, err == nil
-		u.mu.Unlock()
+		u.err = err
 	}()
 	return u
 }
@@ -338,8 +333,6 @@ func (u *uploader) finished() bool {
 
 func (u *uploader) wait() error {
 	<-u.done
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	return u.err
 }
 

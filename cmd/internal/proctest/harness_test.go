@@ -377,13 +377,5 @@ func startOrigin(t *testing.T, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// newCaller is the application in front of the client ptproxy: no proxy
-// from the environment, connections closed at cleanup.
-func newCaller(t *testing.T) *http.Client {
-	tr := &http.Transport{Proxy: nil, DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
 // ms is d in milliseconds, for MEASURED lines.
 func ms(d time.Duration) int64 { return d.Milliseconds() }
