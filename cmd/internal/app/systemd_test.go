@@ -165,7 +165,11 @@ func TestProbeListener(t *testing.T) {
 	if err == nil {
 		t.Fatal("probe succeeded with no accept loop")
 	}
-	got := make(chan net.Conn, 16)
+	// Room for every connection the accept loop can hand on before the
+	// test reads them: the stale one from the first probe, any of the 20
+	// probes that raced Accept, and the regular caller. A smaller buffer
+	// would block the accept loop, and the probes with it.
+	got := make(chan net.Conn, 32)
 	go func() {
 		for {
 			c, err := pl.Accept()
