@@ -43,6 +43,11 @@ type msgBody struct {
 	// bad is that parse error, readable without mu (Read holds mu while it
 	// waits for the next message).
 	bad atomic.Pointer[httpio.Error]
+	// taken counts the body bytes taken off the channel and ended is set at
+	// a clean *End, both readable without mu: the forwarder decides at the
+	// response head whether the rest of an unfinished body can be drained.
+	taken atomic.Int64
+	ended atomic.Bool
 }
 
 func newMsgBody(ctx context.Context, in <-chan Msg, trailer http.Header) *msgBody {
@@ -89,8 +94,12 @@ func (b *msgBody) Read(p []byte) (int, error) {
 					continue
 				}
 				b.cur = m
+				b.taken.Add(int64(len(m.Data)))
 			case *End:
 				b.end = m
+				if m.Err == nil {
+					b.ended.Store(true)
+				}
 				if herr := malformed(m.Err); herr != nil {
 					// Set before the error reaches quic-go: whatever the
 					// peer answers to the reset stream comes after this.

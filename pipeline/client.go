@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,7 +48,19 @@ type ClientOptions struct {
 	// request boundary: in-flight exchanges finish, idle keep-alive
 	// connections close.
 	Draining context.Context
+	// DefaultHost is the authority given to an HTTP/1.0 request that has no
+	// Host (RFC 9112 3.2 requires Host only from HTTP/1.1 clients). Empty
+	// means the address the caller connected to, which is what it would
+	// have sent as Host had it sent one.
+	DefaultHost string
 }
+
+// errCallerGone ends a connection's pipeline when the caller closed or
+// reset its side: the exchange in flight is cancelled (the tunnel stream
+// is reset and the server stops the origin exchange) instead of running on
+// for nobody, as net/http's background read and nginx's client-abort check
+// do.
+var errCallerGone = errors.New("caller closed the connection")
 
 // ServeClientConn runs the client pipeline on one accepted HTTP/1.1
 // connection until the caller closes it, an exchange requires closing it, or
@@ -64,11 +77,15 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 	// Normalize runs inside the source (as on the server side) rather than
 	// as a stage of its own: it is a pure function of the head, and every
 	// goroutine hand-off on the way costs a wake-up on the latency path.
-	return Run(ctx,
+	err := Run(ctx,
 		readRequests(conn, r, peer, o, &exs),
 		forwardToTunnel(o),
 		writeResponses(conn, w, o),
 	)
+	if errors.Is(err, errCallerGone) {
+		return nil
+	}
+	return err
 }
 
 // readRequests is the client source: it parses requests off the caller's
@@ -108,13 +125,22 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 					exs.add(ex)
 					return Send(ctx, out, &Fail{Err: NewError(KindBadRequest, ClientSide, MsgBadRequest, err), ex: ex})
 				}
-				// EOF, a timeout or a reset: nothing to answer.
+				if callerGone(err) {
+					// Nothing to answer, and nobody left to answer what is
+					// in flight.
+					return errCallerGone
+				}
+				// A timeout (header_read_timeout, drain, cancellation) ends
+				// reading, not the exchange in flight.
 				return nil
 			}
 			if headerTimeout > 0 {
 				conn.SetReadDeadline(time.Time{})
 			}
 			head, herr := RequestHead(&req, peer)
+			if herr == nil && req.Host == "" && o.DefaultHost != "" {
+				head.Authority = o.DefaultHost
+			}
 			if herr != nil {
 				ex := startExchange(o.Observer, ClientSide, &Head{Method: req.Method, Authority: req.Host, Path: req.Path}, peer.For)
 				exs.add(ex)
@@ -142,8 +168,41 @@ func readRequests(conn net.Conn, r *httpio.Reader, peer Peer, o *ClientOptions, 
 				return fmt.Errorf("reading request body from %s: %w", peer.For, err)
 			}
 			if head.Close {
-				return nil
+				return awaitHangup(conn, r)
 			}
+		}
+	}
+}
+
+// callerGone reports whether a read error means the caller closed or
+// reset its connection (as opposed to a deadline).
+func callerGone(err error) bool {
+	if herr, ok := errors.AsType[*httpio.Error](err); ok {
+		return herr.Kind == httpio.ErrUnexpectedEOF
+	}
+	return errors.Is(err, io.EOF) || isConnReset(err)
+}
+
+// awaitHangup runs after the caller's last request (it asked to close): it
+// reads only to notice the caller going away, discarding anything it sends,
+// so an exchange still in flight is cancelled when the caller hangs up. It
+// returns when the pipeline is cancelled (the deadline set by
+// readRequests' AfterFunc), or errCallerGone.
+func awaitHangup(conn net.Conn, r *httpio.Reader) error {
+	if r.Buffered() > 0 {
+		// Bytes after a request that closes the connection are not read as
+		// requests; they prove nothing about a hang-up either.
+		r.Reset(conn)
+	}
+	// No deadline is set here: readRequests cleared the head's after
+	// reading it, and only the cancellation sets one again.
+	var buf [512]byte
+	for {
+		if _, err := conn.Read(buf[:]); err != nil {
+			if callerGone(err) {
+				return errCallerGone
+			}
+			return nil
 		}
 	}
 }
@@ -219,7 +278,11 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 			return false, nil
 		}
 	}
+	var continued atomic.Bool // a 100 (Continue) was relayed to the caller
 	interim := func(code int, hdr textproto.MIMEHeader) error {
+		if code == http.StatusContinue {
+			continued.Store(true)
+		}
 		ih := &Head{Status: code, Header: sortedFields(http.Header(hdr)), Major: h.Major, Minor: h.Minor}
 		return Send(ctx, out, ih)
 	}
@@ -246,6 +309,13 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 	}
 	rh := HeadFromHTTP3Response(resp, method)
 	rh.Major, rh.Minor, rh.Close, rh.ex = h.Major, h.Minor, h.Close, h.ex
+	drainRest := false
+	if body != nil && !body.ended.Load() && !rh.Close {
+		// An early response: the answer came before the whole request
+		// body. The head must say now whether the connection survives.
+		drainRest = canDrainRest(h, body.taken.Load(), continued.Load())
+		rh.Close = !drainRest
+	}
 	if err := Send(ctx, out, rh); err != nil {
 		resp.Body.Close()
 		finishBody(body)
@@ -254,11 +324,52 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 	end := copyResponseBody(ctx, resp, out)
 	resp.Body.Close()
 	complete := finishBody(body)
+	if !complete && drainRest && end.Err == nil {
+		complete = drainRequestBody(ctx, in)
+	}
 	end.Close = !complete
 	if err := Send(ctx, out, end); err != nil {
 		return false, err
 	}
-	return complete && end.Err == nil && !h.Close, nil
+	return complete && end.Err == nil && !rh.Close, nil
+}
+
+// maxDrainBytes bounds the rest of a request body read and discarded after
+// an early response to keep the caller's connection (net/http's server
+// reads up to the same 256 KiB).
+const maxDrainBytes = 256 << 10
+
+// maxDrainWait bounds the wait for that rest: a caller that promised a body
+// and stops sending it loses the connection after its complete response.
+const maxDrainWait = 10 * time.Second
+
+// canDrainRest reports whether the request body of h, of which taken bytes
+// were forwarded, can be read to its end after an early response so the
+// caller's connection stays usable: the rest has a known length within
+// maxDrainBytes, and the caller is not waiting for a 100 (Continue) it never
+// got (RFC 9110 10.1.1: it may then never send the body at all).
+func canDrainRest(h *Head, taken int64, continued bool) bool {
+	if httpio.HasToken(h.Header.Get("Expect"), "100-continue") && !continued {
+		return false
+	}
+	return h.Body.Kind == httpio.LengthBody && h.Body.Length-taken <= maxDrainBytes
+}
+
+// drainRequestBody discards the rest of a request body (up to its *End),
+// bounded by maxDrainWait, and reports whether the end was reached.
+func drainRequestBody(ctx context.Context, in <-chan Msg) bool {
+	dctx, cancel := context.WithTimeout(ctx, maxDrainWait)
+	defer cancel()
+	for {
+		m, ok := Recv(dctx, in)
+		if !ok {
+			return false
+		}
+		Release(m)
+		if end, ok := m.(*End); ok {
+			return end.Err == nil
+		}
+	}
 }
 
 // finishBody takes the input channel back from the http3 body goroutine and
@@ -302,7 +413,8 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 		defer stop()
 		var (
 			cur       *Head // response being written
-			chunked   bool
+			frame     Frame // how cur's body is framed (CallerFraming)
+			remain    int64 // FrameLength: body bytes still due
 			closeConn bool
 		)
 		flushIfIdle := func() error {
@@ -314,6 +426,12 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 		for {
 			m, ok := Recv(ctx, in)
 			if !ok {
+				if cur != nil {
+					// The head is out and the body will not complete:
+					// closing without the rest of the framing is the only
+					// signal left.
+					cur.ex.finish(cur.Status, Cut, nil)
+				}
 				w.Flush()
 				return nil
 			}
@@ -349,16 +467,32 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 					break
 				}
 				cur = m
-				closeConn = m.Close || CloseDelimited(m)
-				chunked = m.Body.Kind == httpio.ChunkedBody && !closeConn
+				frame = CallerFraming(m)
+				remain = m.Body.Length
+				closeConn = m.Close || frame == FrameClose
 				err = w.WriteResponseHead(m.Status, http.StatusText(m.Status), CallerResponseFields(m, now(), closeConn))
 				if err == nil {
 					err = flushIfIdle()
 				}
 			case *Chunk:
-				if chunked {
+				switch frame {
+				case FrameChunked:
 					err = w.WriteChunk(m.Data)
-				} else {
+				case FrameNone:
+					// Nothing may follow the head; an upstream that sent
+					// bytes anyway does not get them onto the connection.
+				case FrameLength:
+					if int64(len(m.Data)) > remain {
+						// More than the head announced: what fits goes out,
+						// then the connection closes (the caller has a
+						// complete message; the excess is not framed).
+						w.Write(m.Data[:remain])
+						err = errLengthMismatch
+					} else {
+						_, err = w.Write(m.Data)
+					}
+					remain -= int64(len(m.Data))
+				default:
 					_, err = w.Write(m.Data)
 				}
 				if err == nil && cur != nil {
@@ -369,6 +503,11 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 					err = flushIfIdle()
 				}
 			case *End:
+				if m.Err == nil && cur != nil && frame == FrameLength && remain > 0 {
+					// Fewer bytes than announced: a cut body, whatever the
+					// upstream said.
+					m.Err = errLengthMismatch
+				}
 				if cur != nil {
 					outcome := Completed
 					if m.Err != nil {
@@ -385,7 +524,7 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 					w.Flush()
 					return nil
 				}
-				if chunked {
+				if frame == FrameChunked {
 					err = w.WriteLastChunk(m.Trailers)
 				}
 				if err == nil {
@@ -398,11 +537,19 @@ func writeResponses(conn net.Conn, w *httpio.Writer, o *ClientOptions) Stage {
 				cur = nil
 			}
 			if err != nil {
+				if cur != nil {
+					cur.ex.finish(cur.Status, Cut, nil)
+				}
+				w.Flush()
 				return nil
 			}
 		}
 	}
 }
+
+// errLengthMismatch is a response body that did not match its
+// Content-Length.
+var errLengthMismatch = errors.New("response body length differs from its Content-Length")
 
 func logFailure(l *slog.Logger, e *Error) {
 	if l == nil {

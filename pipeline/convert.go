@@ -292,14 +292,41 @@ func appendFraming(out httpio.Header, h *Head, chunked bool) httpio.Header {
 	return out
 }
 
-// CloseDelimited reports whether the response h can only reach its HTTP/1.x
-// caller close-delimited: a body of unknown length for an HTTP/1.0 caller,
-// which does not know chunked coding (RFC 9112 7.1). The sink must then
-// close the connection after the body, and pass close = true to
-// CallerResponseFields.
-func CloseDelimited(h *Head) bool {
-	return h.Body.Kind == httpio.ChunkedBody && !callerIs11(h) && bodyAllowed(h.Status) && h.Method != http.MethodHead
+// CallerFraming is how the body of the response h reaches its HTTP/1.x
+// caller (h.Major/h.Minor are the caller's version, h.Method the request's
+// method). It is the one decision both the head (CallerResponseFields) and
+// the body writer (the client sink) follow, so the two cannot disagree:
+//   - FrameNone: no body can follow (1xx, 204, 304, an answer to HEAD);
+//   - FrameLength: Content-Length (h.Body.Length; 0 for NoBody);
+//   - FrameChunked: chunked coding, for an HTTP/1.1 caller and a body of
+//     unknown length, whether or not the connection closes afterwards
+//     (closing does not end a chunked body; the caller still needs the
+//     framing to tell a complete body from a cut one);
+//   - FrameClose: close-delimited, for an HTTP/1.0 caller and a body of
+//     unknown length (RFC 9112 7.1: HTTP/1.0 has no chunked coding); the
+//     connection must close after it.
+func CallerFraming(h *Head) Frame {
+	switch {
+	case !bodyAllowed(h.Status) || h.Method == http.MethodHead:
+		return FrameNone
+	case h.Body.Kind == httpio.NoBody || h.Body.Kind == httpio.LengthBody:
+		return FrameLength
+	case callerIs11(h):
+		return FrameChunked
+	default:
+		return FrameClose
+	}
 }
+
+// Frame is a body framing towards the caller; see CallerFraming.
+type Frame uint8
+
+const (
+	FrameNone Frame = iota
+	FrameLength
+	FrameChunked
+	FrameClose
+)
 
 // callerIs11 reports whether the caller speaks HTTP/1.1 (a Head without a
 // version counts as 1.1).
@@ -310,28 +337,29 @@ func callerIs11(h *Head) bool { return !(h.Major == 1 && h.Minor == 0) }
 // h.Method the request's method. In order:
 //   - h.Header as is;
 //   - Date from now (RFC 9110 6.6.1, http.TimeFormat) when h has none;
-//   - framing: "Content-Length: n" for LengthBody; for ChunkedBody
-//     "Transfer-Encoding: chunked" (after a Trailer declaration, if any) for
-//     an HTTP/1.1 caller and nothing for HTTP/1.0 (close-delimited:
-//     CloseDelimited, close must be true); for NoBody "Content-Length: 0"
-//     when the status allows a body and the method is not HEAD, so the
-//     caller does not wait for a close. Responses without a body (1xx, 204,
-//     304, HEAD) get no framing field; a HEAD answer's or 304's own
-//     Content-Length is part of h.Header and passes through;
-//   - "Connection: close" when close is set, else "Connection: keep-alive"
-//     for an HTTP/1.0 caller (who asked for it, or close would be set).
+//   - the framing CallerFraming picks: "Content-Length: n" (0 for NoBody,
+//     so the caller does not wait for a close), or a Trailer declaration (if
+//     any) and "Transfer-Encoding: chunked", or nothing (close-delimited,
+//     and responses that cannot have a body: a HEAD answer's or 304's own
+//     Content-Length is part of h.Header and passes through);
+//   - "Connection: close" when close is set (the sink sets it for FrameClose
+//     too), else "Connection: keep-alive" for an HTTP/1.0 caller (who asked
+//     for it, or close would be set).
 func CallerResponseFields(h *Head, now time.Time, close bool) httpio.Header {
 	out := make(httpio.Header, 0, len(h.Header)+4)
 	out = append(out, h.Header...)
 	if !h.Header.Has("Date") {
 		out = append(out, httpio.Field{Name: "Date", Value: now.UTC().Format(http.TimeFormat)})
 	}
-	if bodyAllowed(h.Status) && h.Method != http.MethodHead {
-		if h.Body.Kind == httpio.NoBody {
-			out = append(out, httpio.Field{Name: "Content-Length", Value: "0"})
-		} else {
-			out = appendFraming(out, h, callerIs11(h))
+	switch CallerFraming(h) {
+	case FrameLength:
+		n := int64(0)
+		if h.Body.Kind == httpio.LengthBody {
+			n = h.Body.Length
 		}
+		out = append(out, httpio.Field{Name: "Content-Length", Value: strconv.FormatInt(n, 10)})
+	case FrameChunked:
+		out = appendFraming(out, h, true)
 	}
 	switch {
 	case close:

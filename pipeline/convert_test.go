@@ -249,10 +249,36 @@ func TestConvertCallerResponseFields(t *testing.T) {
 			}
 		})
 	}
-	if !CloseDelimited(&Head{Status: 200, Body: httpio.Framing{Kind: httpio.ChunkedBody}, Major: 1, Minor: 0}) ||
-		CloseDelimited(&Head{Status: 200, Body: httpio.Framing{Kind: httpio.ChunkedBody}, Major: 1, Minor: 1}) ||
-		CloseDelimited(&Head{Status: 204, Body: httpio.Framing{Kind: httpio.ChunkedBody}, Major: 1, Minor: 0}) {
-		t.Error("CloseDelimited")
+}
+
+// TestCallerFraming pins the one framing decision of the client sink for
+// every caller version, body kind and bodiless status or method.
+func TestCallerFraming(t *testing.T) {
+	chunked, length, none := httpio.Framing{Kind: httpio.ChunkedBody}, httpio.Framing{Kind: httpio.LengthBody, Length: 3}, httpio.Framing{}
+	for _, tc := range []struct {
+		status       int
+		method       string
+		body         httpio.Framing
+		major, minor int
+		want         Frame
+	}{
+		{200, "GET", chunked, 1, 1, FrameChunked},
+		{200, "GET", chunked, 1, 0, FrameClose},
+		{200, "GET", length, 1, 0, FrameLength},
+		{200, "GET", length, 1, 1, FrameLength},
+		{200, "GET", none, 1, 1, FrameLength},
+		{200, "GET", none, 1, 0, FrameLength},
+		{200, "HEAD", chunked, 1, 0, FrameNone},
+		{200, "HEAD", length, 1, 1, FrameNone},
+		{204, "GET", chunked, 1, 0, FrameNone},
+		{304, "GET", length, 1, 1, FrameNone},
+		{103, "GET", none, 1, 1, FrameNone},
+		{200, "GET", chunked, 0, 0, FrameChunked}, // no version counts as 1.1
+	} {
+		h := &Head{Status: tc.status, Method: tc.method, Body: tc.body, Major: tc.major, Minor: tc.minor}
+		if got := CallerFraming(h); got != tc.want {
+			t.Errorf("CallerFraming(%d %s %v HTTP/%d.%d) = %d, want %d", tc.status, tc.method, tc.body.Kind, tc.major, tc.minor, got, tc.want)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/ptproxy/ptproxy/httpio"
 )
@@ -79,11 +80,16 @@ type Error struct {
 	Status int // the status code to answer with
 	Side   Side
 	Msg    string // what went wrong, in the original's words (the Msg* constants)
-	Err    error  // the cause, if any
+	// Public is the class of the failure the caller is told after Msg
+	// ("origin refused the connection"): never an address or other detail
+	// of the far side, which Err carries for the log.
+	Public string
+	Err    error // the cause, if any
 }
 
-// Error returns "Msg: Err", or "Msg" when there is no cause (or just the
-// cause when there is no Msg).
+// Error returns "Msg: Err" for the log, or "Msg" when there is no cause (or
+// just the cause when there is no Msg, or when the cause already starts
+// with Msg, as a wrapped ErrTunnelDown does).
 func (e *Error) Error() string {
 	switch {
 	case e.Err == nil:
@@ -91,7 +97,11 @@ func (e *Error) Error() string {
 	case e.Msg == "":
 		return e.Err.Error()
 	}
-	return e.Msg + ": " + e.Err.Error()
+	cause := e.Err.Error()
+	if strings.HasPrefix(cause, e.Msg) {
+		return cause
+	}
+	return e.Msg + ": " + cause
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -37,12 +37,17 @@ var hopByHop = []string{
 // side) into a Head. It refuses what cannot cross the tunnel:
 //   - CONNECT (KindMethodNotAllowed, 405; RFC 9110 9.3.6: tunnels are not
 //     implemented);
-//   - a request without an authority: an HTTP/1.0 request without Host
-//     (HTTP/1.1 without Host is already a 400 from httpio, RFC 9112 3.2),
-//     because HTTP/3 needs :authority (RFC 9114 4.3.1); KindBadRequest 400.
+//   - a request without an authority when there is none to give it: an
+//     HTTP/1.0 request without Host (HTTP/1.1 without Host is already a 400
+//     from httpio, RFC 9112 3.2) when peer.By is empty; KindBadRequest 400.
 //
 // Authority is req.Host, which for an absolute-form target is the target's
-// authority (RFC 9112 3.2.2: it replaces the Host field). Close is set for
+// authority (RFC 9112 3.2.2: it replaces the Host field). An HTTP/1.0
+// request may come without Host (RFC 9112 3.2 requires it only from
+// HTTP/1.1 clients; health checks and old tools send none), but HTTP/3 needs
+// :authority (RFC 9114 4.3.1): it gets peer.By, the address the caller
+// connected to, which is what it would have sent as Host (ClientOptions'
+// DefaultHost overrides it). Close is set for
 // "Connection: close" and for HTTP/1.0 without "Connection: keep-alive"
 // (RFC 9112 9.3). Header is a copy of req.Header: Normalize removes what is
 // not forwarded.
@@ -50,12 +55,16 @@ func RequestHead(req *httpio.Request, peer Peer) (*Head, *Error) {
 	if req.Method == "CONNECT" {
 		return nil, NewError(KindMethodNotAllowed, ClientSide, MsgConnectNotImplemented, nil)
 	}
-	if req.Host == "" {
+	authority := req.Host
+	if authority == "" {
+		authority = peer.By
+	}
+	if authority == "" {
 		return nil, NewError(KindBadRequest, ClientSide, MsgHostRequired, nil)
 	}
 	return &Head{
 		Method:    req.Method,
-		Authority: req.Host,
+		Authority: authority,
 		Path:      req.Path,
 		Header:    req.Header.Clone(),
 		Body:      req.Body,

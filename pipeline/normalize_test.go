@@ -162,7 +162,9 @@ func TestNormalizeRequestHead(t *testing.T) {
 		{name: "11 close", req: httpio.Request{Method: "GET", Host: "h", Path: "/", Major: 1, Minor: 1, Header: httpio.Header{{Name: "Connection", Value: "foo, Close"}}}, close: true},
 		{name: "10", req: httpio.Request{Method: "GET", Host: "h", Path: "/", Major: 1, Minor: 0}, close: true},
 		{name: "10 keep-alive", req: httpio.Request{Method: "GET", Host: "h", Path: "/", Major: 1, Minor: 0, Header: httpio.Header{{Name: "Connection", Value: "Keep-Alive"}}}},
-		{name: "10 no host", req: httpio.Request{Method: "GET", Path: "/", Major: 1, Minor: 0}, status: 400},
+		// RFC 9112 3.2: HTTP/1.0 may omit Host; it gets the address the
+		// caller connected to (authority checked below).
+		{name: "10 no host", req: httpio.Request{Method: "GET", Path: "/", Major: 1, Minor: 0}, close: true},
 		{name: "connect", req: httpio.Request{Method: "CONNECT", Host: "h:443", Path: "h:443", Form: httpio.AuthorityForm, Major: 1, Minor: 1}, status: 405},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,10 +178,17 @@ func TestNormalizeRequestHead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h.Close != tc.close || h.Authority != tc.req.Host || h.Path != tc.req.Path || h.Peer != peer {
+			authority := tc.req.Host
+			if authority == "" {
+				authority = peer.By
+			}
+			if h.Close != tc.close || h.Authority != authority || h.Path != tc.req.Path || h.Peer != peer {
 				t.Fatalf("got %+v", h)
 			}
 		})
+	}
+	if _, err := RequestHead(&httpio.Request{Method: "GET", Path: "/", Major: 1, Minor: 0}, Peer{}); err == nil || err.Status != 400 {
+		t.Fatalf("HTTP/1.0 without Host and without a local address: got %v, want 400", err)
 	}
 	req := httpio.Request{Method: "POST", Host: "h", Path: "/", Major: 1, Minor: 1,
 		Header: httpio.Header{{Name: "Trailer", Value: "X-A, x-b"}, {Name: "trailer", Value: "X-C,x-a"}}}

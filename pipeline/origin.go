@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,18 +17,39 @@ import (
 type OriginOptions struct {
 	// Address is http_connect_address: host:port, resolved per new
 	// connection.
-	Address     string
-	NoDelay     bool
-	KeepAlive   time.Duration // TCP keep-alive period; ptproxy uses 15 s
-	MaxIdle     int           // idle connections kept; default 100
-	IdleTime    time.Duration // an idle connection older than this is closed; default 90 s
-	Limits      httpio.Limits
+	Address   string
+	NoDelay   bool
+	KeepAlive time.Duration // TCP keep-alive period; ptproxy uses 15 s
+	MaxIdle   int           // idle connections kept; default 100
+	// IdleTime is how long an idle keep-alive connection may wait for its
+	// next request (default DefaultOriginIdleTime). An origin that announces
+	// a shorter timeout in Keep-Alive gets that, less a margin.
+	IdleTime    time.Duration
+	Limits      httpio.Limits // for response heads: see ResponseLimits
 	Names       httpio.NameCase
 	DialTimeout time.Duration // default 10 s
 }
 
+// DefaultOriginIdleTime is below the idle timeouts of the common origin
+// servers (Node.js, Apache httpd and uvicorn close after 5 s), so a pooled
+// connection is retired before the origin can close it under a request.
+// Connections an origin closes earlier are found by the liveness check.
+const DefaultOriginIdleTime = 4 * time.Second
+
+// ResponseLimits are the default limits for origin response heads: as
+// generous as Go's HTTP client (10 MiB for the whole head, no separate line
+// or field-count limit: a field line takes at least 4 bytes, so the count
+// never binds first). Node.js accepts less (16 KiB by default).
+func ResponseLimits(maxHeadBytes int) httpio.Limits {
+	if maxHeadBytes <= 0 {
+		maxHeadBytes = 10 << 20
+	}
+	return httpio.Limits{MaxLineBytes: maxHeadBytes, MaxHeaderBytes: maxHeadBytes, MaxHeaderCount: maxHeadBytes/4 + 1}
+}
+
 // OriginPool keeps idle keep-alive connections to the origin. It starts no
-// goroutines: expired connections are closed when found on Get and by Close.
+// goroutines: expired or dead connections are closed when found on get and
+// by Close.
 type OriginPool struct {
 	o      OriginOptions
 	dialer net.Dialer
@@ -37,11 +60,12 @@ type OriginPool struct {
 }
 
 type originConn struct {
-	conn   net.Conn
-	r      *httpio.Reader
-	w      *httpio.Writer
-	idleAt time.Time
-	reused bool
+	conn net.Conn
+	r    *httpio.Reader
+	w    *httpio.Writer
+	// expires is when the idle connection is retired (set by put).
+	expires time.Time
+	reused  bool
 }
 
 // NewOriginPool returns a pool for o.
@@ -50,22 +74,27 @@ func NewOriginPool(o OriginOptions) *OriginPool {
 		o.MaxIdle = 100
 	}
 	if o.IdleTime <= 0 {
-		o.IdleTime = 90 * time.Second
+		o.IdleTime = DefaultOriginIdleTime
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 10 * time.Second
 	}
+	if o.Limits == (httpio.Limits{}) {
+		o.Limits = ResponseLimits(0)
+	}
 	return &OriginPool{o: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: o.KeepAlive}}
 }
 
-// get returns an idle connection that still looks alive, or a new one.
+// errPoolClosed is what get returns once the server is shutting down.
+var errPoolClosed = errors.New("origin pool closed")
+
+// get returns an idle connection that is still open, or a new one.
 func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
-	now := time.Now()
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, errors.New("origin pool closed")
+			return nil, errPoolClosed
 		}
 		n := len(p.idle)
 		if n == 0 {
@@ -75,7 +104,7 @@ func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
 		c := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if now.Sub(c.idleAt) < p.o.IdleTime && c.alive() {
+		if time.Now().Before(c.expires) && c.alive() {
 			c.reused = true
 			return c, nil
 		}
@@ -83,7 +112,7 @@ func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
 	}
 	conn, err := p.dialer.DialContext(ctx, "tcp", p.o.Address)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to origin %s: %w", p.o.Address, err)
+		return nil, &originDialError{err: err}
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(p.o.NoDelay)
@@ -91,9 +120,23 @@ func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
 	return &originConn{conn: conn, r: httpio.NewReader(conn, p.o.Limits), w: httpio.NewWriter(conn, p.o.Names)}, nil
 }
 
-// put returns a connection whose exchange completed cleanly.
-func (p *OriginPool) put(c *originConn) {
-	c.idleAt = time.Now()
+// originDialError is a failure to open a connection to the origin: nothing
+// was sent, so the caller's request never reached it.
+type originDialError struct{ err error }
+
+func (e *originDialError) Error() string { return fmt.Sprintf("connecting to origin: %v", e.err) }
+func (e *originDialError) Unwrap() error { return e.err }
+
+// put returns a connection whose exchange completed cleanly. keepAlive is
+// the response's Keep-Alive field value, whose timeout parameter (RFC 2068
+// 19.7.1.1, sent by Node.js and Apache httpd) shortens the idle time.
+func (p *OriginPool) put(c *originConn, keepAlive string) {
+	// A deadline left from the exchange would fail the next one at once.
+	if err := c.conn.SetDeadline(time.Time{}); err != nil {
+		c.close()
+		return
+	}
+	c.expires = time.Now().Add(idleTime(p.o.IdleTime, keepAlive))
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.o.MaxIdle {
 		p.mu.Unlock()
@@ -102,6 +145,31 @@ func (p *OriginPool) put(c *originConn) {
 	}
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
+}
+
+// idleTime is how long a connection may stay idle: the configured time, or
+// less when the origin's Keep-Alive announces a shorter timeout. The origin
+// closes at its timeout, so a second (or half of a shorter timeout) is kept
+// as a margin for the request to reach it first.
+func idleTime(configured time.Duration, keepAlive string) time.Duration {
+	for p := range httpio.Tokens(keepAlive) {
+		name, value, ok := strings.Cut(p, "=")
+		if !ok || !httpio.EqualFold(strings.TrimSpace(name), "timeout") {
+			continue
+		}
+		secs, err := strconv.Atoi(strings.Trim(strings.TrimSpace(value), `"`))
+		if err != nil || secs < 0 {
+			return configured
+		}
+		t := time.Duration(secs) * time.Second
+		if t > 2*time.Second {
+			t -= time.Second
+		} else {
+			t /= 2
+		}
+		return min(configured, t)
+	}
+	return configured
 }
 
 // Close closes every idle connection; connections in use close when their
@@ -117,22 +185,14 @@ func (p *OriginPool) Close() error {
 	return nil
 }
 
-// alive reports whether an idle connection has not been closed or written
-// to by the origin meanwhile: a readable idle connection is either at EOF or
-// carries bytes nobody asked for, and is unusable either way.
+// alive reports whether an idle connection is still usable: not closed by
+// the origin and carrying no bytes nobody asked for. It looks at the socket
+// itself without blocking (see peekConn).
 func (c *originConn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	c.conn.SetReadDeadline(time.Now())
-	var b [1]byte
-	n, err := c.conn.Read(b[:])
-	c.conn.SetReadDeadline(time.Time{})
-	if n > 0 {
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return peekConn(c.conn) == nil
 }
 
 func (c *originConn) close() {

@@ -50,6 +50,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -329,14 +330,38 @@ func rwRequestCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 		return rwErr(herr)
 	}
 
-	// Server: HTTP/1.1 to the origin.
+	// Server: HTTP/1.1 to the origin, through the forwarder's own writers
+	// (writeOriginHead, then upload for a body, as originRoundTrip runs
+	// them).
 	var out bytes.Buffer
 	w := httpio.NewWriter(&out, httpio.TitleCase)
-	if err := w.WriteRequestHead(shead.Method, shead.Path, OriginRequestFields(shead)); err != nil {
+	defer w.Release()
+	if err := writeOriginHead(w, shead); err != nil {
 		t.Fatal(err)
 	}
-	rwWriteBody(t, w, shead.Body, true, body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))
+	if shead.Body.Kind == httpio.NoBody || shead.Body.Kind == httpio.LengthBody && shead.Body.Length == 0 {
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		in := prefilled(rwBodyMsgs(body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))...)
+		if err := upload(t.Context(), w, shead.Body.Kind == httpio.ChunkedBody, in); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return rwResult{tunnel: tunnel, out: out.Bytes()}
+}
+
+// rwBodyMsgs is a body as the stages pass it: one Chunk per piece, then
+// an End with the trailers.
+func rwBodyMsgs(pieces [][]byte, trailers httpio.Header) []Msg {
+	var msgs []Msg
+	for _, p := range pieces {
+		c := NewChunk()
+		c.Data = append(c.Data[:0], p...)
+		msgs = append(msgs, c)
+	}
+	return append(msgs, &End{Trailers: trailers})
 }
 
 func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
@@ -344,27 +369,28 @@ func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	r := httpio.NewReader(bytes.NewReader(in), httpio.Limits{})
 	var resp httpio.Response
 	if err := r.ReadResponse(&resp, pol.method); err != nil {
-		return rwErr(NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err))
+		return rwErr(originError(err))
 	}
 	head := ResponseHead(&resp)
 	body, err := rwReadBody(r)
 	if err != nil {
-		return rwErr(NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err))
+		return rwErr(originError(err))
 	}
 
-	// Server: the HTTP/3 response head, as quic-go encodes it.
+	// Server: the HTTP/3 response, written by the server sink
+	// (writeHTTP3Response) into a recorder that encodes the head as
+	// quic-go does and keeps each Write as one DATA frame.
 	rec := &rwRecorder{header: http.Header{}}
-	WriteHTTP3ResponseHead(rec, head)
-	var trailers []rwField
-	for _, f := range body.trailers {
-		if rwValidTrailer(f.Name) {
-			trailers = append(trailers, rwField{strings.ToLower(f.Name), f.Value})
-		}
+	head.Method = pol.method
+	if err := RunFrom(t.Context(), prefilled(append([]Msg{head}, rwBodyMsgs(body.pieces, body.trailers)...)...), writeHTTP3Response(rec, nil, nil)); err != nil {
+		t.Fatalf("server sink: %v", err)
 	}
-	rwSortFields(trailers)
+	trailers := rec.trailers()
 	if !bodyAllowed(head.Status) || pol.method == http.MethodHead {
-		body.pieces = nil
+		// quic-go's responseWriter drops a body it may not send.
+		rec.data = nil
 	}
+	body.pieces = rec.data
 	tunnel := rwRenderTunnel(rec.fields, body.pieces, trailers)
 
 	// Client: the response quic-go's client returns.
@@ -373,48 +399,36 @@ func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 		t.Fatalf("simulated http3 client refuses the response: %v", err)
 	}
 	ch := HeadFromHTTP3Response(cresp, pol.method)
-	ch.Major, ch.Minor = pol.callerMajorMinor[0], pol.callerMajorMinor[1]
-	closeConn := pol.close || CloseDelimited(ch)
+	ch.Major, ch.Minor, ch.Close = pol.callerMajorMinor[0], pol.callerMajorMinor[1], pol.close
 
-	// Client: HTTP/1.1 to the caller.
-	var out bytes.Buffer
-	w := httpio.NewWriter(&out, httpio.TitleCase)
-	if err := w.WriteResponseHead(ch.Status, http.StatusText(ch.Status), CallerResponseFields(ch, rwNow, closeConn)); err != nil {
-		t.Fatal(err)
-	}
-	if bodyAllowed(ch.Status) && ch.Method != http.MethodHead {
-		rwWriteBody(t, w, ch.Body, callerIs11(ch), body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))
-	} else if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return rwResult{tunnel: tunnel, out: out.Bytes()}
+	// Client: HTTP/1.1 to the caller, written by the client sink
+	// (writeResponses) onto a connection that records the bytes.
+	return rwResult{tunnel: tunnel, out: rwClientSink(t, ch, body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))}
 }
 
-// rwWriteBody writes the body pieces as the sinks do: one chunk per piece
-// for a chunked body, raw bytes otherwise.
-func rwWriteBody(t *testing.T, w *httpio.Writer, f httpio.Framing, chunkedOK bool, pieces [][]byte, trailers httpio.Header) {
+// rwClientSink runs the client sink for one response and returns the
+// bytes it wrote to the caller's connection.
+func rwClientSink(t *testing.T, h *Head, pieces [][]byte, trailers httpio.Header) []byte {
 	t.Helper()
-	chunked := f.Kind == httpio.ChunkedBody && chunkedOK
-	for _, p := range pieces {
-		var err error
-		if chunked {
-			err = w.WriteChunk(p)
-		} else {
-			_, err = w.Write(p)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	conn := &rwConn{}
+	w := httpio.NewWriter(conn, httpio.TitleCase)
+	defer w.Release()
+	msgs := append([]Msg{h}, rwBodyMsgs(pieces, trailers)...)
+	if err := RunFrom(t.Context(), prefilled(msgs...), writeResponses(conn, w, &ClientOptions{Now: func() time.Time { return rwNow }})); err != nil {
+		t.Fatalf("client sink: %v", err)
 	}
-	if chunked {
-		if err := w.WriteLastChunk(trailers); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	return conn.out.Bytes()
 }
+
+// rwConn is the caller's side of a connection as the client sink sees it:
+// it records what is written.
+type rwConn struct {
+	net.Conn // nil: only the methods below are called
+	out      bytes.Buffer
+}
+
+func (c *rwConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
+func (c *rwConn) SetWriteDeadline(time.Time) error { return nil }
 
 func rwTrailerHeader(m http.Header) httpio.Header {
 	var h httpio.Header
@@ -619,15 +633,44 @@ func rwExtractTrailers(h http.Header) http.Header {
 	return tr
 }
 
-// rwRecorder mirrors the http3 server's responseWriter head encoding.
+// rwRecorder mirrors the http3 server's responseWriter: the head encoding,
+// one DATA frame per Write, and trailers from the TrailerPrefix keys.
 type rwRecorder struct {
 	header http.Header
 	fields []rwField
 	status int
+	data   [][]byte
 }
 
-func (r *rwRecorder) Header() http.Header         { return r.header }
-func (r *rwRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (r *rwRecorder) Header() http.Header { return r.header }
+func (r *rwRecorder) Flush()              {}
+
+func (r *rwRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	if len(p) > 0 {
+		r.data = append(r.data, bytes.Clone(p))
+	}
+	return len(p), nil
+}
+
+// trailers are the trailer fields the handler set, as quic-go sends them
+// (lowercase names, sorted, only valid trailer names).
+func (r *rwRecorder) trailers() []rwField {
+	var out []rwField
+	for _, k := range sortedKeys(r.header) {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok || !rwValidTrailer(http.CanonicalHeaderKey(name)) {
+			continue
+		}
+		for _, v := range r.header[k] {
+			out = append(out, rwField{strings.ToLower(name), v})
+		}
+	}
+	rwSortFields(out)
+	return out
+}
 
 func (r *rwRecorder) WriteHeader(status int) {
 	r.status = status

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
@@ -52,7 +53,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	head.ex = startExchange(h.o.Observer, ServerSide, head, peer.For)
 	exs.add(head.ex)
 	var err error
-	fwd, sink := forwardToOrigin(h.o), writeHTTP3Response(w, h.o.Logger)
+	fwd, sink := forwardToOrigin(h.o), writeHTTP3Response(w, h.o.Logger, head.ex)
 	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}); nerr != nil {
 		if first != nil {
 			first.Release()
@@ -96,6 +97,12 @@ func readHTTP3Head(r *http.Request, peer Peer) (head *Head, first *Chunk, firstE
 func readHTTP3Body(r *http.Request, head *Head, first *Chunk, firstErr error) Stage {
 	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
 		ex := head.ex
+		// Once the exchange is over (the origin answered early, or failed)
+		// nobody wants the rest of the body: closing it stops the read
+		// (STOP_SENDING) instead of holding the handler until a slow or
+		// stalled caller finishes its upload.
+		stop := context.AfterFunc(ctx, func() { r.Body.Close() })
+		defer stop()
 		if err := Send(ctx, out, head); err != nil {
 			if first != nil {
 				first.Release()
@@ -150,71 +157,147 @@ func forwardToOrigin(o *ServerOptions) Stage {
 }
 
 func originExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) error {
-	fail := func(kind Kind, msg string, err error) error {
-		return Send(ctx, out, &Fail{Err: NewError(kind, ServerSide, msg, err), ex: h.ex})
-	}
-	if h.Body.Kind == httpio.NoBody && !drainExchange(ctx, in) {
+	// A body of length 0 is sent as "Content-Length: 0" with nothing to
+	// upload, like a request without a body.
+	bodiless := h.Body.Kind == httpio.NoBody || h.Body.Kind == httpio.LengthBody && h.Body.Length == 0
+	if bodiless && !drainExchange(ctx, in) {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
 		oc, err := o.Origin.get(ctx)
 		if err != nil {
-			drainExchange(ctx, in)
-			return fail(KindUpstream, MsgCouldNotProxy, err)
+			if !bodiless {
+				drainExchange(ctx, in)
+			}
+			return failOrigin(ctx, out, h, err)
 		}
-		retry, err := originRoundTrip(ctx, oc, h, in, out, o)
-		if retry && attempt == 0 {
+		res := originRoundTrip(ctx, oc, h, bodiless, in, out, o)
+		if res.failed == nil {
+			return res.sendErr
+		}
+		if attempt == 0 && res.stale && bodiless && retryable(h) && ctx.Err() == nil {
+			// RFC 9110 9.2.2: only an idempotent request may be sent again
+			// without asking; a POST that met a closed connection is answered
+			// 502 even though the origin most likely never saw it.
+			if o.Logger != nil {
+				o.Logger.Debug("origin closed a reused connection; retrying on a new one", "method", h.Method, "error", res.failed)
+			}
 			continue
 		}
-		return err
+		return failOrigin(ctx, out, h, res.failed)
 	}
 }
 
-// originRoundTrip runs one exchange on oc. retry is set when a reused
-// connection turned out dead before the origin answered and the request,
-// having no body, can be sent again unchanged.
-func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) (retry bool, _ error) {
+// retryable reports whether RFC 9110 9.2.2 lets a proxy resend h by itself:
+// an idempotent method, or a request that carries an idempotency key (as
+// net/http's Transport also accepts).
+func retryable(h *Head) bool {
+	switch h.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return h.Header.Has("Idempotency-Key") || h.Header.Has("X-Idempotency-Key")
+}
+
+// failOrigin answers h with the synthetic response for err, unless the
+// exchange was cancelled (the tunnel side went away: nobody to answer).
+func failOrigin(ctx context.Context, out chan<- Msg, h *Head, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return Send(ctx, out, &Fail{Err: originError(err), ex: h.ex})
+}
+
+// originError classifies a failure to get a response head from the origin.
+// The caller is told the class; the log gets err with its details.
+func originError(err error) *Error {
+	kind, class := KindUpstream, ""
+	var ne net.Error
+	switch {
+	case errors.Is(err, errPoolClosed):
+		return NewError(KindDraining, ServerSide, MsgDraining, err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		class = "origin refused the connection"
+	case isDialError(err):
+		class = "origin unreachable"
+	case errors.As(err, &ne) && ne.Timeout():
+		kind, class = KindUpstreamTimeout, "origin did not answer in time"
+	case errors.Is(err, errSwitchedProtocols):
+		class = "origin switched protocols, which is not supported"
+	case isParseError(err):
+		class = "invalid response from origin"
+	case isStale(err) || errors.Is(err, errUnsolicited):
+		class = "origin closed the connection without answering"
+	}
+	e := NewError(kind, ServerSide, MsgCouldNotProxy, err)
+	e.Public = class
+	return e
+}
+
+func isDialError(err error) bool {
+	_, ok := errors.AsType[*originDialError](err)
+	return ok
+}
+
+func isParseError(err error) bool {
+	_, ok := errors.AsType[*httpio.Error](err)
+	return ok
+}
+
+var errSwitchedProtocols = errors.New("origin switched protocols")
+
+// roundTripResult is how one attempt on one origin connection ended.
+type roundTripResult struct {
+	// failed is set when no final response head was relayed: the exchange
+	// still needs an answer (a synthetic one, or a retry when stale).
+	failed error
+	// stale is set with failed when a reused connection turned out to be
+	// closed before the origin sent any byte of a response and before any
+	// interim response was relayed: the origin did not process the request.
+	stale bool
+	// sendErr is the downstream stage's failure after the head was relayed.
+	sendErr error
+}
+
+// originRoundTrip runs one exchange on oc and always disposes of oc
+// (returned to the pool only after a clean, complete exchange).
+func originRoundTrip(ctx context.Context, oc *originConn, h *Head, bodiless bool, in <-chan Msg, out chan<- Msg, o *ServerOptions) roundTripResult {
 	exCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Cancellation (the tunnel side went away) interrupts any blocked read
+	// or write on the connection.
 	stop := context.AfterFunc(exCtx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	err := oc.w.WriteRequestHead(h.Method, h.Path, OriginRequestFields(h))
+	err := writeOriginHead(oc.w, h)
 	var up *uploader
 	if err == nil {
-		if h.Body.Kind == httpio.NoBody {
+		if bodiless {
 			err = oc.w.Flush()
 		} else {
 			up = startUpload(exCtx, oc.w, h.Body.Kind == httpio.ChunkedBody, in, func() { oc.conn.Close() })
 		}
 	}
-	reusable := err == nil
-	headSent := false
+	interim := false
 	var resp httpio.Response
 	for err == nil {
 		if o.UpstreamTimeout > 0 {
 			oc.conn.SetReadDeadline(time.Now().Add(o.UpstreamTimeout))
 		}
 		err = oc.r.ReadResponse(&resp, h.Method)
-		if err != nil {
-			break
-		}
-		if resp.Status >= 200 {
+		if err != nil || resp.Status >= 200 {
 			break
 		}
 		if resp.Status == http.StatusSwitchingProtocols {
-			err = errors.New("origin switched protocols, which is not supported")
+			err = errSwitchedProtocols
 			break
 		}
+		interim = true
 		if serr := Send(ctx, out, &Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); serr != nil {
 			err = serr
 		}
 	}
-	if o.UpstreamTimeout > 0 {
-		oc.conn.SetReadDeadline(time.Time{})
-	}
 	if err != nil {
-		stale := oc.reused && h.Body.Kind == httpio.NoBody && isStale(err)
 		if up != nil {
 			// The uploader writes through oc.w: stop it before close
 			// returns the writer to its pool.
@@ -223,55 +306,61 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, in <-chan Msg
 			drainExchange(ctx, in)
 		}
 		oc.close()
-		if stale {
-			return true, nil
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			return false, Send(ctx, out, &Fail{Err: NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, err), ex: h.ex})
-		}
-		return false, Send(ctx, out, &Fail{Err: NewError(KindUpstream, ServerSide, MsgCouldNotProxy, err), ex: h.ex})
+		// io.EOF (not ErrUnexpectedEOF) means the connection ended before
+		// the first byte of a response.
+		stale := oc.reused && !interim && (errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err))
+		return roundTripResult{failed: err, stale: stale}
+	}
+	if o.UpstreamTimeout > 0 {
+		oc.conn.SetReadDeadline(time.Time{})
 	}
 
+	// An answer that comes before the origin has taken the whole body
+	// leaves it free to discard the rest or to close: whether the two ends
+	// stay in step is unknowable, so the connection is not reused (as in
+	// Go's and nginx's clients).
+	reusable := up == nil || up.finished()
 	rh := ResponseHead(&resp)
 	rh.ex = h.ex
-	if err := Send(ctx, out, rh); err != nil {
-		reusable = false
-	} else {
-		headSent = true
-	}
-	var end *End
-	if headSent {
-		end = streamOriginBody(ctx, oc.r, out)
-		if end.Err != nil {
-			reusable = false
+	if serr := Send(ctx, out, rh); serr != nil {
+		// The sink is gone: nobody to answer, the connection is mid-message.
+		if up != nil {
+			cancel()
+			up.wait()
 		}
+		oc.close()
+		return roundTripResult{sendErr: serr}
+	}
+	end := streamOriginBody(ctx, oc.r, out)
+	if end.Err != nil {
+		reusable = false
 	}
 	if up != nil {
 		if !up.finished() {
-			// The origin answered before taking the whole body: the
-			// connection is out of step and cannot be reused.
-			reusable = false
 			cancel()
 		}
 		if up.wait() != nil {
 			reusable = false
 		}
 	}
-	if resp.Body.Kind == httpio.UntilCloseBody || httpio.HasToken(resp.Header.Get("Connection"), "close") ||
-		(resp.Major == 1 && resp.Minor == 0 && !httpio.HasToken(resp.Header.Get("Connection"), "keep-alive")) {
+	if rh.Close {
+		reusable = false
+	}
+	if !stop() {
+		// The cancellation fired: its deadline is on the connection.
 		reusable = false
 	}
 	if reusable {
-		stop()
-		o.Origin.put(oc)
+		o.Origin.put(oc, resp.Header.Get("Keep-Alive"))
 	} else {
 		oc.close()
 	}
-	if headSent {
-		return false, Send(ctx, out, end)
-	}
-	return false, nil
+	return roundTripResult{sendErr: Send(ctx, out, end)}
+}
+
+// writeOriginHead writes the request head for h to the origin (buffered).
+func writeOriginHead(w *httpio.Writer, h *Head) error {
+	return w.WriteRequestHead(h.Method, h.Path, OriginRequestFields(h))
 }
 
 // streamOriginBody sends the origin's response body on as Chunks.
@@ -282,8 +371,8 @@ func streamOriginBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) *En
 	}, func() httpio.Header { return r.Trailers().Clone() }, nil)
 }
 
-// isStale reports whether err is what a keep-alive connection the origin
-// closed while idle produces on first use.
+// isStale reports whether err is what a connection the origin closed
+// produces.
 func isStale(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		isConnReset(err)
@@ -381,8 +470,12 @@ func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) 
 }
 
 // writeHTTP3Response is the server sink: the response goes back over the
-// tunnel; a Fail before the head becomes a synthetic 502/504.
-func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
+// tunnel; a Fail before the head becomes a synthetic 502/504. It keeps the
+// exchange invariant: the stream ends with one complete response, one
+// synthetic response, or a reset (errAbortResponse), never with nothing
+// written (quic-go would send an implicit empty 200). reqEx is the
+// request's exchange, finished here if no head carries it.
+func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger, reqEx *exchange) Stage {
 	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
 		flusher, _ := w.(http.Flusher)
 		headFlushed := false
@@ -400,6 +493,19 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 					cur.ex.finish(cur.Status, Cut, nil)
 					return errAbortResponse
 				}
+				if ctx.Err() != nil {
+					// The stream is gone or the exchange was cancelled:
+					// reset rather than let the handler's return look like
+					// an (empty, implicit 200) response.
+					return errAbortResponse
+				}
+				// Every forwarder path ends in a head or a Fail; reaching this
+				// is a bug, and the answer is still never an invented 200.
+				e := NewError(KindUpstream, ServerSide, MsgCouldNotProxy, errNoAnswer)
+				if logger != nil {
+					logger.Error("exchange ended without an answer", "error", e)
+				}
+				writeSyntheticHTTP3(w, e, reqEx)
 				return nil
 			}
 			switch m := m.(type) {
@@ -409,12 +515,7 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 					return errAbortResponse
 				}
 				logFailure(logger, m.Err)
-				sh, sb := Synthesize(m.Err)
-				WriteHTTP3ResponseHead(w, sh)
-				w.Write(sb.Data)
-				m.ex.addResponse(len(sb.Data))
-				m.ex.finish(sh.Status, Synthetic, m.Err)
-				sb.Release()
+				writeSyntheticHTTP3(w, m.Err, m.ex)
 				return nil
 			case *Head:
 				if m.Status < 200 {
@@ -475,4 +576,18 @@ func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger) Stage {
 			}
 		}
 	}
+}
+
+// errNoAnswer is the cause of the 502 a server sink sends when its input
+// ended without a response head or a Fail.
+var errNoAnswer = errors.New("forwarder ended without a response")
+
+// writeSyntheticHTTP3 answers the stream with the synthetic response for e.
+func writeSyntheticHTTP3(w http.ResponseWriter, e *Error, ex *exchange) {
+	sh, sb := Synthesize(e)
+	WriteHTTP3ResponseHead(w, sh)
+	w.Write(sb.Data)
+	ex.addResponse(len(sb.Data))
+	ex.finish(sh.Status, Synthetic, e)
+	sb.Release()
 }

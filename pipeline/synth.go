@@ -59,15 +59,29 @@ func Synthesize(e *Error) (*Head, *Chunk) {
 	return h, c
 }
 
-// SynthBody is the body text of the synthetic response for e: e.Error()
-// and a newline, except for a request refused for its Transfer-Encoding
-// (KindBadRequest with httpio.ErrUnsupportedTransferCoding), which gets the
-// original's fixed text. It is cut to ChunkSize bytes (on a UTF-8
-// boundary, ending in a newline) so it fits one chunk.
+// SynthBody is the body text of the synthetic response for e: what the
+// caller may know, never the detail the log gets (addresses of the origin
+// or the peer, errors of the tunnel). It is Msg, then ": " and the class
+// (e.Public) when there is one; for a request refused by the HTTP/1.1
+// parser the class is the parser's description of the caller's own input
+// (httpio errors never hold addresses). A request refused for its
+// Transfer-Encoding gets the original's fixed text. It ends in a newline and
+// is cut to ChunkSize bytes (on a UTF-8 boundary) so it fits one chunk.
 func SynthBody(e *Error) string {
-	text := e.Error()
-	if herr, ok := errors.AsType[*httpio.Error](e.Err); ok && e.Kind == KindBadRequest && herr.Kind == httpio.ErrUnsupportedTransferCoding {
-		text = MsgBadTransferEncoding
+	text := e.Msg
+	class := e.Public
+	if herr, ok := errors.AsType[*httpio.Error](e.Err); ok && e.Kind == KindBadRequest {
+		if herr.Kind == httpio.ErrUnsupportedTransferCoding {
+			text, class = MsgBadTransferEncoding, ""
+		} else if class == "" {
+			class = herr.Error()
+		}
+	}
+	switch {
+	case text == "":
+		text = class
+	case class != "":
+		text += ": " + class
 	}
 	if text == "" {
 		text = "error " + strconv.Itoa(e.Status)

@@ -6,7 +6,9 @@ package pipeline
 //
 //	error     "key: value" lines: kind (bad request, method not allowed,
 //	          unavailable, draining, upstream, upstream timeout), side
-//	          (client, server), msg, err (the cause's text; none if absent)
+//	          (client, server), msg, err (the cause's text; none if absent);
+//	          or origin: refused|unreachable|timeout|closed|invalid, a real
+//	          origin failure of that class classified by originError
 //	in.http   instead of error: a request the client's parser or RequestHead
 //	          refuses; the error is built as the client source builds it
 //	tunnel    server-side errors only: the response as it crosses HTTP/3
@@ -20,10 +22,15 @@ package pipeline
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/tools/txtar"
@@ -113,6 +120,10 @@ func synthFromSpec(t *testing.T, data []byte) *Error {
 			msg = v
 		case "err":
 			cau = v
+		case "origin":
+			// A real failure of the server forwarder, classified by the
+			// function the forwarder uses.
+			return originError(synthOriginFailure(t, v))
 		default:
 			t.Fatalf("unknown key %q", k)
 		}
@@ -170,8 +181,11 @@ func TestSynthesize(t *testing.T) {
 		{NewError(KindMethodNotAllowed, ClientSide, MsgConnectNotImplemented, nil), 405, true, "ptproxy client", "CONNECT requests not implemented yet\n"},
 		{NewError(KindUnavailable, ClientSide, MsgTunnelDown, nil), 503, false, "ptproxy client", "tunnel not established\n"},
 		{NewError(KindDraining, ServerSide, MsgDraining, nil), 503, false, "ptproxy server", "shutting down\n"},
-		{NewError(KindUpstream, ClientSide, MsgSendingRequest, errors.New("boom")), 502, false, "ptproxy client", "error sending request: boom\n"},
-		{NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, errors.New("timeout")), 504, false, "ptproxy server", "could not proxy request: timeout\n"},
+		// The cause is for the log, not for the caller.
+		{NewError(KindUpstream, ClientSide, MsgSendingRequest, errors.New("dial 10.0.0.1:20010: boom")), 502, false, "ptproxy client", "error sending request\n"},
+		{NewError(KindUpstreamTimeout, ServerSide, MsgCouldNotProxy, errors.New("timeout")), 504, false, "ptproxy server", "could not proxy request\n"},
+		{originError(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), 504, false, "ptproxy server", "could not proxy request: origin did not answer in time\n"},
+		{NewError(KindUnavailable, ClientSide, MsgTunnelDown, fmt.Errorf("%w: connecting to 10.0.0.1:20010: timeout", ErrTunnelDown)), 503, false, "ptproxy client", "tunnel not established\n"},
 		{NewError(KindBadRequest, ClientSide, MsgHostRequired, nil), 400, true, "ptproxy client", "Host header required\n"},
 		{NewError(KindBadRequest, ClientSide, MsgBadRequest, &httpio.Error{Kind: httpio.ErrHeaderTooLarge, Status: 431}), 431, true, "ptproxy client", "bad request: httpio: header too large\n"},
 		{NewError(KindBadRequest, ClientSide, MsgBadRequest, &httpio.Error{Kind: httpio.ErrUnsupportedTransferCoding, Status: 400, Detail: `"gzip"`}), 400, true, "ptproxy client", MsgBadTransferEncoding + "\n"},
@@ -188,7 +202,8 @@ func TestSynthesize(t *testing.T) {
 
 func TestSynthBodyBounded(t *testing.T) {
 	long := strings.Repeat("é", ChunkSize) // 2 bytes each
-	e := NewError(KindUpstream, ClientSide, MsgSendingRequest, errors.New(long))
+	e := NewError(KindUpstream, ClientSide, MsgSendingRequest, nil)
+	e.Public = long
 	h, c := Synthesize(e)
 	defer c.Release()
 	if len(c.Data) > ChunkSize || c.Data[len(c.Data)-1] != '\n' || h.Body.Length != int64(len(c.Data)) {
@@ -229,4 +244,33 @@ func TestSynthErrorStatusAndText(t *testing.T) {
 	if ClientSide.String() != "client" || ServerSide.String() != "server" || KindUpstreamTimeout.String() != "upstream_timeout" {
 		t.Error("String methods")
 	}
+}
+
+// synthOriginFailure builds an error of the given class as the server
+// forwarder meets it, with the details (addresses) that must not reach the
+// caller.
+func synthOriginFailure(t *testing.T, class string) error {
+	t.Helper()
+	addr := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 8000}
+	switch class {
+	case "refused":
+		return &originDialError{err: &net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	case "unreachable":
+		return &originDialError{err: &net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}}
+	case "timeout":
+		return &net.OpError{Op: "read", Net: "tcp", Addr: addr, Err: os.ErrDeadlineExceeded}
+	case "closed":
+		return io.EOF
+	case "invalid":
+		r := httpio.NewReader(strings.NewReader("HTTP/1.1 2000 Nope\r\n\r\n"), httpio.Limits{})
+		defer r.Release()
+		var resp httpio.Response
+		err := r.ReadResponse(&resp, "GET")
+		if err == nil {
+			t.Fatal("invalid response accepted")
+		}
+		return err
+	}
+	t.Fatalf("unknown origin failure %q", class)
+	return nil
 }
