@@ -387,11 +387,22 @@ func copyResponseBody(ctx context.Context, resp *http.Response, out chan<- Msg) 
 	return pumpBody(ctx, out, resp.Body.Read, func() httpio.Header { return sortedFields(resp.Trailer) }, nil)
 }
 
+// publicClasser is a tunnel error that knows what of it a caller may learn
+// (the session's NotReadyError does).
+type publicClasser interface {
+	error
+	PublicClass() string
+}
+
 // tunnelError classifies a RoundTrip failure.
 func tunnelError(err error, bodyDone bool) *Error {
 	switch {
 	case errors.Is(err, ErrTunnelDown):
-		return NewError(KindUnavailable, ClientSide, MsgTunnelDown, err)
+		e := NewError(KindUnavailable, ClientSide, MsgTunnelDown, err)
+		if pc, ok := errors.AsType[publicClasser](err); ok {
+			e.Public = pc.PublicClass()
+		}
+		return e
 	case errors.Is(err, ErrDraining):
 		return NewError(KindDraining, ClientSide, MsgDraining, err)
 	case errors.Is(err, errBodyAborted) || !bodyDone:

@@ -98,3 +98,38 @@ func serverCloseReason(cause error) error {
 	}
 	return cause
 }
+
+// PublicClass is what a caller answered 503 may learn of why there is no
+// session: the class of the failure, never the peer's address or the TLS
+// detail, which the log carries.
+func (e *NotReadyError) PublicClass() string {
+	err := e.Reason
+	var (
+		te  *quic.TransportError
+		ie  *quic.IdleTimeoutError
+		he  *quic.HandshakeTimeoutError
+		ae  *quic.ApplicationError
+		sre *quic.StatelessResetError
+	)
+	switch {
+	case err == nil || errors.Is(err, errFirstAttempt):
+		return "first connection attempt in progress"
+	case errors.Is(err, ErrServerGoaway), errors.Is(err, ErrServerClosed):
+		return "peer is restarting or shutting down"
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError():
+		if te.Remote {
+			return "peer refused our certificate"
+		}
+		return "peer certificate refused"
+	case errors.As(err, &ie), errors.As(err, &he):
+		return "peer did not answer"
+	case errors.As(err, &sre):
+		return "peer lost the session"
+	case errors.As(err, &ae):
+		return "peer closed the session"
+	case errors.As(err, &te):
+		return "connection to peer failed"
+	default:
+		return "peer unreachable"
+	}
+}

@@ -207,7 +207,7 @@ func TestOriginFaults(t *testing.T) {
 		ln.Close()
 		tp := startTunnel(t, dead, nil, nil)
 		r := send(t, tp.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		if r.status != 502 || r.header.Get("Server") != "ptproxy server" || !strings.Contains(r.body, "connection refused") {
+		if r.status != 502 || r.header.Get("Server") != "ptproxy server" || r.body != "could not proxy request: origin refused the connection\n" {
 			t.Fatalf("got %d %q server=%q", r.status, r.body, r.header.Get("Server"))
 		}
 	})
