@@ -113,7 +113,13 @@ type Config struct {
 	set map[string]bool
 	// env maps a key set from the environment to its variable name.
 	env map[string]string
+	// ignoredEnv lists PTPROXY_* variables not of the config's shape.
+	ignoredEnv []string
 }
+
+// IgnoredEnv lists the PTPROXY_* variables that were not read because they
+// do not have the PTPROXY_<SECTION>__<FIELD> shape (for a debug line).
+func (c *Config) IgnoredEnv() []string { return c.ignoredEnv }
 
 // General is the [general] section (required).
 type General struct {

@@ -266,6 +266,35 @@ func TestEnvAloneSuppliesSections(t *testing.T) {
 	}
 }
 
+// TestForeignEnvIgnored: PTPROXY_* names that do not have the config's
+// shape belong to someone else (Kubernetes' service links for a Service
+// named ptproxy, scripts) and must not stop the process.
+func TestForeignEnvIgnored(t *testing.T) {
+	file := "[general]\nmode = \"Client\"\npeer_hostname = \"p\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n"
+	foreign := []string{
+		"PTPROXY_PORT=tcp://10.96.0.12:20080",
+		"PTPROXY_SERVICE_HOST=10.96.0.12",
+		"PTPROXY_SERVICE_PORT=20080",
+		"PTPROXY_PORT_20080_TCP_ADDR=10.96.0.12",
+		"PTPROXY_PORT_20080_TCP_PROTO=tcp",
+		"PTPROXY_BIN=/usr/local/bin/ptproxy",
+		"PTPROXY_CONFIG=/etc/x.toml",
+	}
+	c, err := loadString(t, file, append(foreign, "PTPROXY_GENERAL__PEER_HOSTNAME=q"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.General.PeerHostname != "q" {
+		t.Errorf("the config's own variable was not applied: %q", c.General.PeerHostname)
+	}
+	got := c.IgnoredEnv()
+	slices.Sort(got)
+	want := []string{"PTPROXY_BIN", "PTPROXY_CONFIG", "PTPROXY_PORT", "PTPROXY_PORT_20080_TCP_ADDR", "PTPROXY_PORT_20080_TCP_PROTO", "PTPROXY_SERVICE_HOST", "PTPROXY_SERVICE_PORT"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ignored %v, want %v", got, want)
+	}
+}
+
 func TestEnvErrors(t *testing.T) {
 	file := "[general]\nmode = \"Client\"\npeer_hostname = \"p\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n"
 	tests := []struct {
@@ -277,8 +306,9 @@ func TestEnvErrors(t *testing.T) {
 		{"PTPROXY_SYSTEM__WATCHDOG_FACTOR=fast", "PTPROXY_SYSTEM__WATCHDOG_FACTOR", "system.watchdog_factor", "expected float"},
 		{"PTPROXY_GENERAL__PEER_HOSTNME=x", "PTPROXY_GENERAL__PEER_HOSTNME", "", `unknown key "general.peer_hostnme"`},
 		{"PTPROXY_QUIC__PORT=1", "PTPROXY_QUIC__PORT", "", `unknown section "quic"`},
-		{"PTPROXY_GENERAL_MODE=Client", "PTPROXY_GENERAL_MODE", "", "double underscore"},
-		{"PTPROXY_CONFIG=/etc/x.toml", "PTPROXY_CONFIG", "", "does not name a configuration field"},
+		{"PTPROXY_GENERAL_MODE=Client", "PTPROXY_GENERAL_MODE", "", "double underscore: PTPROXY_GENERAL__MODE"},
+		{"PTPROXY_SYSTEM_ADD_FORWARDED=true", "PTPROXY_SYSTEM_ADD_FORWARDED", "", "double underscore: PTPROXY_SYSTEM__ADD_FORWARDED"},
+		{"PTPROXY_GENERAL__NO_SUCH_FIELD=1", "PTPROXY_GENERAL__NO_SUCH_FIELD", "", `unknown key "general.no_such_field"`},
 		// A valid value that fails validation names the variable too.
 		{"PTPROXY_GENERAL__QUIC_PORT=0", "PTPROXY_GENERAL__QUIC_PORT", "general.quic_port", "between 1 and 65535"},
 		{"PTPROXY_GENERAL__MODE=client", "PTPROXY_GENERAL__MODE", "general.mode", `"Client", "Server"`},

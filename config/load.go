@@ -108,7 +108,11 @@ func LoadBytes(data []byte, format Format, path string, environ []string) (*Conf
 	transform := func(name, value string) (string, any) {
 		f, problem := envField(name)
 		if f == nil {
-			envErrs = append(envErrs, &FieldError{File: path, Env: name, Problem: problem})
+			if problem == "" {
+				c.ignoredEnv = append(c.ignoredEnv, name)
+			} else {
+				envErrs = append(envErrs, &FieldError{File: path, Env: name, Problem: problem})
+			}
 			return "", nil
 		}
 		v, problem := f.parseEnv(value)
@@ -261,13 +265,22 @@ func editDistance(a, b string) int {
 }
 
 // envField maps a PTPROXY_<SECTION>__<FIELD> variable name to its field, or
-// explains why it maps to none.
+// explains why it maps to none. Only names of that shape can be mistakes:
+// others (PTPROXY_PORT and PTPROXY_SERVICE_HOST, which Kubernetes sets
+// beside a Service named ptproxy, or a script's PTPROXY_BIN) belong to
+// someone else and map to no field with no problem, except a field's own
+// name written with a single underscore, which is a typo.
 func envField(name string) (*field, string) {
 	rest := strings.TrimPrefix(name, envPrefix)
 	sec, fld, ok := strings.Cut(rest, "__")
 	if !ok {
-		return nil, "does not name a configuration field: expected " + envPrefix +
-			"<SECTION>__<FIELD> with a double underscore, e.g. PTPROXY_GENERAL__PEER_HOSTNAME"
+		for i := range schema {
+			if strings.EqualFold(name, strings.Replace(schema[i].Env, "__", "_", 1)) {
+				return nil, "does not name a configuration field: expected " + envPrefix +
+					"<SECTION>__<FIELD> with a double underscore: " + schema[i].Env
+			}
+		}
+		return nil, ""
 	}
 	key := strings.ToLower(sec) + "." + strings.ToLower(fld)
 	if f := schemaByKey[key]; f != nil {

@@ -94,6 +94,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ExitFatal
 	}
 	stdlogBridge(log)
+	if ignored := cfg.IgnoredEnv(); len(ignored) > 0 {
+		log.Debug("environment variables not of the PTPROXY_<SECTION>__<FIELD> shape ignored", "names", ignored)
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
