@@ -180,6 +180,9 @@ type Transport struct {
 	MaxHeaderBytes int `koanf:"max_header_bytes" json:"max_header_bytes"`
 	// MaxHeaderCount bounds the number of header fields of an HTTP/1.1 head.
 	MaxHeaderCount int `koanf:"max_header_count" json:"max_header_count"`
+	// MaxResponseHeaderBytes bounds an origin's response head (Server); the
+	// origin is trusted more than a caller, so the default is Go's client's.
+	MaxResponseHeaderBytes int `koanf:"max_response_header_bytes" json:"max_response_header_bytes"`
 	// QlogDir, when set, receives one qlog file per QUIC connection.
 	QlogDir string `koanf:"qlog_dir" json:"qlog_dir"`
 }
@@ -212,6 +215,12 @@ type System struct {
 	LogLevel LogLevel `koanf:"log_level" json:"log_level"`
 	// AccessLog logs one line per proxied request.
 	AccessLog bool `koanf:"access_log" json:"access_log"`
+	// OriginIdleTimeout is how long a pooled origin connection may stay
+	// idle (Server); below the origin's own keep-alive timeout.
+	OriginIdleTimeout Millis `koanf:"origin_idle_timeout" json:"origin_idle_timeout"`
+	// DefaultHost is the authority for an HTTP/1.0 request without Host
+	// (Client); empty means the address the caller connected to.
+	DefaultHost string `koanf:"default_host" json:"default_host"`
 }
 
 // Defaults returns the built-in defaults: the lowest configuration layer.
@@ -237,6 +246,8 @@ func Defaults() Config {
 			MaxRequestLineBytes: 8192,
 			MaxHeaderBytes:      65536,
 			MaxHeaderCount:      100,
+
+			MaxResponseHeaderBytes: 10 << 20,
 		},
 		System: System{
 			ConnectInterval:     1000,
@@ -252,6 +263,8 @@ func Defaults() Config {
 			LogFormat:         LogFormatAuto,
 			LogLevel:          LogLevelInfo,
 			AccessLog:         false,
+			OriginIdleTimeout: 4000,
+			DefaultHost:       "",
 		},
 	}
 }

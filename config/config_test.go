@@ -114,11 +114,12 @@ func TestDefaults(t *testing.T) {
 			StreamReceiveWindow: 1_000_000, InitialWindow: 14720, ReceiveWindow: 15 * 1024 * 1024,
 			CongestionAlgorithm: "Bbr",
 			MaxRequestLineBytes: 8192, MaxHeaderBytes: 65536, MaxHeaderCount: 100,
+			MaxResponseHeaderBytes: 10 << 20,
 		},
 		System: System{
 			ConnectInterval: 1000, TCPNodelay: true, WaitForFirstAttempt: true, WatchdogFactor: 1.5,
 			DrainTimeout: 30000, HeaderReadTimeout: 10000, UpstreamTimeout: 0, MaxConnections: 1024,
-			LogFormat: "auto", LogLevel: "info",
+			LogFormat: "auto", LogLevel: "info", OriginIdleTimeout: 4000,
 		},
 	}
 	if !reflect.DeepEqual(d, want) {
@@ -383,15 +384,16 @@ func TestInvalid(t *testing.T) {
 		"watchdog-zero.toml":               {"system.watchdog_factor"},
 		"watchdog-negative.toml":           {"system.watchdog_factor"},
 		"watchdog-nan.toml":                {"system.watchdog_factor"},
-		"bad-addresses.toml":               {"general.peer_hostname", "general.quic_port", "general.bind_address", "general.connect_address", "general.http_bind_address", "system.admin_address"},
+		"bad-addresses.toml":               {"general.peer_hostname", "general.quic_port", "general.bind_address", "general.connect_address", "general.http_bind_address", "system.admin_address", "system.default_host"},
 		"bad-http-connect.toml":            {"general.http_connect_address"},
 		"zero-values.toml": {"general.quic_port", "transport.max_idle_timeout", "transport.keep_alive_interval",
 			"transport.initial_rtt", "transport.max_concurrent_http_streams", "transport.stream_receive_window",
 			"transport.initial_window", "transport.receive_window", "transport.send_window",
 			"transport.socket_receive_buffer_size", "transport.socket_send_buffer_size",
 			"transport.max_request_line_bytes", "transport.max_header_bytes", "transport.max_header_count",
+			"transport.max_response_header_bytes",
 			"system.connect_interval", "system.drain_timeout", "system.header_read_timeout",
-			"system.upstream_timeout", "system.max_connections"},
+			"system.upstream_timeout", "system.max_connections", "system.origin_idle_timeout"},
 		"syntax.toml": {""},
 		"null.yaml":   {"tls.ca"},
 	}

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/netip"
 	"net/url"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -167,6 +167,7 @@ func (c *Config) check() []*FieldError {
 	k.atLeast1("transport.max_request_line_bytes", tr.MaxRequestLineBytes)
 	k.atLeast1("transport.max_header_bytes", tr.MaxHeaderBytes)
 	k.atLeast1("transport.max_header_count", tr.MaxHeaderCount)
+	k.atLeast1("transport.max_response_header_bytes", tr.MaxResponseHeaderBytes)
 
 	// [system]
 	k.nonNegative("system.connect_interval", s.ConnectInterval, "")
@@ -182,6 +183,14 @@ func (c *Config) check() []*FieldError {
 	k.nonNegative("system.header_read_timeout", s.HeaderReadTimeout, "; 0 means no limit")
 	k.nonNegative("system.upstream_timeout", s.UpstreamTimeout, "; 0 means no limit")
 	k.atLeast1("system.max_connections", s.MaxConnections)
+	if s.OriginIdleTimeout < 1 {
+		k.fail("system.origin_idle_timeout", "must be at least 1 (milliseconds), got %d", s.OriginIdleTimeout)
+	}
+	if s.DefaultHost != "" {
+		if p := checkConnectAddress(s.DefaultHost); p != "" {
+			k.fail("system.default_host", "%s", p)
+		}
+	}
 	switch s.LogFormat {
 	case LogFormatAuto, LogFormatText, LogFormatJSON:
 	default:
@@ -344,3 +353,4 @@ func resolve(dir, p string) string {
 	}
 	return filepath.Join(dir, p)
 }
+

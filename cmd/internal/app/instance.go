@@ -219,6 +219,7 @@ func (in *Instance) startClient() error {
 			AddForwarded:      cfg.System.AddForwarded,
 			Limits:            limitsOf(cfg),
 			HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
+			DefaultHost:       cfg.System.DefaultHost,
 			Logger:            in.log,
 			Draining:          in.drainCtx,
 			Observer:          in.observer(),
@@ -254,7 +255,8 @@ func (in *Instance) startServer() error {
 		NoDelay:   cfg.System.TCPNodelay,
 		KeepAlive: 15 * time.Second,
 		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
-		Limits:    originLimits(cfg),
+		IdleTime:  cfg.System.OriginIdleTimeout.Duration(),
+		Limits:    pipeline.ResponseLimits(cfg.Transport.MaxResponseHeaderBytes),
 	})
 	handler := pipeline.NewHandler(&pipeline.ServerOptions{
 		Origin:          in.origin,
@@ -287,14 +289,6 @@ func (in *Instance) startServer() error {
 	})
 	in.markReady()
 	return nil
-}
-
-// originLimits are the reader limits for origin responses: the origin is
-// trusted more than a caller, but a response head still has to fit.
-func originLimits(cfg *config.Config) httpio.Limits {
-	l := limitsOf(cfg)
-	l.MaxLineBytes = max(l.MaxLineBytes, httpio.DefaultMaxLineBytes)
-	return l
 }
 
 func (in *Instance) markReady() {
