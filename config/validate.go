@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -353,4 +353,3 @@ func resolve(dir, p string) string {
 	}
 	return filepath.Join(dir, p)
 }
-
