@@ -23,6 +23,12 @@ func (f tunnelFunc) RoundTrip(r *http.Request) (*http.Response, error) { return 
 // its address.
 func startClient(t *testing.T, tun Tunnel) string {
 	t.Helper()
+	return startClientWith(t, &ClientOptions{Tunnel: tun, Now: fixedNow})
+}
+
+// startClientWith is startClient with all the options given.
+func startClientWith(t *testing.T, o *ClientOptions) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +42,7 @@ func startClient(t *testing.T, tun Tunnel) string {
 			if err != nil {
 				return
 			}
-			go ServeClientConn(ctx, c, &ClientOptions{Tunnel: tun, Now: fixedNow})
+			go ServeClientConn(ctx, c, o)
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); cancel(); <-done })

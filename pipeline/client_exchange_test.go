@@ -1,0 +1,163 @@
+package pipeline
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitFor fails the test if ch does not deliver within a generous safety
+// bound (the assertion is that it happens at all, not how fast).
+func waitFor[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: never happened", what)
+		panic("unreachable")
+	}
+}
+
+// TestCallerHangupCancelsTunnelRequest: a caller that gives up while the
+// origin is slow (curl -m 1) cancels its exchange: the tunnel request's
+// context ends, so the server side stops the origin's work, instead of the
+// exchange running on until the response head comes.
+func TestCallerHangupCancelsTunnelRequest(t *testing.T) {
+	for _, tc := range []struct{ name, raw string }{
+		{"keep-alive", "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"connection close", "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"},
+		{"http/1.0", "GET /slow HTTP/1.0\r\nHost: x\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+			addr := startClient(t, tunnelFunc(func(r *http.Request) (*http.Response, error) {
+				started <- struct{}{}
+				<-r.Context().Done()
+				cancelled <- struct{}{}
+				return nil, r.Context().Err()
+			}))
+			c, _ := dialRaw(t, addr, tc.raw)
+			waitFor(t, "tunnel request", started)
+			c.Close()
+			waitFor(t, "cancellation of the tunnel request after the caller hung up", cancelled)
+		})
+	}
+}
+
+// earlyTunnel answers 413 at once without reading the request body, as an
+// origin that refuses an upload does.
+func earlyTunnel() Tunnel {
+	return tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		return textResponse(413, "too big"), nil
+	})
+}
+
+// TestEarlyResponseAnnouncesClose: an answer that comes before the whole
+// request body either keeps the connection (the rest is small and is read
+// and discarded) or says Connection: close in its head, so a client that
+// reuses the connection at once is not surprised by a close.
+func TestEarlyResponseAnnouncesClose(t *testing.T) {
+	t.Run("large rest", func(t *testing.T) {
+		addr := startClient(t, earlyTunnel())
+		// 1 MiB promised, 1 KiB sent: the rest is beyond what is drained.
+		c, br := dialRaw(t, addr, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"+strings.Repeat("x", 1024))
+		resp := readResp(t, br, "POST")
+		if resp.StatusCode != 413 || !resp.Close {
+			t.Fatalf("got %d close=%v, want 413 with Connection: close", resp.StatusCode, resp.Close)
+		}
+		expectClosed(t, c, br)
+	})
+	t.Run("waiting for 100-continue", func(t *testing.T) {
+		addr := startClient(t, earlyTunnel())
+		c, br := dialRaw(t, addr, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+		resp := readResp(t, br, "PUT")
+		if resp.StatusCode != 413 || !resp.Close {
+			t.Fatalf("got %d close=%v, want 413 with Connection: close (the body may never come)", resp.StatusCode, resp.Close)
+		}
+		expectClosed(t, c, br)
+	})
+	t.Run("small rest kept", func(t *testing.T) {
+		var n int
+		addr := startClient(t, tunnelFunc(func(r *http.Request) (*http.Response, error) {
+			n++
+			if n == 1 {
+				return textResponse(413, "too big"), nil
+			}
+			return textResponse(200, "ok"), nil
+		}))
+		// The whole (small) body is sent: it is read and discarded after
+		// the answer, and the connection serves the next request.
+		c, br := dialRaw(t, addr, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n"+strings.Repeat("x", 4096))
+		resp := readResp(t, br, "POST")
+		if resp.StatusCode != 413 || resp.Close {
+			t.Fatalf("got %d close=%v, want 413 keeping the connection", resp.StatusCode, resp.Close)
+		}
+		io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp := readResp(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("next request on the kept connection: %d", resp.StatusCode)
+		}
+	})
+}
+
+// readResp reads one response and its whole body.
+func readResp(t *testing.T, br *bufio.Reader, method string) *http.Response {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("body: %v", err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// expectClosed asserts the proxy closes the connection after the response.
+func expectClosed(t *testing.T, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	if b, err := br.ReadByte(); err == nil {
+		t.Fatalf("byte %q after a response that announced close", b)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("connection left open after a response that announced close")
+	}
+}
+
+// TestHTTP10WithoutHost: RFC 9112 3.2 requires Host only from HTTP/1.1
+// clients; an HTTP/1.0 request without one (HAProxy's httpchk, uptime
+// probes) is forwarded with default_host, or the address the caller
+// connected to, as its authority. HTTP/1.1 without Host stays a 400.
+func TestHTTP10WithoutHost(t *testing.T) {
+	seen := make(chan string, 1)
+	tun := tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		seen <- r.Host
+		return textResponse(200, "ok"), nil
+	})
+	addr := startClient(t, tun)
+	_, br := dialRaw(t, addr, "GET /health HTTP/1.0\r\n\r\n")
+	if resp := readResp(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("HTTP/1.0 without Host: %d", resp.StatusCode)
+	}
+	if host := <-seen; host != addr {
+		t.Errorf("authority %q, want the listener's address %q", host, addr)
+	}
+
+	addr = startClientWith(t, &ClientOptions{Tunnel: tun, Now: fixedNow, DefaultHost: "api.internal"})
+	_, br = dialRaw(t, addr, "GET /health HTTP/1.0\r\n\r\n")
+	if resp := readResp(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("HTTP/1.0 without Host: %d", resp.StatusCode)
+	}
+	if host := <-seen; host != "api.internal" {
+		t.Errorf("authority %q, want default_host", host)
+	}
+
+	_, br = dialRaw(t, addr, "GET /health HTTP/1.1\r\n\r\n")
+	if resp := readResp(t, br, "GET"); resp.StatusCode != 400 {
+		t.Fatalf("HTTP/1.1 without Host: %d, want 400", resp.StatusCode)
+	}
+}
