@@ -224,10 +224,12 @@ func originError(err error) *Error {
 		kind, class = KindUpstreamTimeout, "origin did not answer in time"
 	case errors.Is(err, errSwitchedProtocols):
 		class = "origin switched protocols, which is not supported"
-	case isParseError(err):
-		class = "invalid response from origin"
+	case isTruncated(err):
+		class = "origin closed the connection in the middle of its response head"
 	case isStale(err) || errors.Is(err, errUnsolicited):
 		class = "origin closed the connection without answering"
+	case isParseError(err):
+		class = "invalid response from origin"
 	}
 	e := NewError(kind, ServerSide, MsgCouldNotProxy, err)
 	e.Public = class
@@ -237,6 +239,13 @@ func originError(err error) *Error {
 func isDialError(err error) bool {
 	_, ok := errors.AsType[*originDialError](err)
 	return ok
+}
+
+// isTruncated reports a response head cut by the end of the connection,
+// which is the origin going away rather than a malformed answer.
+func isTruncated(err error) bool {
+	herr, ok := errors.AsType[*httpio.Error](err)
+	return ok && herr.Kind == httpio.ErrUnexpectedEOF
 }
 
 func isParseError(err error) bool {
