@@ -65,8 +65,14 @@ var errCallerGone = errors.New("caller closed the connection")
 // ServeClientConn runs the client pipeline on one accepted HTTP/1.1
 // connection until the caller closes it, an exchange requires closing it, or
 // ctx ends. It closes conn before returning.
-func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error {
-	defer conn.Close()
+func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) (err error) {
+	defer func() {
+		if err == nil {
+			lingerClose(conn)
+		} else {
+			lingerClose(conn)
+		}
+	}()
 	peer := Peer{For: conn.RemoteAddr().String(), By: conn.LocalAddr().String(), Proto: "http"}
 	r := httpio.NewReader(conn, o.Limits)
 	defer r.Release()
@@ -77,15 +83,39 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 	// Normalize runs inside the source (as on the server side) rather than
 	// as a stage of its own: it is a pure function of the head, and every
 	// goroutine hand-off on the way costs a wake-up on the latency path.
-	err := Run(ctx,
+	err = Run(ctx,
 		readRequests(conn, r, peer, o, &exs),
 		forwardToTunnel(o),
 		writeResponses(conn, w, o),
 	)
 	if errors.Is(err, errCallerGone) {
+		conn.Close()
 		return nil
 	}
 	return err
+}
+
+// Bounds of lingerClose.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 256 << 10
+)
+
+// lingerClose closes a connection the caller may still be sending on (an
+// upload cut short by an early answer, requests pipelined after a close)
+// without destroying the response it has not read yet: closing a socket
+// with unread input sends a reset, which can overtake the response's last
+// bytes (RFC 9112 9.6). So the write side is shut first (the caller sees
+// the end of the response), and what the caller still sends is read and
+// discarded until it closes too, for at most lingerTime and lingerBytes.
+func lingerClose(conn net.Conn) {
+	defer conn.Close()
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, conn, lingerBytes)
 }
 
 // readRequests is the client source: it parses requests off the caller's
@@ -313,7 +343,7 @@ func tunnelExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 	if body != nil && !body.ended.Load() && !rh.Close {
 		// An early response: the answer came before the whole request
 		// body. The head must say now whether the connection survives.
-		drainRest = canDrainRest(h, body.taken.Load(), continued.Load())
+		drainRest = canDrainRest(h, rh.Status, body.taken.Load(), continued.Load())
 		rh.Close = !drainRest
 	}
 	if err := Send(ctx, out, rh); err != nil {
@@ -343,31 +373,49 @@ const maxDrainBytes = 256 << 10
 // and stops sending it loses the connection after its complete response.
 const maxDrainWait = 10 * time.Second
 
-// canDrainRest reports whether the request body of h, of which taken bytes
-// were forwarded, can be read to its end after an early response so the
-// caller's connection stays usable: the rest has a known length within
-// maxDrainBytes, and the caller is not waiting for a 100 (Continue) it never
-// got (RFC 9110 10.1.1: it may then never send the body at all).
-func canDrainRest(h *Head, taken int64, continued bool) bool {
+// canDrainRest reports, when a response head comes before the whole request
+// body, whether the connection can be expected to stay usable, so the head
+// need not announce Connection: close. Not when the caller waits for a 100
+// (Continue) it never got (RFC 9110 10.1.1: it may never send the body).
+// A refusal (4xx/5xx) means the origin has stopped taking the body: the rest
+// is read and discarded here only if its length is known and within
+// maxDrainBytes. Any other status is taken for a full-duplex exchange (an
+// echo, a streaming transform) whose body still flows to the origin and is
+// normally complete when the response ends. Whatever is left at the end is
+// drained within the same bounds (drainRequestBody); if that fails the
+// connection closes without notice, which a caller still sending its
+// body cannot mistake for a reusable connection.
+func canDrainRest(h *Head, status int, taken int64, continued bool) bool {
 	if httpio.HasToken(h.Header.Get("Expect"), "100-continue") && !continued {
 		return false
+	}
+	if status < 400 {
+		return true
 	}
 	return h.Body.Kind == httpio.LengthBody && h.Body.Length-taken <= maxDrainBytes
 }
 
 // drainRequestBody discards the rest of a request body (up to its *End),
-// bounded by maxDrainWait, and reports whether the end was reached.
+// bounded by maxDrainWait and maxDrainBytes, and reports whether the end
+// was reached.
 func drainRequestBody(ctx context.Context, in <-chan Msg) bool {
 	dctx, cancel := context.WithTimeout(ctx, maxDrainWait)
 	defer cancel()
+	var n int
 	for {
 		m, ok := Recv(dctx, in)
 		if !ok {
 			return false
 		}
+		switch m := m.(type) {
+		case *End:
+			return m.Err == nil
+		case *Chunk:
+			n += len(m.Data)
+		}
 		Release(m)
-		if end, ok := m.(*End); ok {
-			return end.Err == nil
+		if n > maxDrainBytes {
+			return false
 		}
 	}
 }
