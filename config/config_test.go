@@ -117,7 +117,7 @@ func TestDefaults(t *testing.T) {
 		},
 		System: System{
 			ConnectInterval: 1000, TCPNodelay: true, WaitForFirstAttempt: true, WatchdogFactor: 1.5,
-			DrainTimeout: 30000, HeaderReadTimeout: 10000, UpstreamTimeout: 0, MaxConnections: 1024,
+			DrainTimeout: 30000, HeaderReadTimeout: 10000, UpstreamTimeout: 0, SessionWaitTimeout: 5000, MaxConnections: 1024,
 			LogFormat: "auto", LogLevel: "info",
 		},
 	}
@@ -361,7 +361,7 @@ func TestInvalid(t *testing.T) {
 			"transport.socket_receive_buffer_size", "transport.socket_send_buffer_size",
 			"transport.max_request_line_bytes", "transport.max_header_bytes", "transport.max_header_count",
 			"system.connect_interval", "system.drain_timeout", "system.header_read_timeout",
-			"system.upstream_timeout", "system.max_connections"},
+			"system.upstream_timeout", "system.session_wait_timeout", "system.max_connections"},
 		"syntax.toml": {""},
 		"null.yaml":   {"tls.ca"},
 	}

@@ -181,6 +181,7 @@ func (c *Config) check() []*FieldError {
 	}
 	k.nonNegative("system.header_read_timeout", s.HeaderReadTimeout, "; 0 means no limit")
 	k.nonNegative("system.upstream_timeout", s.UpstreamTimeout, "; 0 means no limit")
+	k.nonNegative("system.session_wait_timeout", s.SessionWaitTimeout, "; 0 answers 503 at once")
 	k.atLeast1("system.max_connections", s.MaxConnections)
 	switch s.LogFormat {
 	case LogFormatAuto, LogFormatText, LogFormatJSON:
