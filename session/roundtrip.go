@@ -60,7 +60,9 @@ const (
 // a replayable request whose connection died before any response (at most
 // maxRetries times, within the same wait budget). A refused request that
 // cannot be sent again (its body was read) is answered like a request
-// without a session (NotReadyError, 503), never as a gateway error.
+// without a session (NotReadyError, 503), never as a gateway error; a
+// request lost with its connection that cannot be sent again keeps that
+// error (the server may have processed it: a gateway error, 502).
 //
 // The request counts as in flight while it is sent and until the response
 // body hits EOF or is closed.
@@ -74,9 +76,13 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	w := sessionWait{c: c, ctx: req.Context(), budget: c.o.SessionWait}
 	defer w.stop()
 	early := Early0RTT(req)
+	var lostErr error // the request may have been processed: a failed resend reports this
 	for try := 0; ; try++ {
 		s, e, err := c.acquire(&w, early)
 		if err != nil {
+			if lostErr != nil && req.Context().Err() == nil {
+				return nil, lostErr
+			}
 			return nil, err
 		}
 		var (
@@ -99,7 +105,13 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		next, ok := replay(req, class)
 		if !ok || try >= maxRetries {
+			if lostErr != nil {
+				return nil, lostErr
+			}
 			return nil, c.giveUp(err, class)
+		}
+		if class == lost && lostErr == nil {
+			lostErr = err
 		}
 		c.log.Debug("request not processed by the server; sending it again on the next session",
 			"method", req.Method, "reason", err.Error(), "try", try+1, KeyPeer, c.o.PeerHostname)

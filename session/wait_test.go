@@ -379,3 +379,93 @@ func TestRetryClassification(t *testing.T) {
 		t.Errorf("lost, not replayable: %v", err)
 	}
 }
+
+// hangUntilClosed blocks /hang until the server closes the connection,
+// and records every path.
+func hangUntilClosed(name string, seen *seenPaths, entered chan<- string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.add(r.URL.Path)
+		if r.URL.Path == "/hang" {
+			entered <- r.Method
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, name+" "+r.Method+" "+r.URL.Path)
+	})
+}
+
+// A replayable request (GET) whose connection died before any response is
+// sent again on the next session (the server may have processed it once;
+// a GET may be repeated, RFC 9110 9.2.2).
+func TestLostGetResentOnNextSession(t *testing.T) {
+	cs := newCertSet(t)
+	srvTLS := cs.serverTLS(t, "client.test", "server.test")
+	entered := make(chan string, 1)
+	var seen1, seen2 seenPaths
+	srv := startServer(t, srvTLS, 0, hangUntilClosed("one", &seen1, entered))
+	port := srv.port()
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
+		o.SessionWait = safety
+	})
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	res := goGet(&wg, cl, context.Background(), "/hang")
+	<-entered
+	srv.stop() // closes the connection under the request
+	srv2 := startServer(t, srvTLS, port, hangUntilClosed("two", &seen2, entered))
+	select {
+	case <-entered: // the new server got /hang and holds it: the GET was resent
+	case r := <-res:
+		t.Fatalf("the lost GET ended without being sent again: %+v", r)
+	case <-time.After(safety):
+		t.Fatal("the lost GET was not sent again")
+	}
+	srv2.stop()
+	receive(t, "the resent GET", res)
+	if seen1.count("/hang") != 1 || seen2.count("/hang") != 1 {
+		t.Errorf("/hang reached the servers %d and %d times, want once each", seen1.count("/hang"), seen2.count("/hang"))
+	}
+}
+
+// A request lost with its connection that cannot be sent again keeps the
+// connection's error (a 502 at the pipeline: the server may have processed
+// it), both when it is not replayable (POST) and when no session comes
+// back within the wait (GET); it is never reported as "no session" (503).
+func TestLostRequestKeepsItsError(t *testing.T) {
+	for _, method := range []string{http.MethodPost, http.MethodGet} {
+		t.Run(method, func(t *testing.T) {
+			cs := newCertSet(t)
+			entered := make(chan string, 1)
+			var seen seenPaths
+			srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, hangUntilClosed("one", &seen, entered))
+			cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), func(o *ClientOptions) {
+				o.SessionWait = 50 * time.Millisecond // the server does not come back
+			})
+			waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+			done := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequest(method, "https://server.test/hang", nil)
+				resp, err := cl.RoundTrip(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			<-entered
+			srv.stop()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(safety):
+				t.Fatal("the lost request did not return")
+			}
+			if err == nil || errors.Is(err, ErrNotReady) || errors.Is(err, ErrDraining) {
+				t.Fatalf("%s lost with its connection: %v, want the connection's error", method, err)
+			}
+			if seen.count("/hang") != 1 {
+				t.Errorf("/hang reached the server %d times", seen.count("/hang"))
+			}
+		})
+	}
+}
