@@ -264,11 +264,39 @@ func classify(s *clientSession, req *http.Request, err error) retryClass {
 			return refused
 		}
 	}
-	if s.conn.Context().Err() != nil {
-		s.refuse(lostReason(context.Cause(s.conn.Context())))
+	if s.conn.Context().Err() != nil || isConnError(err) {
+		s.refuse(lostReason(connCause(s.conn, err)))
 		return lost
 	}
 	return noRetry
+}
+
+// isConnError reports whether err is the end of the whole connection
+// (quic-go's connection-level errors), which a request can learn before
+// the connection's context is cancelled.
+func isConnError(err error) bool {
+	if _, ok := errors.AsType[*quic.ApplicationError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.TransportError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
+		return true
+	}
+	_, ok := errors.AsType[*quic.StatelessResetError](err)
+	return ok
+}
+
+// connCause is why conn ended: its context's cause once set, else err.
+func connCause(conn *quic.Conn, err error) error {
+	if conn.Context().Err() != nil {
+		return context.Cause(conn.Context())
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok {
+		return ae
+	}
+	return err
 }
 
 // remoteStreamCode returns the HTTP/3 error code the server reset the
@@ -433,7 +461,7 @@ func classifyEarly(e *earlySession, req *http.Request, err error) retryClass {
 		(code == http3.ErrCodeRequestRejected || code == http3.ErrCodeRequestIncomplete) {
 		return refused
 	}
-	if e.conn.Context().Err() != nil {
+	if e.conn.Context().Err() != nil || isConnError(err) {
 		return lost
 	}
 	return noRetry
