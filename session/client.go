@@ -28,7 +28,14 @@ type ClientOptions struct {
 	ConnectInterval time.Duration // ceiling of the wait between failed attempts; default 1s
 	// SessionWait bounds how long RoundTrip waits for a session when none
 	// is usable (session_wait_timeout); 0 answers ErrNotReady at once.
-	SessionWait  time.Duration
+	SessionWait time.Duration
+	// ZeroRTT lets a reconnection resume with 0-RTT early data, carrying
+	// bodiless GET/HEAD requests before the handshake completed. Off by
+	// default: in quic-go v0.65 opening a stream during 0-RTT races with
+	// the handshake (quic-go issue 4303, a data race on the peer's
+	// transport parameters), which -race builds report. Without it the
+	// client dials with Dial (TLS resumption still works, no early data).
+	ZeroRTT      bool
 	Logger       *slog.Logger // default slog.Default()
 	OnTransition func(Transition)
 	// KeyLogWriter, when non-nil, receives TLS secrets (SSLKEYLOGFILE).

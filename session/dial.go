@@ -147,10 +147,11 @@ type dialResult struct {
 // otherwise look established for a moment. The server sends SETTINGS only
 // once it accepted us.
 //
-// 0-RTT: the primary dial is DialEarly. When the TLS session cache holds a
-// ticket with early data for this server, DialEarly returns before the
-// handshake completed; the connection is then published as the early
-// session, which RoundTrip uses for bodiless GET/HEAD only (see Early0RTT).
+// 0-RTT (ClientOptions.ZeroRTT only): the primary dial is DialEarly. When
+// the TLS session cache holds a ticket with early data for this server,
+// DialEarly returns before the handshake completed; the connection is then
+// published as the early session, which RoundTrip uses for bodiless
+// GET/HEAD only (see Early0RTT).
 // If the server rejects the early data (it restarted and lost its ticket
 // keys, or its settings changed), the connection continues as a 1-RTT
 // connection (NextConnection) with a fresh HTTP/3 layer.
@@ -332,9 +333,18 @@ func silent(err error) bool {
 	return ok
 }
 
-// dialPrimary is the attempt's first dial: DialEarly, with the early
-// session published while 0-RTT is possible (see earlySession).
+// dialPrimary is the attempt's first dial. With ZeroRTT it is DialEarly,
+// with the early session published while 0-RTT is possible (see
+// earlySession); otherwise Dial, which returns once the handshake
+// completed, so no stream is opened before.
 func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult {
+	if !c.o.ZeroRTT {
+		conn, err := c.tr.Dial(ctx, addr, c.o.TLS, c.quicConf)
+		if err != nil {
+			return dialResult{err: err}
+		}
+		return dialResult{conn: conn, cc: c.newClientConn(conn)}
+	}
 	conn, err := c.tr.DialEarly(ctx, addr, c.o.TLS, c.quicConf)
 	if err != nil {
 		return dialResult{err: err}

@@ -45,8 +45,8 @@ func doGet(rt http.RoundTripper, ctx context.Context, path string) getResult {
 	return getResult{status: resp.StatusCode, body: string(b), err: err}
 }
 
-// A server restart is a new process, with new TLS ticket keys: the
-// client's first reconnection resumes with 0-RTT, which the new server
+// A server restart is a new process, with new TLS ticket keys: a client
+// with ZeroRTT resumes its first reconnection with 0-RTT, which the new server
 // rejects. A GET that rode that reconnection as early data must then be
 // answered by the new server, and the reconnection must not fail. Before
 // the fix it failed with STREAM_STATE_ERROR "peer attempted to open stream
@@ -78,6 +78,7 @@ func TestRestartWithRejected0RTTReconnects(t *testing.T) {
 	sent := make(chan int, rounds)
 	results := make(chan getResult, rounds)
 	cl := startClient(t, tlsConf, port, func(o *ClientOptions) {
+		o.ZeroRTT = true
 		// Long enough that an attempt outlives a loaded machine's restart.
 		o.Transport.MaxIdleTimeout = 10 * time.Second
 		o.ConnectInterval = 5 * time.Second
@@ -148,3 +149,29 @@ func TestRestartWithRejected0RTTReconnects(t *testing.T) {
 // noHedging makes the primary dial (the one that carries 0-RTT) the only
 // dial of every attempt.
 func noHedging(c *Client) { c.testNoHedge.Store(true) }
+
+// By default (ZeroRTT off) a reconnection to the same server process
+// resumes the TLS session but sends no early data, so no stream is opened
+// before the handshake completed (quic-go issue 4303).
+func TestNoEarlyDataByDefault(t *testing.T) {
+	cs := newCertSet(t)
+	srv := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
+	tlsConf := cs.clientTLS(t, "server.test", cs.client(t, "client.test"))
+	cache := &ticketCache{ClientSessionCache: tlsConf.ClientSessionCache}
+	tlsConf.ClientSessionCache = cache
+	cl := startClient(t, tlsConf, srv.port(), nil)
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	if r := doGet(cl, context.Background(), "/one"); r.err != nil || r.status != 200 {
+		t.Fatalf("first request: %+v", r)
+	}
+	waitFor(t, "a session ticket", func() bool { return cache.puts.Load() > 0 })
+	srv.closeConns() // same process, same ticket keys
+	waitFor(t, "the second connection", func() bool { return len(srv.logs.find("connection established", nil)) == 2 })
+	second := srv.logs.find("connection established", nil)[1]
+	if second[KeyResumed] != true || second[KeyEarlyData] != false {
+		t.Fatalf("reconnection: resumed=%v early_data=%v, want a resumed session without early data", second[KeyResumed], second[KeyEarlyData])
+	}
+	if cl.early.Load() != nil {
+		t.Error("an early session was published")
+	}
+}

@@ -431,9 +431,8 @@ func TestOutageAnswers503(t *testing.T) {
 		{"HEAD", "HEAD /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"},
 	} {
 		t.Run(m.name, func(t *testing.T) {
-			// GET and HEAD may ride a reconnection attempt in progress as
-			// 0-RTT early data; when that attempt fails they wait and are
-			// answered like every other request without a session: 503.
+			// Every method waits like the others (the client sends no 0-RTT
+			// early data by default) and gets 503 when no session comes.
 			f := startRequest(t, addr, m.raw)
 			within(t, "request during the outage", f.done)
 			if f.status != http.StatusServiceUnavailable {
