@@ -206,6 +206,10 @@ type System struct {
 	HeaderReadTimeout Millis `koanf:"header_read_timeout" json:"header_read_timeout"`
 	// UpstreamTimeout bounds waiting for the origin's response head; 0 = none.
 	UpstreamTimeout Millis `koanf:"upstream_timeout" json:"upstream_timeout"`
+	// SessionWaitTimeout bounds how long a request that finds no session
+	// (Client) waits for one before it is answered 503; 0 answers at once
+	// (the original's behaviour).
+	SessionWaitTimeout Millis `koanf:"session_wait_timeout" json:"session_wait_timeout"`
 	// MaxConnections bounds concurrent HTTP/1.1 connections on the client
 	// listener.
 	MaxConnections int `koanf:"max_connections" json:"max_connections"`
@@ -256,15 +260,16 @@ func Defaults() Config {
 			WatchdogFactor:      1.5,
 			AddForwarded:        false,
 
-			DrainTimeout:      30000,
-			HeaderReadTimeout: 10000,
-			UpstreamTimeout:   0,
-			MaxConnections:    1024,
-			LogFormat:         LogFormatAuto,
-			LogLevel:          LogLevelInfo,
-			AccessLog:         false,
-			OriginIdleTimeout: 4000,
-			DefaultHost:       "",
+			DrainTimeout:       30000,
+			HeaderReadTimeout:  10000,
+			UpstreamTimeout:    0,
+			SessionWaitTimeout: 5000,
+			MaxConnections:     1024,
+			LogFormat:          LogFormatAuto,
+			LogLevel:           LogLevelInfo,
+			AccessLog:          false,
+			OriginIdleTimeout:  4000,
+			DefaultHost:        "",
 		},
 	}
 }

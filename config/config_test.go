@@ -118,7 +118,7 @@ func TestDefaults(t *testing.T) {
 		},
 		System: System{
 			ConnectInterval: 1000, TCPNodelay: true, WaitForFirstAttempt: true, WatchdogFactor: 1.5,
-			DrainTimeout: 30000, HeaderReadTimeout: 10000, UpstreamTimeout: 0, MaxConnections: 1024,
+			DrainTimeout: 30000, HeaderReadTimeout: 10000, UpstreamTimeout: 0, SessionWaitTimeout: 5000, MaxConnections: 1024,
 			LogFormat: "auto", LogLevel: "info", OriginIdleTimeout: 4000,
 		},
 	}
@@ -393,7 +393,7 @@ func TestInvalid(t *testing.T) {
 			"transport.max_request_line_bytes", "transport.max_header_bytes", "transport.max_header_count",
 			"transport.max_response_header_bytes",
 			"system.connect_interval", "system.drain_timeout", "system.header_read_timeout",
-			"system.upstream_timeout", "system.max_connections", "system.origin_idle_timeout"},
+			"system.upstream_timeout", "system.session_wait_timeout", "system.max_connections", "system.origin_idle_timeout"},
 		"syntax.toml": {""},
 		"null.yaml":   {"tls.ca"},
 	}

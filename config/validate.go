@@ -182,6 +182,7 @@ func (c *Config) check() []*FieldError {
 	}
 	k.nonNegative("system.header_read_timeout", s.HeaderReadTimeout, "; 0 means no limit")
 	k.nonNegative("system.upstream_timeout", s.UpstreamTimeout, "; 0 means no limit")
+	k.nonNegative("system.session_wait_timeout", s.SessionWaitTimeout, "; 0 answers 503 at once")
 	k.atLeast1("system.max_connections", s.MaxConnections)
 	if s.OriginIdleTimeout < 1 {
 		k.fail("system.origin_idle_timeout", "must be at least 1 (milliseconds), got %d", s.OriginIdleTimeout)

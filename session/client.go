@@ -7,12 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +26,18 @@ type ClientOptions struct {
 	TLS             *tls.Config   // from ClientTLS
 	Transport       Transport     // QUIC knobs
 	ConnectInterval time.Duration // ceiling of the wait between failed attempts; default 1s
-	Logger          *slog.Logger  // default slog.Default()
-	OnTransition    func(Transition)
+	// SessionWait bounds how long RoundTrip waits for a session when none
+	// is usable (session_wait_timeout); 0 answers ErrNotReady at once.
+	SessionWait time.Duration
+	// ZeroRTT lets a reconnection resume with 0-RTT early data, carrying
+	// bodiless GET/HEAD requests before the handshake completed. Off by
+	// default: in quic-go v0.65 opening a stream during 0-RTT races with
+	// the handshake (quic-go issue 4303, a data race on the peer's
+	// transport parameters), which -race builds report. Without it the
+	// client dials with Dial (TLS resumption still works, no early data).
+	ZeroRTT      bool
+	Logger       *slog.Logger // default slog.Default()
+	OnTransition func(Transition)
 	// KeyLogWriter, when non-nil, receives TLS secrets (SSLKEYLOGFILE).
 	KeyLogWriter io.Writer
 	// Resolver resolves ConnectAddress; default net.DefaultResolver (an IP
@@ -60,7 +66,8 @@ type Client struct {
 	cur atomic.Pointer[clientSession]
 	// early is the session of the attempt in progress while its handshake
 	// is not complete (0-RTT): only safe, bodiless GET/HEAD requests use it
-	// (see RoundTrip). Written by Run and connect, read by RoundTrip.
+	// (see RoundTrip, earlySession). Written by the attempt's primary dial,
+	// read by RoundTrip.
 	early atomic.Pointer[earlySession]
 
 	// probeCh is received from by every blocking select of Run: a send
@@ -72,11 +79,18 @@ type Client struct {
 	// testHookEarly, when set, runs on the attempt's goroutine right after
 	// an early (0-RTT) session was published.
 	testHookEarly atomic.Pointer[func()]
+	// testNoHedge disables hedged dials (tests that need the primary dial
+	// to carry the reconnection).
+	testNoHedge atomic.Bool
 
-	mu       sync.Mutex // guards the three fields below
+	mu       sync.Mutex // guards the five fields below
 	inflight int        // requests from RoundTrip until the body hit EOF or was closed
+	waiting  int        // requests in RoundTrip waiting for a session
 	draining bool       // set by Drain and when Run stops; RoundTrip refuses then
 	idleCh   chan struct{}
+	// sessCh is closed (and replaced) whenever a session or an early
+	// session is published: the broadcast that wakes waiting requests.
+	sessCh chan struct{}
 
 	drainCh   chan struct{} // closed once by Drain; Run selects on it
 	drainOnce sync.Once
@@ -92,16 +106,28 @@ type clientSession struct {
 	gen  uint64
 	conn *quic.Conn
 	cc   *http3.ClientConn
+	// refused is set once a request learned that this session takes no new
+	// requests (GOAWAY, connection gone); requests then wait for the next
+	// session. Run still owns the session until its connection ends.
+	refused atomic.Pointer[errBox]
 }
 
-// earlySession is a connection whose TLS handshake is not complete yet but
-// which can already carry 0-RTT data (resumed session with early data).
-// settled is closed when the attempt ended, after cur was published (on
-// success), so a request waiting on it then finds the ready session.
-type earlySession struct {
-	conn    *quic.Conn
-	cc      *http3.ClientConn
-	settled chan struct{}
+// usable reports whether new requests may be sent on s.
+func (s *clientSession) usable() bool {
+	return s.refused.Load() == nil && s.conn.Context().Err() == nil
+}
+
+func (s *clientSession) refuse(reason error) { s.refused.CompareAndSwap(nil, &errBox{reason}) }
+
+// refusal is why s takes no new requests, nil when it does.
+func (s *clientSession) refusal() error {
+	if b := s.refused.Load(); b != nil {
+		return b.err
+	}
+	if s.conn.Context().Err() != nil {
+		return lostReason(context.Cause(s.conn.Context()))
+	}
+	return nil
 }
 
 // NewClient validates o and binds the UDP socket now, so bind errors surface
@@ -142,6 +168,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		drainCh:   make(chan struct{}),
 		firstDone: make(chan struct{}),
 		done:      make(chan struct{}),
+		sessCh:    make(chan struct{}),
 	}
 	if c.resolve == nil {
 		c.resolve = defaultResolve
@@ -153,13 +180,6 @@ func NewClient(o ClientOptions) (*Client, error) {
 	c.udp = udp
 	c.tr = &quic.Transport{Conn: udp}
 	return c, nil
-}
-
-func defaultResolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{ip}, nil
-	}
-	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
 // State returns the current state (lock-free snapshot).
@@ -182,6 +202,14 @@ func (c *Client) InFlight() int {
 	return c.inflight
 }
 
+// Waiting returns the number of requests waiting for a session (see
+// ClientOptions.SessionWait); they are not in flight.
+func (c *Client) Waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting
+}
+
 // LocalAddr is the bound UDP address.
 func (c *Client) LocalAddr() net.Addr { return c.udp.LocalAddr() }
 
@@ -192,157 +220,6 @@ func (c *Client) ConnStats() (quic.ConnectionStats, bool) {
 		return quic.ConnectionStats{}, false
 	}
 	return s.conn.ConnectionStats(), true
-}
-
-// errFirstAttempt is the NotReadyError reason before any attempt ended.
-var errFirstAttempt = errors.New("first connection attempt in progress")
-
-// RoundTrip sends req over the current session. It never waits for a
-// session: with none it returns a [*NotReadyError] at once (errors.Is
-// ErrNotReady), and after Drain or stop it returns ErrDraining. The request
-// counts as in flight until the response body hits EOF or is closed.
-func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.mu.Lock()
-	if c.draining {
-		c.mu.Unlock()
-		return nil, ErrDraining
-	}
-	s := c.cur.Load()
-	if s == nil {
-		// Only a request that may go as 0-RTT early data rides an attempt
-		// in progress; every other one is answered at once, as without a
-		// session (no queueing, as the original).
-		if e := c.early.Load(); e != nil && Early0RTT(req) {
-			c.inflight++
-			c.mu.Unlock()
-			return c.roundTripEarly(e, req)
-		}
-		c.mu.Unlock()
-		return nil, c.notReady()
-	}
-	c.inflight++
-	c.mu.Unlock()
-
-	resp, err := s.cc.RoundTrip(req)
-	if err != nil && isGoAway(err) {
-		// The server sent GOAWAY (it drains): the request was not sent.
-		// Same answer as with no session: 503, not 502.
-		c.release()
-		return nil, &NotReadyError{Reason: ErrServerGoaway}
-	}
-	return c.tracked(resp, err)
-}
-
-// isGoAway reports whether err says the request was refused unprocessed
-// because the server is going away: http3's refusal to open a request
-// stream after the server's GOAWAY (RFC 9114 5.2; quic-go does not export
-// that error, so its text is matched), or the server's H3_REQUEST_REJECTED
-// for a stream it received after sending GOAWAY. TestGoAwayIs503 pins it.
-func isGoAway(err error) bool {
-	if se, ok := errors.AsType[*quic.StreamError](err); ok && se.ErrorCode == quic.StreamErrorCode(http3.ErrCodeRequestRejected) {
-		return true
-	}
-	return strings.Contains(err.Error(), "connection in graceful shutdown")
-}
-
-func (c *Client) notReady() error {
-	reason := c.m.LastError()
-	if reason == nil {
-		reason = errFirstAttempt
-	}
-	return &NotReadyError{Reason: reason}
-}
-
-// Early0RTT reports whether req may be sent as 0-RTT early data: only the
-// safe methods GET and HEAD (the only ones quic-go's http3 can send early),
-// and only without a body, so a retry after a 0-RTT rejection is exact.
-// Early data can be replayed by an attacker; a replayed GET or HEAD is
-// harmless by RFC 9110's definition of safe methods, a replayed POST is not.
-func Early0RTT(req *http.Request) bool {
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		return false
-	}
-	return req.ContentLength == 0 && (req.Body == nil || req.Body == http.NoBody)
-}
-
-// roundTripEarly sends req, which Early0RTT allows, as 0-RTT early data over
-// a session whose handshake is in progress. If the attempt then fails the
-// request gets ErrNotReady (503), as if it had come a moment earlier; if the
-// server rejected 0-RTT it is retried once, exactly, on the session that
-// follows (rejected early data never reached the server's application). The
-// in-flight slot is already taken.
-func (c *Client) roundTripEarly(e *earlySession, req *http.Request) (*http.Response, error) {
-	r := *req
-	r.Method = http3.MethodGet0RTT
-	if req.Method == http.MethodHead {
-		r.Method = http3.MethodHead0RTT
-	}
-	resp, err := e.cc.RoundTrip(&r)
-	if err == nil {
-		resp.Request = req
-		return c.tracked(resp, nil)
-	}
-	select {
-	case <-e.settled:
-	case <-req.Context().Done():
-		c.release()
-		return nil, req.Context().Err()
-	}
-	s := c.cur.Load()
-	if s == nil {
-		c.release()
-		return nil, c.notReady()
-	}
-	if !errors.Is(err, quic.Err0RTTRejected) {
-		return c.tracked(nil, err)
-	}
-	resp, err = s.cc.RoundTrip(req)
-	return c.tracked(resp, err)
-}
-
-// tracked releases the in-flight slot on error, or ties it to the body.
-func (c *Client) tracked(resp *http.Response, err error) (*http.Response, error) {
-	if err != nil {
-		c.release()
-		return nil, err
-	}
-	if resp.Body == nil {
-		c.release()
-		return resp, nil
-	}
-	resp.Body = &trackedBody{ReadCloser: resp.Body, release: c.release}
-	return resp, nil
-}
-
-func (c *Client) release() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.inflight--
-	if c.inflight == 0 && c.idleCh != nil {
-		close(c.idleCh)
-		c.idleCh = nil
-	}
-}
-
-// trackedBody releases its in-flight slot once, at EOF or Close.
-type trackedBody struct {
-	io.ReadCloser
-	release func()
-	once    sync.Once
-}
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		b.once.Do(b.release)
-	}
-	return n, err
-}
-
-func (b *trackedBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.release)
-	return err
 }
 
 // Drain stops taking new requests (ErrDraining), lets in-flight requests
@@ -435,6 +312,7 @@ func (c *Client) Run(ctx context.Context) error {
 		delay      time.Duration // wait before the next attempt
 		attempt    int           // attempts since the last established session
 		gen        uint64        // generation of the last published session
+		lostRTT    time.Duration // smoothed RTT of the session lost last (0: none)
 		buffersSet bool
 	)
 	for {
@@ -463,7 +341,11 @@ func (c *Client) Run(ctx context.Context) error {
 		attempt++
 		c.m.attempt = attempt
 		c.m.fire(ctx, EvDial, nil)
-		s, err := c.connectServingProbes(ctx)
+		hedgeRTT := time.Duration(0)
+		if attempt <= hedgeAttempts {
+			hedgeRTT = lostRTT
+		}
+		s, early, err := c.connectServingProbes(ctx, hedgeRTT)
 		if !buffersSet && c.dialed {
 			// quic-go sized the buffers when the transport initialised
 			// during the first Dial; now apply the user's values.
@@ -471,7 +353,7 @@ func (c *Client) Run(ctx context.Context) error {
 			applySocketBuffers(c.udp, c.o.Transport, c.log)
 		}
 		if err != nil {
-			c.settleEarly()
+			settle(early)
 			if err := c.stopIfAsked(ctx, nil); err != errContinue {
 				return err
 			}
@@ -481,14 +363,16 @@ func (c *Client) Run(ctx context.Context) error {
 			continue
 		}
 		if err := c.stopIfAsked(ctx, s); err != errContinue {
-			c.settleEarly()
+			settle(early)
 			return err
 		}
 
 		gen++
 		s.gen = gen
 		c.cur.Store(s)
-		c.settleEarly()
+		settle(early)
+		c.notifySession()
+		lostRTT = 0
 		c.m.attempt = attempt
 		c.m.fire(ctx, EvEstablished, nil)
 		c.markFirstDone()
@@ -505,9 +389,12 @@ func (c *Client) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-s.conn.Context().Done():
-				c.cur.CompareAndSwap(s, nil)
+				// lost first: its reason is the answer of a request that
+				// finds no session (s itself is unusable meanwhile).
 				c.m.fire(ctx, EvLost, lostReason(context.Cause(s.conn.Context())))
+				c.cur.CompareAndSwap(s, nil)
 				delay = 0 // retry at once: the server usually restarts
+				lostRTT = s.conn.ConnectionStats().SmoothedRTT
 				break ready
 			case <-ctx.Done():
 				return c.stopReady(ctx, s)
@@ -519,27 +406,28 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// settleEarly unpublishes the early session of the attempt that just ended
-// and wakes the requests waiting for it (after cur was published).
-func (c *Client) settleEarly() {
-	if e := c.early.Swap(nil); e != nil {
-		close(e.settled)
+// settle wakes the requests that rode the attempt's early session and
+// were not answered on it (after cur was published, so they find it).
+func settle(e *earlySession) {
+	if e != nil {
+		e.settle()
 	}
 }
 
 type connectResult struct {
 	s      *clientSession
+	early  *earlySession
 	err    error
 	dialed bool
 }
 
 // connectServingProbes runs one attempt in a goroutine and answers probes
 // while it runs; the attempt itself is bounded (see connect).
-func (c *Client) connectServingProbes(ctx context.Context) (*clientSession, error) {
+func (c *Client) connectServingProbes(ctx context.Context, hedgeRTT time.Duration) (*clientSession, *earlySession, error) {
 	res := make(chan connectResult, 1)
 	go func() {
-		s, dialed, err := c.connect(ctx)
-		res <- connectResult{s: s, err: err, dialed: dialed}
+		s, early, dialed, err := c.connect(ctx, hedgeRTT)
+		res <- connectResult{s: s, early: early, err: err, dialed: dialed}
 	}()
 	for {
 		select {
@@ -547,7 +435,7 @@ func (c *Client) connectServingProbes(ctx context.Context) (*clientSession, erro
 			if r.dialed {
 				c.dialed = true
 			}
-			return r.s, r.err
+			return r.s, r.early, r.err
 		case <-c.probeCh:
 		}
 	}
@@ -610,129 +498,3 @@ func (c *Client) stopReady(ctx context.Context, s *clientSession) error {
 func (s *clientSession) close() {
 	_ = s.cc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
 }
-
-// connect performs one attempt: resolve, pick an address at random, dial,
-// set up HTTP/3 and wait for the server's SETTINGS. Waiting for SETTINGS
-// matters with mutual TLS 1.3: the client's handshake completes before the
-// server has checked the client certificate, so a refused client would
-// otherwise look established for a moment. The server sends SETTINGS only
-// once it accepted us.
-//
-// 0-RTT: the dial is DialEarly. When the TLS session cache holds a ticket
-// with early data for this server, DialEarly returns before the handshake
-// completed; the connection is then published as the early session, which
-// RoundTrip uses for bodiless GET/HEAD only (see Early0RTT). If the server
-// rejects the early data (it restarted and lost its ticket keys, or its
-// settings changed), the connection continues as a 1-RTT connection
-// (NextConnection) with a fresh HTTP/3 layer. dialed reports whether a
-// dial was started (the transport was initialised).
-func (c *Client) connect(ctx context.Context) (_ *clientSession, dialed bool, _ error) {
-	bound := c.quicConf.HandshakeIdleTimeout
-	if bound <= 0 {
-		bound = 5 * time.Second // quic-go's default HandshakeIdleTimeout
-	}
-	// quic-go bounds the handshake itself (idle timeout, 2x overall); the
-	// extra margin only covers resolution and the SETTINGS wait.
-	actx, cancel := context.WithTimeoutCause(ctx, 2*bound, fmt.Errorf("attempt timed out after %v", 2*bound))
-	defer cancel()
-	stop := context.AfterFunc(drainContext{c.drainCh}, cancel)
-	defer stop()
-
-	addr, err := c.pickAddr(actx)
-	if err != nil {
-		return nil, false, err
-	}
-	conn, err := c.tr.DialEarly(actx, addr, c.o.TLS, c.quicConf)
-	if err != nil {
-		if cause := context.Cause(actx); cause != nil && actx.Err() != nil {
-			return nil, true, cause
-		}
-		return nil, true, fmt.Errorf("connecting to %s: %w", addr, err)
-	}
-	cc := c.newClientConn(conn)
-	early := false
-	select {
-	case <-conn.HandshakeComplete():
-	default:
-		early = true
-		c.early.Store(&earlySession{conn: conn, cc: cc, settled: make(chan struct{})})
-		if h := c.testHookEarly.Load(); h != nil {
-			(*h)()
-		}
-	}
-	fail := func(err error) (*clientSession, bool, error) {
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
-		return nil, true, err
-	}
-	if early {
-		select {
-		case <-conn.HandshakeComplete():
-		case <-conn.Context().Done():
-			return nil, true, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
-		case <-actx.Done():
-			return fail(context.Cause(actx))
-		}
-		if !conn.ConnectionState().Used0RTT {
-			c.log.Debug("0-RTT rejected by the server; continuing with 1-RTT", KeyPeer, c.o.PeerHostname)
-			next, err := conn.NextConnection(actx)
-			if err != nil {
-				return fail(fmt.Errorf("connecting to %s: %w", addr, err))
-			}
-			conn = next
-			cc = c.newClientConn(conn)
-		}
-	}
-	select {
-	case <-cc.ReceivedSettings():
-		return &clientSession{conn: conn, cc: cc}, true, nil
-	case <-conn.Context().Done():
-		return nil, true, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
-	case <-actx.Done():
-		return fail(context.Cause(actx))
-	}
-}
-
-func (c *Client) newClientConn(conn *quic.Conn) *http3.ClientConn {
-	return (&http3.Transport{DisableCompression: true, Logger: c.log}).NewClientConn(conn)
-}
-
-func (c *Client) pickAddr(ctx context.Context) (*net.UDPAddr, error) {
-	host := c.o.ConnectAddress
-	addrs, err := c.resolve(ctx, host)
-	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", host, err)
-	}
-	bind, _ := netip.ParseAddr(c.o.BindAddress)
-	var usable []netip.Addr
-	for _, a := range addrs {
-		a = a.Unmap()
-		switch {
-		case bind.Is4() && !a.Is4():
-			continue // an IPv4 socket cannot reach IPv6
-		case bind.Is6() && !bind.IsUnspecified() && a.Is4():
-			continue // a specific IPv6 address cannot reach IPv4
-		}
-		usable = append(usable, a)
-	}
-	if len(usable) == 0 {
-		return nil, fmt.Errorf("resolving %s: no address usable from bind address %s (got %v)", host, c.o.BindAddress, addrs)
-	}
-	a := usable[rand.IntN(len(usable))]
-	c.log.Debug("dialling", KeyAddress, net.JoinHostPort(a.String(), strconv.Itoa(c.o.Port)), KeyPeer, c.o.PeerHostname)
-	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, uint16(c.o.Port))), nil
-}
-
-// drainContext adapts the drain channel to a context for context.AfterFunc.
-type drainContext struct{ ch chan struct{} }
-
-func (d drainContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (d drainContext) Done() <-chan struct{}       { return d.ch }
-func (d drainContext) Err() error {
-	select {
-	case <-d.ch:
-		return context.Canceled
-	default:
-		return nil
-	}
-}
-func (d drainContext) Value(any) any { return nil }

@@ -10,8 +10,9 @@ import (
 
 var (
 	// ErrNotReady is matched (errors.Is) by the error [Client.RoundTrip]
-	// returns when no session is established. The concrete error is a
-	// [*NotReadyError] carrying the latest failure reason.
+	// returns when no session became usable within ClientOptions.SessionWait
+	// (at once when that is 0). The concrete error is a [*NotReadyError]
+	// carrying the latest failure reason.
 	ErrNotReady = errors.New("tunnel not established")
 
 	// ErrDraining is returned by [Client.RoundTrip] once [Client.Drain] was
@@ -40,7 +41,9 @@ var (
 	ErrClientClosed = errors.New("client closed the connection")
 )
 
-// NotReadyError is the error of [Client.RoundTrip] when there is no session.
+// NotReadyError is the error of [Client.RoundTrip] when there is no usable
+// session, and of a request the server refused unprocessed that could not
+// be sent again.
 // errors.Is(err, ErrNotReady) is true; Unwrap returns the reason.
 type NotReadyError struct {
 	Reason error // latest failure (attempt or lost session); nil before any

@@ -54,6 +54,7 @@ type Server struct {
 	ln   *quic.EarlyListener
 	h3   *http3.Server
 
+	linger  time.Duration // drainLinger; tests change it
 	probeCh chan struct{} // received from by Serve's loop (Probe)
 	// testHookAccepted, when set, runs on Serve's goroutine for each
 	// accepted connection (tests use it to stall the actor).
@@ -93,6 +94,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o:          o,
 		log:        o.Logger,
 		m:          newMachine(o.Logger, o.PeerHostname, o.OnTransition),
+		linger:     drainLinger,
 		acceptDone: make(chan struct{}),
 		finished:   make(chan struct{}),
 		probeCh:    make(chan struct{}),
@@ -307,6 +309,8 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		select {
 		case <-conn.HandshakeComplete():
 		case <-conn.Context().Done():
+			s.log.Debug("connection closed during its handshake", KeyRemoteAddr, remote,
+				KeyReason, serverCloseReason(context.Cause(conn.Context())).Error(), KeyPeer, s.o.PeerHostname)
 			return
 		}
 	}
@@ -465,12 +469,13 @@ wait:
 			err = context.Cause(ctx)
 			break wait
 		}
+		s.closeHandshaking()
 		if s.connCount() == 0 {
 			break
 		}
 		// Handlers are done: let GOAWAY-honouring clients close by
 		// themselves (they then received every byte), bounded.
-		t := time.NewTimer(drainLinger)
+		t := time.NewTimer(s.linger)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -503,6 +508,31 @@ func (s *Server) allConnsClosed() <-chan struct{} {
 		close(ch)
 	}()
 	return ch
+}
+
+// closeHandshaking closes the connections whose handshake has not completed
+// and which carry no early data: nothing runs on them, and nobody may be
+// there any more. quic-go drops a cancelled dial without a word, so a
+// client's abandoned attempt (such as the losing dials of a hedged
+// reconnection, see Client) stays open here until the handshake timeout;
+// a client that is only now connecting meets a server going away and
+// retries. Drain does not linger on them.
+func (s *Server) closeHandshaking() {
+	s.connsMu.Lock()
+	var hs []*quic.Conn
+	for c := range s.conns {
+		select {
+		case <-c.HandshakeComplete():
+		default:
+			if !c.ConnectionState().Used0RTT {
+				hs = append(hs, c)
+			}
+		}
+	}
+	s.connsMu.Unlock()
+	for _, c := range hs {
+		_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "server shutting down")
+	}
 }
 
 func (s *Server) closeConns() {

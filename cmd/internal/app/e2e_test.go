@@ -312,6 +312,57 @@ func TestEndToEndServerRestartReconnects(t *testing.T) {
 	}
 }
 
+// TestEndToEndRequestWaitsForSession: with session_wait_timeout set, a
+// request that arrives while the server is down waits for the session
+// instead of getting 503, and is answered once the server is back.
+func TestEndToEndRequestWaitsForSession(t *testing.T) {
+	origin := startOrigin(t, echoOrigin(nil))
+	pk := newTestPKI(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close() // nobody listens yet
+	ccfg := pk.clientConfig(port)
+	ccfg.System.SessionWaitTimeout = 60000 // a safety net, not a timing
+	clog, _ := newTestLogger(t)
+	client := startInstance(t, ccfg, clog)
+	<-client.Ready() // the first attempt ended (failed)
+
+	type result struct {
+		status int
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := callerClient().Get("http://" + client.HTTPAddr().String() + "/waited")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- result{status: resp.StatusCode}
+	}()
+	eventually(t, "the request waiting at the client", func() bool {
+		select {
+		case r := <-done:
+			t.Fatalf("answered without a server: %+v", r)
+		default:
+		}
+		return client.Client().Waiting() == 1
+	})
+	scfg := pk.serverConfig(origin)
+	scfg.General.QUICPort = port
+	slog, _ := newTestLogger(t)
+	startInstance(t, scfg, slog)
+	r := <-done
+	if r.err != nil || r.status != 200 {
+		t.Fatalf("request that waited for the session: %+v, want 200", r)
+	}
+}
+
 // rawOrigin is an origin that reads with httpio, so tests can see chunk
 // units exactly as they arrived, and answers through a callback.
 type rawOrigin struct {

@@ -94,6 +94,9 @@ func (p *testPKI) clientConfig(quicPort int) *config.Config {
 	c.TLS = config.TLS{CA: p.path("ca.pem"), Cert: p.path("client.pem"), Key: p.path("client-key.pem")}
 	// Fast retries keep the tests short; nothing asserts on durations.
 	c.System.ConnectInterval = 100
+	// Requests without a session are answered 503 at once (the tests of
+	// the 503 path); TestEndToEndRequestWaitsForSession sets a wait.
+	c.System.SessionWaitTimeout = 0
 	return &c
 }
 

@@ -196,6 +196,7 @@ func (in *Instance) startClient() error {
 		TLS:             tlsConf,
 		Transport:       transportOf(cfg),
 		ConnectInterval: cfg.System.ConnectInterval.Duration(),
+		SessionWait:     cfg.System.SessionWaitTimeout.Duration(),
 		Logger:          in.log,
 		OnTransition:    in.onTransition,
 	})
@@ -376,7 +377,10 @@ func (in *Instance) Close() error {
 }
 
 // tunnel adapts the session client to the pipeline's Tunnel, mapping "no
-// session" and "draining" to the errors the pipeline answers with 503.
+// session" and "draining" to the errors the pipeline answers with 503. The
+// client itself waits up to session_wait_timeout for a session (ended at
+// once by a drain or the caller hanging up) and retries requests the
+// server never processed (see session.Client.RoundTrip).
 type tunnel struct{ c *session.Client }
 
 func (t tunnel) RoundTrip(r *http.Request) (*http.Response, error) {

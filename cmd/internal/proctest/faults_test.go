@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -209,12 +210,13 @@ func rawGet(t *testing.T, addr, path string) (int, string) {
 }
 
 // startPair runs a server process on a fixed port and a client process
-// dialling dialPort (the server's port, or a relay's).
-func startPair(t *testing.T, e *env, origin string, serverPort, dialPort int) (server, client *proc, addr string) {
+// dialling dialPort (the server's port, or a relay's). clientSystem are
+// extra "key = value" lines for the client's [system] section.
+func startPair(t *testing.T, e *env, origin string, serverPort, dialPort int, clientSystem ...string) (server, client *proc, addr string) {
 	t.Helper()
 	server = startProc(t, "server", e.serverConfig("server.toml", serverPort, origin))
 	server.waitLog("server listening", "accepting connections", 0, nil)
-	client = startProc(t, "client", e.clientConfig("client.toml", dialPort))
+	client = startProc(t, "client", withSystem(t, e.clientConfig("client.toml", dialPort), clientSystem...))
 	addr = client.httpAddr()
 	client.waitLog("tunnel up", "session ready", 0, event("established"))
 	if st, body := rawGet(t, addr, "/ok"); st != 200 || body != "ok" {
@@ -222,6 +224,28 @@ func startPair(t *testing.T, e *env, origin string, serverPort, dialPort int) (s
 	}
 	return server, client, addr
 }
+
+// withSystem appends lines to the [system] section of a config file
+// written by env (its last section) and returns the path.
+func withSystem(t *testing.T, path string, lines ...string) string {
+	t.Helper()
+	if len(lines) == 0 {
+		return path
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.WriteString(f, strings.Join(lines, "\n")+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// outageWait is session_wait_timeout for the tests of requests answered
+// while the server stays down: short, so each gets its 503 soon.
+const outageWait = "session_wait_timeout = 200"
 
 // TestServerKilledMidStream: SIGKILL of the server process while a
 // download streams, an upload is half sent and a request waits for the
@@ -233,7 +257,7 @@ func TestServerKilledMidStream(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
 	port := freeUDPPort(t)
-	server, client, addr := startPair(t, e, o.addr, port, port)
+	server, client, addr := startPair(t, e, o.addr, port, port, outageWait)
 
 	down := startDownload(t, addr)
 	up := startUpload(t, addr)
@@ -265,8 +289,9 @@ func TestServerKilledMidStream(t *testing.T) {
 	}
 	t.Logf("MEASURED server SIGKILL -> client lost: %d ms (max_idle_timeout %d ms)", ms(lost.time().Sub(killedAt)), maxIdleTimeoutMs)
 
-	// While the server is down every request is answered (the 503 rule
-	// itself is TestOutageAnswers503).
+	// While the server is down every request is answered, after waiting
+	// session_wait_timeout for a session (the 503 rule itself is
+	// TestOutageAnswers503).
 	for range 3 {
 		f := startRequest(t, addr, "GET /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n")
 		within(t, "request while the server is down", f.done)
@@ -390,13 +415,13 @@ func TestClientKilledMidStream(t *testing.T) {
 
 // TestOutageAnswers503: once the client has noticed that the session is
 // gone, every new request is answered 503 "tunnel not established:
-// <reason>" by the client itself, whatever its method, until the tunnel is
-// back.
+// <reason>" by the client itself, whatever its method, once it waited
+// session_wait_timeout for the tunnel to come back (here it never does).
 func TestOutageAnswers503(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
 	port := freeUDPPort(t)
-	server, client, addr := startPair(t, e, o.addr, port, port)
+	server, client, addr := startPair(t, e, o.addr, port, port, outageWait)
 	server.kill()
 	client.waitLog("lost transition", "session idle", 0, event("lost"))
 	for _, m := range []struct{ name, raw string }{
@@ -406,9 +431,8 @@ func TestOutageAnswers503(t *testing.T) {
 		{"HEAD", "HEAD /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"},
 	} {
 		t.Run(m.name, func(t *testing.T) {
-			// GET and HEAD may ride a reconnection attempt in progress as
-			// 0-RTT early data; when that attempt fails they are answered
-			// like every other request without a session: 503.
+			// Every method waits like the others (the client sends no 0-RTT
+			// early data by default) and gets 503 when no session comes.
 			f := startRequest(t, addr, m.raw)
 			within(t, "request during the outage", f.done)
 			if f.status != http.StatusServiceUnavailable {
@@ -421,4 +445,69 @@ func TestOutageAnswers503(t *testing.T) {
 			t.Errorf("client logged %v, want only 503 tunnel not established", r)
 		}
 	}
+}
+
+// TestRestartRequestsWait is issue 10 at process level: while the server
+// process restarts (SIGTERM: drain with GOAWAY, exit, a new process on the
+// same port), callers keep sending GETs, and a POST arrives during the
+// outage. With session_wait_timeout they wait for the new session: every
+// request is answered by the origin, none gets 502 or 503; no connection
+// attempt fails with a stream-state error.
+func TestRestartRequestsWait(t *testing.T) {
+	const restarts = 3
+	o := newFaultOrigin(t)
+	e := newEnv(t)
+	port := freeUDPPort(t)
+	// A safety net, not a timing: requests wait until the server is back.
+	server, client, addr := startPair(t, e, o.addr, port, port, "session_wait_timeout = 60000")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			f := startRequest(t, addr, "GET /ok HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n")
+			wg.Go(func() {
+				<-f.done
+				mu.Lock()
+				defer mu.Unlock()
+				if isTimeout(f.err) {
+					statuses[-1]++
+					return
+				}
+				statuses[f.status]++
+			})
+		}
+	})
+	for i := 1; i <= restarts; i++ {
+		server.stop() // SIGTERM: the server drains and exits
+		client.waitLog("lost transition", "session idle", i-1, event("lost"))
+		post := startRequest(t, addr, "POST /upload HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+		server = startProc(t, fmt.Sprintf("server-%d", i), e.serverConfig(fmt.Sprintf("server-%d.toml", i), port, o.addr))
+		server.waitLog("restarted server listening", "accepting connections", 0, nil)
+		client.waitLog("tunnel back", "session ready", i, event("established"))
+		within(t, "POST sent during the outage", post.done)
+		if post.status != http.StatusOK {
+			t.Errorf("restart %d: POST during the outage: status %d err=%v, want 200", i, post.status, post.err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if statuses[http.StatusOK] == 0 || len(statuses) != 1 {
+		t.Errorf("GETs across %d restarts: %v (status: count), want only 200", restarts, statuses)
+	}
+	for _, r := range client.logs() {
+		if strings.Contains(r.str("reason"), "STREAM_STATE_ERROR") {
+			t.Errorf("client: %v", r)
+		}
+	}
+	t.Logf("GETs across %d restarts: %v", restarts, statuses)
 }
