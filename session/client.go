@@ -49,6 +49,7 @@ type Client struct {
 	m        *machine // fired only by the Run goroutine
 	udp      *net.UDPConn
 	tr       *quic.Transport
+	fec      *fecLayer // FEC below QUIC, or the watcher of a peer's FEC (fecconn.go)
 	quicConf *quic.Config
 	resolve  func(ctx context.Context, host string) ([]netip.Addr, error)
 	clock    clock
@@ -151,7 +152,11 @@ func NewClient(o ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("binding QUIC endpoint socket: %w", err)
 	}
 	c.udp = udp
-	c.tr = &quic.Transport{Conn: udp}
+	if c.tr, c.fec, err = newQUICTransport(udp, o.Transport, o.Logger); err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("creating QUIC endpoint: %w", err)
+	}
+	c.fec.startWatch(c.tr, o.Logger)
 	return c, nil
 }
 
@@ -398,6 +403,7 @@ func (c *Client) closeSockets() {
 		c.draining = true
 		c.mu.Unlock()
 		c.tr.Close()
+		c.fec.close()
 		c.udp.Close()
 	})
 }

@@ -244,18 +244,31 @@ func (c *Conn) deliver(b []byte, addr net.Addr) {
 }
 
 // expireHolds gives up the gaps whose hold ended and returns the earliest
-// hold still running (zero: none).
+// hold still running (zero: none). A receiver that fell behind first reads
+// what waits in the socket (the repair may be there), up to three more
+// holds.
 func (c *Conn) expireHolds(now time.Time) time.Time {
 	var next time.Time
+	checked, busy := false, false
 	for _, p := range c.rx {
 		if p.holdUntil.IsZero() {
 			continue
 		}
-		if !now.Before(p.holdUntil) {
-			p.skipGap(now)
+		until := p.holdUntil
+		if !now.Before(until) {
+			if !checked {
+				checked, busy = true, queued(c.pc)
+			}
+			late := until.Add(3 * c.cfg.Hold)
+			if busy && now.Before(late) {
+				until = late
+			} else {
+				p.skipGap(now)
+				until = p.holdUntil
+			}
 		}
-		if !p.holdUntil.IsZero() && (next.IsZero() || p.holdUntil.Before(next)) {
-			next = p.holdUntil
+		if !until.IsZero() && (next.IsZero() || until.Before(next)) {
+			next = until
 		}
 	}
 	return next
