@@ -53,12 +53,13 @@ type Conn struct {
 
 	// receive side: everything below is owned by the goroutine in ReadFrom
 	// (under readMu).
-	readMu sync.Mutex
-	rbuf   []byte
-	rx     map[netip.AddrPort]*rxPeer
-	ready  []delivery // datagrams ready for ReadFrom, in order
-	free   [][]byte   // spare delivery buffers
-	warned map[netip.AddrPort]bool
+	readMu    sync.Mutex
+	rbuf      []byte
+	rx        map[netip.AddrPort]*rxPeer
+	ready     []delivery // datagrams ready for ReadFrom, in order, from readyHead
+	readyHead int
+	free      [][]byte // spare delivery buffers
+	warned    map[netip.AddrPort]bool
 
 	// deadline guards the read deadline the caller set and the one last
 	// set on pc (the earlier of the caller's and a hold's).
@@ -206,12 +207,12 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	for {
-		if len(c.ready) > 0 {
-			d := c.ready[0]
-			c.ready[0] = delivery{}
-			c.ready = c.ready[1:]
-			if len(c.ready) == 0 {
-				c.ready = c.ready[:0:0]
+		if c.readyHead < len(c.ready) {
+			d := c.ready[c.readyHead]
+			c.ready[c.readyHead] = delivery{}
+			c.readyHead++
+			if c.readyHead == len(c.ready) {
+				c.ready, c.readyHead = c.ready[:0], 0
 			}
 			n := copy(b, d.b)
 			c.free = append(c.free, d.b[:0])
@@ -219,7 +220,7 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		now := time.Now()
 		hold := c.expireHolds(now)
-		if len(c.ready) > 0 {
+		if c.readyHead < len(c.ready) {
 			continue
 		}
 		n, addr, held, err := c.readUntil(hold)
