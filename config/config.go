@@ -56,6 +56,17 @@ const (
 	CongestionNone    CongestionAlgorithm = "None"
 )
 
+// FECMode is the [transport] fec value (ptproxy-go extension).
+type FECMode string
+
+// FEC modes. Both ends must set the same one.
+const (
+	// FECOff sends plain QUIC datagrams on the socket (the default).
+	FECOff FECMode = "off"
+	// FECOn adds Reed-Solomon repair datagrams below QUIC (docs/transport.md).
+	FECOn FECMode = "on"
+)
+
 // LogFormat selects the operator log encoding (ptproxy-go extension).
 type LogFormat string
 
@@ -88,6 +99,10 @@ const (
 	DefaultInitialWindow     = 14_720
 	DefaultReceiveWindow     = 15 * 1024 * 1024 // quic-go's own maximum connection window; see docs/config.md
 	DefaultMaxConcurrentHTTP = 100
+	DefaultFECGroupSize      = 16
+	DefaultFECRepair         = 2
+	MaxFECGroupSize          = 128
+	MaxFECRepair             = 32
 )
 
 // Config is a loaded, validated ptproxy configuration.
@@ -185,6 +200,13 @@ type Transport struct {
 	MaxResponseHeaderBytes int `koanf:"max_response_header_bytes" json:"max_response_header_bytes"`
 	// QlogDir, when set, receives one qlog file per QUIC connection.
 	QlogDir string `koanf:"qlog_dir" json:"qlog_dir"`
+	// FEC switches forward error correction below QUIC, "off" or "on";
+	// both ends must agree.
+	FEC FECMode `koanf:"fec" json:"fec"`
+	// FECGroupSize is the number of QUIC datagrams per FEC group.
+	FECGroupSize int `koanf:"fec_group_size" json:"fec_group_size"`
+	// FECRepair is the number of repair datagrams of a full group.
+	FECRepair int `koanf:"fec_repair" json:"fec_repair"`
 }
 
 // System is the [system] section (optional).
@@ -252,6 +274,10 @@ func Defaults() Config {
 			MaxHeaderCount:      100,
 
 			MaxResponseHeaderBytes: 10 << 20,
+
+			FEC:          FECOff,
+			FECGroupSize: DefaultFECGroupSize,
+			FECRepair:    DefaultFECRepair,
 		},
 		System: System{
 			ConnectInterval:     1000,

@@ -168,6 +168,17 @@ func (c *Config) check() []*FieldError {
 	k.atLeast1("transport.max_header_bytes", tr.MaxHeaderBytes)
 	k.atLeast1("transport.max_header_count", tr.MaxHeaderCount)
 	k.atLeast1("transport.max_response_header_bytes", tr.MaxResponseHeaderBytes)
+	switch tr.FEC {
+	case FECOff, FECOn:
+	default:
+		k.fail("transport.fec", `invalid value %q: must be one of "off", "on"`, tr.FEC)
+	}
+	if tr.FECGroupSize < 1 || tr.FECGroupSize > MaxFECGroupSize {
+		k.fail("transport.fec_group_size", "must be between 1 and %d (datagrams per FEC group), got %d", MaxFECGroupSize, tr.FECGroupSize)
+	}
+	if tr.FECRepair < 1 || tr.FECRepair > MaxFECRepair {
+		k.fail("transport.fec_repair", "must be between 1 and %d (repair datagrams per full FEC group), got %d", MaxFECRepair, tr.FECRepair)
+	}
 
 	// [system]
 	k.nonNegative("system.connect_interval", s.ConnectInterval, "")

@@ -55,6 +55,7 @@ type Client struct {
 	m        *machine // fired only by the Run goroutine
 	udp      *net.UDPConn
 	tr       *quic.Transport
+	fec      *fecLayer // FEC below QUIC, or the watcher of a peer's FEC (fecconn.go)
 	quicConf *quic.Config
 	resolve  func(ctx context.Context, host string) ([]netip.Addr, error)
 	clock    clock
@@ -178,7 +179,11 @@ func NewClient(o ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("binding QUIC endpoint socket: %w", err)
 	}
 	c.udp = udp
-	c.tr = &quic.Transport{Conn: udp}
+	if c.tr, c.fec, err = newQUICTransport(udp, o.Transport, o.Logger); err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("creating QUIC endpoint: %w", err)
+	}
+	c.fec.startWatch(c.tr, o.Logger)
 	return c, nil
 }
 
@@ -275,6 +280,7 @@ func (c *Client) closeSockets() {
 		c.draining = true
 		c.mu.Unlock()
 		c.tr.Close()
+		c.fec.close()
 		c.udp.Close()
 	})
 }

@@ -39,6 +39,13 @@ type Transport struct {
 	SocketReceiveBuffer  int           // SO_RCVBUF in bytes; 0 = leave quic-go's choice
 	SocketSendBuffer     int           // SO_SNDBUF in bytes; 0 = leave quic-go's choice
 	QlogDir              string        // write one qlog file per connection here when set
+
+	// FEC puts the Reed-Solomon layer of package fec between the socket
+	// and quic-go (both ends must agree); FECGroupSize and FECRepair are
+	// its group size and repairs per full group.
+	FEC          bool
+	FECGroupSize int
+	FECRepair    int
 }
 
 // QUICConfig maps t onto a quic.Config for the server or the client role.
@@ -73,6 +80,12 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 	}
 	if t.QlogDir != "" {
 		c.Tracer = qlogDirTracer(t.QlogDir)
+	}
+	if t.FEC {
+		// quic-go cannot run path MTU discovery through the FEC layer
+		// (no DF bit); fix the size so repairs fit (FECPacketSize).
+		c.InitialPacketSize = FECPacketSize
+		c.DisablePathMTUDiscovery = true
 	}
 	return c
 }

@@ -51,6 +51,7 @@ type Server struct {
 	life sync.Mutex // serialises fires and the fields below it
 	udp  *net.UDPConn
 	tr   *quic.Transport
+	fec  *fecLayer // FEC below QUIC, or the watcher of a peer's FEC (fecconn.go)
 	ln   *quic.EarlyListener
 	h3   *http3.Server
 
@@ -130,14 +131,21 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("binding QUIC endpoint socket: %w", err)
 	}
-	tr := &quic.Transport{Conn: udp}
+	tr, fl, err := newQUICTransport(udp, s.o.Transport, s.log)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("creating QUIC endpoint: %w", err)
+	}
 	qc := QUICConfig(s.o.Transport, true)
 	ln, err := tr.ListenEarly(s.handshakeTLS(), qc)
 	if err != nil {
 		tr.Close()
+		fl.close()
 		udp.Close()
 		return fmt.Errorf("creating QUIC endpoint: %w", err)
 	}
+	fl.startWatch(tr, s.log)
+	s.fec = fl
 	// quic-go sized the buffers in Listen; the user's values win.
 	applySocketBuffers(udp, s.o.Transport, s.log)
 	s.udp, s.tr, s.ln = udp, tr, ln
@@ -585,6 +593,7 @@ func (s *Server) finish(reason error) {
 		if s.tr != nil {
 			_ = s.tr.Close()
 		}
+		s.fec.close()
 		if s.udp != nil {
 			_ = s.udp.Close()
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/session"
 )
 
@@ -31,7 +32,21 @@ type Status struct {
 	LatestRTTms      *float64 `json:"latest_rtt_ms,omitempty"`
 	CongestionWindow *uint64  `json:"congestion_window_bytes,omitempty"`
 	InFlight         int64    `json:"requests_in_flight"`
-	Version          string   `json:"version"`
+	// FEC is the FEC layer (transport.fec): always with fec = "on", and
+	// with "off" once a peer's FEC-framed datagram was dropped.
+	FEC     *FECStatus `json:"fec,omitempty"`
+	Version string     `json:"version"`
+}
+
+// FECStatus is the FEC part of Status. Counters run since the start.
+type FECStatus struct {
+	Mode          string `json:"mode"` // "on" or "off"
+	GroupSize     int    `json:"group_size,omitempty"`
+	Repair        int    `json:"repair,omitempty"`
+	Recovered     uint64 `json:"recovered_datagrams"`
+	Unrecoverable uint64 `json:"unrecoverable_datagrams"`
+	Mismatched    uint64 `json:"mismatched_datagrams"`
+	DataReceived  uint64 `json:"data_datagrams_received"`
 }
 
 // status builds the current Status.
@@ -64,6 +79,14 @@ func (in *Instance) status() Status {
 	}
 	st.State = state.String()
 	st.Ready = state == session.Ready
+	t := in.cfg.Transport
+	if fs := in.fecStats(); t.FEC == config.FECOn || fs.Mismatched > 0 {
+		st.FEC = &FECStatus{Mode: string(t.FEC), Recovered: fs.Recovered, Unrecoverable: fs.Unrecoverable,
+			Mismatched: fs.Mismatched, DataReceived: fs.DataReceived}
+		if t.FEC == config.FECOn {
+			st.FEC.GroupSize, st.FEC.Repair = t.FECGroupSize, t.FECRepair
+		}
+	}
 	return st
 }
 

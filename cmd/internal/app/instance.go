@@ -146,7 +146,21 @@ func transportOf(cfg *config.Config) session.Transport {
 		SocketReceiveBuffer:  int(t.SocketReceiveBufferSize),
 		SocketSendBuffer:     int(t.SocketSendBufferSize),
 		QlogDir:              t.QlogDir,
+		FEC:                  t.FEC == config.FECOn,
+		FECGroupSize:         t.FECGroupSize,
+		FECRepair:            t.FECRepair,
 	}
+}
+
+// fecStats returns the FEC counters of the session endpoint of either mode.
+func (in *Instance) fecStats() session.FECStats {
+	switch {
+	case in.client != nil:
+		return in.client.FECStats()
+	case in.server != nil:
+		return in.server.FECStats()
+	}
+	return session.FECStats{}
 }
 
 func limitsOf(cfg *config.Config) httpio.Limits {
@@ -205,6 +219,7 @@ func (in *Instance) startClient() error {
 	}
 	in.client = client
 	in.metrics.reg.MustRegister(newQUICCollector(client.ConnStats))
+	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
 	in.wg.Go(func() {
 		if err := client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			in.log.Error("failed at main loop", "error", err)
@@ -283,6 +298,7 @@ func (in *Instance) startServer() error {
 		return err
 	}
 	in.server = srv
+	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
 	in.wg.Go(func() {
 		if err := srv.Serve(in.runCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, session.ErrClosed) {
 			in.log.Error("failed at main loop", "error", err)

@@ -217,6 +217,48 @@ func (c *quicCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.descs["packets"], float64(s.PacketsLost), "lost")
 }
 
+// fecCollector exports the counters of the FEC layer (transport.fec) at
+// scrape time. They count since the process started, across sessions.
+type fecCollector struct {
+	stats                                         func() session.FECStats
+	recovered, unrecoverable, mismatched, packets *prometheus.Desc
+}
+
+func newFECCollector(stats func() session.FECStats) *fecCollector {
+	return &fecCollector{
+		stats: stats,
+		recovered: prometheus.NewDesc("ptproxy_fec_recovered_datagrams_total",
+			"Datagrams lost on the link and rebuilt by FEC before QUIC saw the loss.", nil, nil),
+		unrecoverable: prometheus.NewDesc("ptproxy_fec_unrecoverable_datagrams_total",
+			"Datagrams lost on the link that FEC could not rebuild in time (QUIC saw the loss).", nil, nil),
+		mismatched: prometheus.NewDesc("ptproxy_fec_mismatched_datagrams_total",
+			"Datagrams dropped because the peer's transport.fec differs from ours.", nil, nil),
+		packets: prometheus.NewDesc("ptproxy_fec_datagrams_total",
+			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair).", []string{"direction", "kind"}, nil),
+	}
+}
+
+func (c *fecCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.recovered
+	ch <- c.unrecoverable
+	ch <- c.mismatched
+	ch <- c.packets
+}
+
+func (c *fecCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	n := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	n(c.recovered, s.Recovered)
+	n(c.unrecoverable, s.Unrecoverable)
+	n(c.mismatched, s.Mismatched)
+	n(c.packets, s.DataSent, "sent", "data")
+	n(c.packets, s.RepairSent, "sent", "repair")
+	n(c.packets, s.DataReceived, "received", "data")
+	n(c.packets, s.RepairReceived, "received", "repair")
+}
+
 // accessLog is the optional per-request log line.
 type accessLog struct{ log *slog.Logger }
 

@@ -72,6 +72,14 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 		line("cwnd", "%d bytes", *st.CongestionWindow)
 	}
 	line("in flight", "%d requests", st.InFlight)
+	if f := st.FEC; f != nil {
+		if f.Mode == "on" {
+			line("fec", "on (%d+%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d",
+				f.GroupSize, f.Repair, f.Recovered, f.Unrecoverable, f.DataReceived, f.Mismatched)
+		} else {
+			line("fec", "off: dropped %d FEC-framed datagrams (the peer has transport.fec on)", f.Mismatched)
+		}
+	}
 	if st.LastFailure != "" {
 		line("last error", "%s", st.LastFailure)
 	}

@@ -16,7 +16,9 @@ var importRules = map[string][]string{
 	module + "/httpio":   {},
 	module + "/config":   {"github.com/knadh/koanf", "github.com/go-viper/mapstructure"},
 	module + "/pipeline": {module + "/httpio"},
-	module + "/session":  {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/"},
+	module + "/session":  {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec"},
+	// The FEC layer is a net.PacketConn: it knows no QUIC, only datagrams.
+	module + "/session/fec": {"github.com/klauspost/reedsolomon"},
 }
 
 func TestImportRules(t *testing.T) {

@@ -1,0 +1,159 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ptproxy/ptproxy/config"
+)
+
+// lossyRelay forwards UDP between one client and a server on loopback and
+// drops each datagram with probability loss, with a seeded generator.
+type lossyRelay struct {
+	ln, up *net.UDPConn
+	server *net.UDPAddr
+	loss   float64
+	mu     sync.Mutex // guards client and rng
+	client *net.UDPAddr
+	rng    *rand.Rand
+	wg     sync.WaitGroup
+}
+
+func newLossyRelay(t *testing.T, server *net.UDPAddr, loss float64) *lossyRelay {
+	t.Helper()
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	ln, err := net.ListenUDP("udp", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.ListenUDP("udp", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetReadBuffer(8 << 20)
+	up.SetReadBuffer(8 << 20)
+	r := &lossyRelay{ln: ln, up: up, server: server, loss: loss, rng: rand.New(rand.NewPCG(7, 8))}
+	r.wg.Go(func() { r.pump(ln, true) })
+	r.wg.Go(func() { r.pump(up, false) })
+	t.Cleanup(func() { ln.Close(); up.Close(); r.wg.Wait() })
+	return r
+}
+
+func (r *lossyRelay) pump(from *net.UDPConn, fromClient bool) {
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := from.ReadFromUDP(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		} else if err != nil {
+			continue
+		}
+		r.mu.Lock()
+		if fromClient {
+			r.client = addr
+		}
+		to, drop := r.client, r.rng.Float64() < r.loss
+		r.mu.Unlock()
+		switch {
+		case drop:
+		case fromClient:
+			r.up.WriteToUDP(buf[:n], r.server)
+		case to != nil:
+			r.ln.WriteToUDP(buf[:n], to)
+		}
+	}
+}
+
+// TestFECEndToEnd: caller -> client -> 2% lossy relay -> server -> origin
+// with transport.fec = "on" at both ends: 1 MiB answers arrive identical,
+// and /metrics and /status show what FEC rebuilt.
+func TestFECEndToEnd(t *testing.T) {
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	pk := newTestPKI(t)
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	fecOn := func(c *config.Config) *config.Config {
+		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = config.FECOn, 16, 2
+		c.System.AdminAddress = "127.0.0.1:0"
+		return c
+	}
+	slog, _ := newTestLogger(t)
+	server := startInstance(t, fecOn(pk.serverConfig(origin)), slog)
+	relay := newLossyRelay(t, server.QUICAddr().(*net.UDPAddr), 0.02)
+	clog, _ := newTestLogger(t)
+	client := startInstance(t, fecOn(pk.clientConfig(relay.ln.LocalAddr().(*net.UDPAddr).Port)), clog)
+	waitReady(t, client)
+
+	c := callerClient()
+	for i := range 3 {
+		resp, err := c.Get("http://" + client.HTTPAddr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("GET %d: %d bytes, err %v", i, len(got), err)
+		}
+	}
+
+	m := scrape(t, "http://"+client.AdminAddr().String()+"/metrics")
+	for _, k := range []string{"ptproxy_fec_recovered_datagrams_total", "ptproxy_fec_unrecoverable_datagrams_total",
+		"ptproxy_fec_mismatched_datagrams_total", `ptproxy_fec_datagrams_total{direction="received",kind="data"}`} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("/metrics has no %s", k)
+		}
+	}
+	if m["ptproxy_fec_recovered_datagrams_total"] == 0 || m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair"}`] == 0 {
+		t.Errorf("client metrics: recovered %v, repairs sent %v", m["ptproxy_fec_recovered_datagrams_total"],
+			m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair"}`])
+	}
+
+	resp, err := http.Get("http://" + client.AdminAddr().String() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FEC == nil || st.FEC.Mode != "on" || st.FEC.GroupSize != 16 || st.FEC.Repair != 2 || st.FEC.Recovered == 0 {
+		t.Fatalf("status fec %+v", st.FEC)
+	}
+	var out strings.Builder
+	writeStatus(&out, &st, st.Started)
+	if !strings.Contains(out.String(), "fec:         on (16+2): recovered ") {
+		t.Fatalf("status output:\n%s", out.String())
+	}
+}
+
+// TestFECOffStatus: with FEC off (the default) /status has no fec part and
+// the FEC series are zero.
+func TestFECOffStatus(t *testing.T) {
+	pk := newTestPKI(t)
+	origin := startOrigin(t, echoOrigin(nil))
+	slog, _ := newTestLogger(t)
+	scfg := pk.serverConfig(origin)
+	scfg.System.AdminAddress = "127.0.0.1:0"
+	server := startInstance(t, scfg, slog)
+	st := server.status()
+	if st.FEC != nil {
+		t.Fatalf("status fec %+v with fec off", st.FEC)
+	}
+	m := scrape(t, "http://"+server.AdminAddr().String()+"/metrics")
+	if v, ok := m["ptproxy_fec_recovered_datagrams_total"]; !ok || v != 0 {
+		t.Fatalf("recovered %v %v", v, ok)
+	}
+}

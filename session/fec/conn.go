@@ -1,0 +1,415 @@
+package fec
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// Config configures a [Conn]. Zero durations take the defaults.
+type Config struct {
+	GroupSize int // data datagrams per group, 1..MaxGroupSize
+	Repair    int // repairs of a full group, 1..MaxRepair
+	Logger    *slog.Logger
+
+	FlushIdle time.Duration // close a group when no datagram came for this long
+	FlushMax  time.Duration // close a group at the latest this long after its first datagram
+	Hold      time.Duration // how long the receiver holds datagrams behind a gap
+}
+
+// Validate reports whether c's group size and repair count are usable.
+func (c Config) Validate() error {
+	if c.GroupSize < 1 || c.GroupSize > MaxGroupSize {
+		return fmt.Errorf("fec: group size %d out of range 1..%d", c.GroupSize, MaxGroupSize)
+	}
+	if c.Repair < 1 || c.Repair > MaxRepair {
+		return fmt.Errorf("fec: repair count %d out of range 1..%d", c.Repair, MaxRepair)
+	}
+	return nil
+}
+
+// Conn is a net.PacketConn that adds FEC framing to what it writes and
+// removes it from what it reads, rebuilding lost datagrams. Reads are
+// serialised (quic-go has one reader); writes to different peers run in
+// parallel. Close closes the wrapped connection.
+type Conn struct {
+	pc  net.PacketConn
+	cfg Config
+	log *slog.Logger
+
+	closed atomic.Bool
+
+	// send side
+	txMu sync.Mutex // guards tx (the map, not the peers)
+	tx   map[netip.AddrPort]*txPeer
+
+	// receive side: everything below is owned by the goroutine in ReadFrom
+	// (under readMu).
+	readMu    sync.Mutex
+	rbuf      []byte
+	rx        map[netip.AddrPort]*rxPeer
+	ready     []delivery // datagrams ready for ReadFrom, in order, from readyHead
+	readyHead int
+	free      [][]byte // spare delivery buffers
+	warned    map[netip.AddrPort]bool
+
+	// deadline guards the read deadline the caller set and the one last
+	// set on pc (the earlier of the caller's and a hold's).
+	dlMu     sync.Mutex
+	userDL   time.Time
+	socketDL time.Time
+
+	st struct {
+		dataSent, repairSent, dataRecv, repairRecv, recovered, unrecoverable, mismatched atomic.Uint64
+	}
+}
+
+type delivery struct {
+	b    []byte
+	addr net.Addr
+}
+
+// New wraps pc. The caller must not use pc directly afterwards.
+func New(pc net.PacketConn, cfg Config) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.FlushIdle <= 0 {
+		cfg.FlushIdle = DefaultFlushIdle
+	}
+	if cfg.FlushMax <= 0 {
+		cfg.FlushMax = DefaultFlushMax
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = DefaultHold
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Conn{
+		pc:     pc,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		tx:     map[netip.AddrPort]*txPeer{},
+		rx:     map[netip.AddrPort]*rxPeer{},
+		rbuf:   make([]byte, 65536),
+		warned: map[netip.AddrPort]bool{},
+	}, nil
+}
+
+// Stats returns the counters (safe from any goroutine).
+func (c *Conn) Stats() Stats {
+	return Stats{
+		DataSent:       c.st.dataSent.Load(),
+		RepairSent:     c.st.repairSent.Load(),
+		DataReceived:   c.st.dataRecv.Load(),
+		RepairReceived: c.st.repairRecv.Load(),
+		Recovered:      c.st.recovered.Load(),
+		Unrecoverable:  c.st.unrecoverable.Load(),
+		Mismatched:     c.st.mismatched.Load(),
+	}
+}
+
+// LocalAddr implements net.PacketConn.
+func (c *Conn) LocalAddr() net.Addr { return c.pc.LocalAddr() }
+
+// Close stops the group timers and closes the wrapped connection. Repairs
+// of groups still open are not sent.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return c.pc.Close()
+	}
+	c.txMu.Lock()
+	for _, p := range c.tx {
+		p.stop()
+	}
+	c.txMu.Unlock()
+	return c.pc.Close()
+}
+
+// SetDeadline implements net.PacketConn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetWriteDeadline implements net.PacketConn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.pc.SetWriteDeadline(t) }
+
+// SetReadDeadline implements net.PacketConn. It also interrupts a ReadFrom
+// that is waiting, as on a socket.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.userDL = t
+	c.socketDL = t
+	return c.pc.SetReadDeadline(t)
+}
+
+// SetReadBuffer and SetWriteBuffer pass to the wrapped connection when it
+// has them (quic-go sizes the socket buffers through them).
+func (c *Conn) SetReadBuffer(n int) error {
+	if s, ok := c.pc.(interface{ SetReadBuffer(int) error }); ok {
+		return s.SetReadBuffer(n)
+	}
+	return nil
+}
+
+// SetWriteBuffer: see SetReadBuffer.
+func (c *Conn) SetWriteBuffer(n int) error {
+	if s, ok := c.pc.(interface{ SetWriteBuffer(int) error }); ok {
+		return s.SetWriteBuffer(n)
+	}
+	return nil
+}
+
+// readUntil reads one datagram from pc, waking at hold (zero: none) or at
+// the caller's deadline. held reports that it woke for hold.
+func (c *Conn) readUntil(hold time.Time) (n int, addr net.Addr, held bool, err error) {
+	c.dlMu.Lock()
+	eff := c.userDL
+	if !hold.IsZero() && (eff.IsZero() || hold.Before(eff)) {
+		eff = hold
+	}
+	if !eff.Equal(c.socketDL) {
+		c.socketDL = eff
+		if err := c.pc.SetReadDeadline(eff); err != nil {
+			c.dlMu.Unlock()
+			return 0, nil, false, err
+		}
+	}
+	c.dlMu.Unlock()
+	n, addr, err = c.pc.ReadFrom(c.rbuf)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !hold.IsZero() {
+		c.dlMu.Lock()
+		user := c.userDL
+		c.dlMu.Unlock()
+		if user.IsZero() || time.Now().Before(user) {
+			return 0, nil, true, nil
+		}
+	}
+	return n, addr, false, err
+}
+
+// ReadFrom implements net.PacketConn: it returns the next QUIC datagram,
+// received or rebuilt, without framing.
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	for {
+		if c.readyHead < len(c.ready) {
+			d := c.ready[c.readyHead]
+			c.ready[c.readyHead] = delivery{}
+			c.readyHead++
+			if c.readyHead == len(c.ready) {
+				c.ready, c.readyHead = c.ready[:0], 0
+			}
+			n := copy(b, d.b)
+			c.free = append(c.free, d.b[:0])
+			return n, d.addr, nil
+		}
+		now := time.Now()
+		hold := c.expireHolds(now)
+		if c.readyHead < len(c.ready) {
+			continue
+		}
+		n, addr, held, err := c.readUntil(hold)
+		if err != nil {
+			return 0, nil, err
+		}
+		if held {
+			continue
+		}
+		c.receive(c.rbuf[:n], addr, time.Now())
+	}
+}
+
+// deliver queues a copy of b for ReadFrom.
+func (c *Conn) deliver(b []byte, addr net.Addr) {
+	var buf []byte
+	if k := len(c.free); k > 0 {
+		buf = c.free[k-1]
+		c.free = c.free[:k-1]
+	}
+	c.ready = append(c.ready, delivery{b: append(buf, b...), addr: addr})
+}
+
+// expireHolds gives up the gaps whose hold ended and returns the earliest
+// hold still running (zero: none). A receiver that fell behind first reads
+// what waits in the socket (the repair may be there), up to three more
+// holds.
+func (c *Conn) expireHolds(now time.Time) time.Time {
+	var next time.Time
+	checked, busy := false, false
+	for _, p := range c.rx {
+		if p.holdUntil.IsZero() {
+			continue
+		}
+		until := p.holdUntil
+		if !now.Before(until) {
+			if !checked {
+				checked, busy = true, queued(c.pc)
+			}
+			late := until.Add(3 * c.cfg.Hold)
+			if busy && now.Before(late) {
+				until = late
+			} else {
+				p.skipGap(now)
+				until = p.holdUntil
+			}
+		}
+		if !until.IsZero() && (next.IsZero() || until.Before(next)) {
+			next = until
+		}
+	}
+	return next
+}
+
+// receive handles one datagram from the socket.
+func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
+	key := addrKey(addr)
+	if !Framed(b) || b[0] != tagData && b[0] != tagRepair {
+		c.mismatch(b, addr, key)
+		return
+	}
+	p := c.rxPeer(key, addr, now)
+	switch b[0] {
+	case tagData:
+		if len(b) < dataHeaderLen {
+			return
+		}
+		p.data(be32(b[1:5]), b[dataHeaderLen:], now)
+	case tagRepair:
+		if len(b) < repairHeaderLen+lenPrefix {
+			return
+		}
+		c.st.repairRecv.Add(1)
+		p.repair(be32(b[1:5]), int(b[5]), int(b[6]), int(b[7]), b[repairHeaderLen:], now)
+	}
+}
+
+// mismatch counts and drops a datagram this version cannot read, logging
+// once per peer address.
+func (c *Conn) mismatch(b []byte, addr net.Addr, key netip.AddrPort) {
+	c.st.mismatched.Add(1)
+	if c.warned[key] || len(c.warned) >= 4*maxPeers {
+		return
+	}
+	c.warned[key] = true
+	remote := addr.String()
+	if len(b) > 0 && !Framed(b) {
+		c.log.Warn("dropping datagrams without FEC framing: transport.fec is on here but the peer sends plain QUIC (it has transport.fec off?); both ends must set the same transport.fec",
+			"remote_addr", remote)
+		return
+	}
+	c.log.Warn("dropping datagrams with an unknown FEC framing version: the peer runs another ptproxy version; both ends must run the same FEC framing",
+		"remote_addr", remote, "tag", fmt.Sprintf("0x%02x", firstByte(b)))
+}
+
+func firstByte(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+func (c *Conn) rxPeer(key netip.AddrPort, addr net.Addr, now time.Time) *rxPeer {
+	p := c.rx[key]
+	if p == nil {
+		if len(c.rx) >= maxPeers {
+			var oldest netip.AddrPort
+			var at time.Time
+			for k, q := range c.rx {
+				if at.IsZero() || q.lastSeen.Before(at) {
+					oldest, at = k, q.lastSeen
+				}
+			}
+			delete(c.rx, oldest)
+		}
+		p = newRxPeer(c, addr)
+		c.rx[key] = p
+	}
+	p.lastSeen = now
+	return p
+}
+
+// WriteTo implements net.PacketConn: it sends b as a data datagram and, when
+// b completes a group, the group's repairs.
+func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	p := c.txPeer(addr)
+	return p.write(b)
+}
+
+func (c *Conn) txPeer(addr net.Addr) *txPeer {
+	key := addrKey(addr)
+	now := time.Now()
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	p := c.tx[key]
+	if p == nil {
+		if len(c.tx) >= maxPeers {
+			var oldest netip.AddrPort
+			var at int64
+			first := true
+			for k, q := range c.tx {
+				if u := q.lastUse.Load(); first || u < at {
+					oldest, at, first = k, u, false
+				}
+			}
+			c.tx[oldest].stop()
+			delete(c.tx, oldest)
+		}
+		p = newTxPeer(c, addr)
+		c.tx[key] = p
+	}
+	p.lastUse.Store(now.UnixNano())
+	return p
+}
+
+// addrKey maps a UDP address to a map key; other address types share the
+// zero key.
+func addrKey(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap
+		}
+	}
+	return netip.AddrPort{}
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// codecs caches Reed-Solomon encoders by (data, parity) shard counts. Each
+// peer state owns one, so no encoder is shared between goroutines.
+type codecs map[uint16]reedsolomon.Encoder
+
+func (m codecs) get(n, r int) (reedsolomon.Encoder, error) {
+	k := uint16(n)<<8 | uint16(r)
+	if e := m[k]; e != nil {
+		return e, nil
+	}
+	e, err := reedsolomon.New(n, r, reedsolomon.WithMaxGoroutines(1))
+	if err != nil {
+		return nil, err
+	}
+	m[k] = e
+	return e, nil
+}

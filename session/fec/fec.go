@@ -1,0 +1,162 @@
+// Package fec is a forward-error-correction layer for UDP datagrams, placed
+// between a socket and quic.Transport (transport.fec = "on").
+//
+// quic-go reads every lost packet as congestion; on a link with random loss
+// its window collapses and a bulk transfer never reaches the link's rate.
+// This layer makes most random losses invisible to QUIC: the sender adds
+// Reed-Solomon repair datagrams to each group of outgoing datagrams, and the
+// receiver rebuilds lost datagrams before quic-go reads them.
+//
+// # Framing (version 1)
+//
+// Every datagram on the wire starts with a tag byte whose two high bits are
+// 0, so it can never be taken for a QUIC packet (RFC 9000 17.2 and 17.3 set
+// the fixed bit 0x40; quic-go hands such datagrams to
+// Transport.ReadNonQUICPacket instead):
+//
+//	data:   0x31 | seq u32 | QUIC datagram
+//	repair: 0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
+//
+// seq numbers every data datagram sent to one peer, starting at a random
+// value. A group is the n consecutive datagrams first..first+n-1; its r
+// repairs are the parity shards of Reed-Solomon over n data shards, where
+// data shard i is the 2-byte big-endian length of datagram first+i, the
+// datagram, and zeros up to the group's longest datagram plus 2. A repair is
+// therefore at most [Overhead] bytes larger than the largest datagram of its
+// group; a data datagram is 5 bytes larger than the QUIC datagram. Other tag
+// values in 0x00-0x3F are reserved for later versions.
+//
+// # Groups (sender)
+//
+// A group is closed, and its repairs sent, when it holds Config.GroupSize
+// datagrams, when the sender went idle (no datagram for Config.FlushIdle),
+// or at the latest Config.FlushMax after its first datagram: a small request
+// never waits for a full group. A full group gets Config.Repair repairs, a
+// group cut short ceil(Repair*n/GroupSize), at least one.
+//
+// # Recovery (receiver)
+//
+// The receiver delivers datagrams in seq order. After a gap it holds the
+// later datagrams until the gap is filled (by a late arrival or a rebuilt
+// datagram) or for at most Config.Hold, then gives the gap up and delivers
+// what it held: quic-go declares a packet lost once three later ones are
+// acknowledged, so handing it datagrams past a gap that FEC is about to fill
+// would still shrink its window. Reordering is smoothed the same way;
+// duplicates are dropped. A datagram that arrives or is rebuilt after its gap
+// was given up is still delivered. State is bounded: a window of 1024
+// datagrams and at most 16 peers, the least recently heard one evicted.
+//
+// # Mismatch
+//
+// Both ends must run the layer. A Conn that receives a datagram without FEC
+// framing (a QUIC packet from a peer with FEC off) or with an unknown tag
+// logs one WARN per peer address, counts it in Stats.Mismatched and drops
+// it; the handshake then fails by timeout with that line in the log.
+//
+// # Cost
+//
+// Wrapping the socket hides the *net.UDPConn from quic-go, which then uses
+// neither GSO, batched receive nor ECN, and, as the wrapper does not expose
+// SyscallConn, does not set the DF bit or run path MTU discovery: the caller
+// should fix quic-go's packet size (quic.Config.InitialPacketSize) so that a
+// packet plus [Overhead] fits the path.
+//
+// Framing is not authenticated: an off-path attacker who can spoof the
+// peer's address can disturb recovery, but QUIC's packet protection still
+// rejects anything that is not the peer's.
+package fec
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+// Wire constants of framing version 1.
+const (
+	tagData   = 0x31
+	tagRepair = 0x32
+
+	dataHeaderLen   = 1 + 4
+	repairHeaderLen = 1 + 4 + 1 + 1 + 1
+	lenPrefix       = 2
+
+	// Overhead is the most a repair datagram exceeds the largest datagram
+	// of its group by (its header and the length prefix of the shard). A
+	// data datagram exceeds its payload by 5 bytes.
+	Overhead = repairHeaderLen + lenPrefix
+
+	// MaxGroupSize and MaxRepair bound Config.GroupSize and Config.Repair
+	// (the header carries them in one byte; Reed-Solomon over GF(2^8)
+	// allows 256 shards).
+	MaxGroupSize = 128
+	MaxRepair    = 32
+
+	// window is how many datagrams (by seq) of one peer the receiver keeps
+	// for recovery and reordering.
+	window = 1024
+	// maxPeers bounds the per-address state of each direction.
+	maxPeers = 16
+	// maxPending bounds the groups waiting for data or repairs per peer.
+	maxPending = 64
+	// resyncDistance: a seq this far from the window restarts the peer's
+	// receive state (the peer restarted and picked a new random seq).
+	resyncDistance = 1 << 20
+	// resyncAfterOld: this many consecutive too-old datagrams also do.
+	resyncAfterOld = 64
+)
+
+// Default timing of groups and of the receiver's hold.
+const (
+	DefaultFlushIdle = time.Millisecond
+	DefaultFlushMax  = 4 * time.Millisecond
+	DefaultHold      = 12 * time.Millisecond
+)
+
+// Defaults of Config.GroupSize and Config.Repair (transport.fec_group_size,
+// transport.fec_repair).
+const (
+	DefaultGroupSize = 16
+	DefaultRepair    = 2
+)
+
+// Framed reports whether b starts like a datagram of this layer (any
+// version): a socket without the layer uses it to recognise a peer that has
+// FEC on.
+func Framed(b []byte) bool { return len(b) > 0 && b[0] < 0x40 && b[0]&0xF0 == 0x30 }
+
+// repairCount is the number of repairs of a group of n datagrams.
+func repairCount(n, groupSize, repair int) int {
+	return max(1, (repair*n+groupSize-1)/groupSize)
+}
+
+func putData(dst []byte, seq uint32) {
+	dst[0] = tagData
+	binary.BigEndian.PutUint32(dst[1:5], seq)
+}
+
+func putRepair(dst []byte, first uint32, n, r, idx int) {
+	dst[0] = tagRepair
+	binary.BigEndian.PutUint32(dst[1:5], first)
+	dst[5], dst[6], dst[7] = byte(n), byte(r), byte(idx)
+}
+
+// seqLess reports a < b in serial-number arithmetic.
+func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
+
+// Stats are a Conn's counters since it was created.
+type Stats struct {
+	DataSent       uint64 // data datagrams sent
+	RepairSent     uint64 // repair datagrams sent
+	DataReceived   uint64 // data datagrams received (duplicates excluded)
+	RepairReceived uint64 // repair datagrams received
+	// Recovered counts datagrams rebuilt from repairs before they were
+	// given up: quic-go never saw them lost.
+	Recovered uint64
+	// Unrecoverable counts datagrams given up: neither received nor
+	// rebuilt within the hold (or before leaving the window). quic-go sees
+	// each as a loss.
+	Unrecoverable uint64
+	// Mismatched counts datagrams dropped because they were not framed by
+	// this version of the layer (a peer with FEC off, or another version).
+	Mismatched uint64
+}

@@ -1,0 +1,233 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// lossyRelay forwards UDP between one client and a server on loopback and
+// drops each datagram, in each direction, with probability loss (seeded:
+// the same datagram indexes are dropped in every run).
+type lossyRelay struct {
+	ln, up    *net.UDPConn
+	server    *net.UDPAddr
+	loss      float64
+	mu        sync.Mutex // guards client and rng
+	client    *net.UDPAddr
+	rng       *rand.Rand
+	wg        sync.WaitGroup
+	dropped   atomic.Int64
+	forwarded atomic.Int64
+}
+
+func newLossyRelay(t *testing.T, server *net.UDPAddr, loss float64) *lossyRelay {
+	t.Helper()
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	ln, err := net.ListenUDP("udp", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.ListenUDP("udp", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetReadBuffer(8 << 20)
+	up.SetReadBuffer(8 << 20)
+	r := &lossyRelay{ln: ln, up: up, server: server, loss: loss, rng: rand.New(rand.NewPCG(12, 34))}
+	r.wg.Go(func() { r.pump(ln, true) })
+	r.wg.Go(func() { r.pump(up, false) })
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *lossyRelay) port() int { return r.ln.LocalAddr().(*net.UDPAddr).Port }
+
+func (r *lossyRelay) pump(from *net.UDPConn, fromClient bool) {
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := from.ReadFromUDP(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		r.mu.Lock()
+		if fromClient {
+			r.client = addr
+		}
+		to := r.client
+		drop := r.rng.Float64() < r.loss
+		r.mu.Unlock()
+		if drop {
+			r.dropped.Add(1)
+			continue
+		}
+		r.forwarded.Add(1)
+		if fromClient {
+			r.up.WriteToUDP(buf[:n], r.server)
+		} else if to != nil {
+			r.ln.WriteToUDP(buf[:n], to)
+		}
+	}
+}
+
+func (r *lossyRelay) close() {
+	r.ln.Close()
+	r.up.Close()
+	r.wg.Wait()
+}
+
+// bulk serves GET /bulk with 1 MiB of known bytes and answers a POST with
+// the SHA-256 of its body.
+var bulkBody = func() []byte {
+	b := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}()
+
+var bulk = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		w.Write(bulkBody)
+		return
+	}
+	h := sha256.New()
+	io.Copy(h, r.Body)
+	io.WriteString(w, hex.EncodeToString(h.Sum(nil)))
+})
+
+// startFECServer is startServer with its own Transport.
+func startFECServer(t *testing.T, cs *certSet, tr Transport) (*Server, *logBuf) {
+	t.Helper()
+	log, logs := newLogger(t)
+	s, err := NewServer(ServerOptions{
+		BindAddress: "127.0.0.1", Port: freePort(t), TLS: cs.serverTLS(t, "client.test", "server.test"),
+		Transport: tr, Handler: bulk, Logger: log.With("side", "server"), PeerHostname: "client.test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-errc:
+		case <-time.After(safety):
+			t.Error("server Serve did not return")
+		}
+	})
+	return s, logs
+}
+
+func withFEC(t Transport, on bool) Transport {
+	t.FEC, t.FECGroupSize, t.FECRepair = on, 16, 2
+	return t
+}
+
+// TestFECThroughLossyRelay: with FEC on at both ends, a 1 MiB download and
+// a 1 MiB upload through a relay that drops 3% of the datagrams each way
+// arrive complete and identical, and the layer rebuilt datagrams on both
+// sides. Completeness is asserted, not timing.
+func TestFECThroughLossyRelay(t *testing.T) {
+	cs := newCertSet(t)
+	tr := withFEC(testTransport, true)
+	tr.MaxIdleTimeout = 10 * time.Second
+	srv, _ := startFECServer(t, cs, tr)
+	relay := newLossyRelay(t, srv.Addr().(*net.UDPAddr), 0.03)
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), relay.port(), func(o *ClientOptions) {
+		o.Transport = tr
+	})
+	waitFor(t, "session ready", func() bool { return cl.State() == Ready })
+
+	for i := range 2 {
+		req, _ := http.NewRequest(http.MethodGet, "https://server.test/bulk", nil)
+		resp, err := cl.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("GET %d: %v", i, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, bulkBody) {
+			t.Fatalf("GET %d: %d bytes, err %v, identical %v", i, len(got), err, bytes.Equal(got, bulkBody))
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "https://server.test/up", bytes.NewReader(bulkBody))
+	resp, err := cl.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bulkBody)
+	if got := readBody(t, resp); got != hex.EncodeToString(sum[:]) {
+		t.Fatalf("upload digest %s", got)
+	}
+	c, s := cl.FECStats(), srv.FECStats()
+	t.Logf("relay dropped %d of %d; client %+v; server %+v", relay.dropped.Load(), relay.dropped.Load()+relay.forwarded.Load(), c, s)
+	if c.Recovered == 0 || s.Recovered == 0 || c.Mismatched != 0 || s.Mismatched != 0 {
+		t.Fatalf("client %+v server %+v", c, s)
+	}
+	if c.RepairSent == 0 || s.RepairSent == 0 {
+		t.Fatalf("no repairs sent: client %+v server %+v", c, s)
+	}
+}
+
+// TestFECMismatchIsLogged: ends that disagree about transport.fec never
+// complete a handshake, and the server says why, once, in a WARN that
+// names the setting; the mismatched datagrams are counted.
+func TestFECMismatchIsLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		serverOn         bool
+		msg              string
+		clientMismatched bool
+	}{
+		{"client on, server off", false, "dropping FEC-framed datagrams: transport.fec is off here but the peer has it on; both ends must set the same transport.fec", false},
+		{"client off, server on", true, "dropping datagrams without FEC framing", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := newCertSet(t)
+			srv, logs := startFECServer(t, cs, withFEC(testTransport, tc.serverOn))
+			cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.Addr().(*net.UDPAddr).Port, func(o *ClientOptions) {
+				o.Transport = withFEC(testTransport, !tc.serverOn)
+			})
+			var warns []map[string]any
+			waitFor(t, "the mismatch WARN", func() bool {
+				warns = nil
+				for _, r := range logs.records() {
+					if m, _ := r["msg"].(string); r["level"] == "WARN" && strings.HasPrefix(m, tc.msg) {
+						warns = append(warns, r)
+					}
+				}
+				return len(warns) > 0 && len(cl.failReasons()) >= 2
+			})
+			if len(warns) != 1 || warns[0]["remote_addr"] != cl.LocalAddr().String() {
+				t.Fatalf("warns %v (client %s)", warns, cl.LocalAddr())
+			}
+			if st := srv.FECStats(); st.Mismatched < 2 {
+				t.Fatalf("server stats %+v", st)
+			}
+			if cl.State() == Ready {
+				t.Fatal("a session came up despite the mismatch")
+			}
+		})
+	}
+}
