@@ -95,10 +95,15 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) (err 
 	return err
 }
 
-// Bounds of lingerClose.
+// Bounds of lingerClose: how long the caller may pause, and how long the
+// whole linger may take. There is no byte bound: a caller that writes its
+// whole body before reading (ab, many HTTP/1.0 clients) reads the answer
+// only once the proxy took all of it, and a byte bound below the rest of
+// its upload would reset the connection under that answer. Time bounds
+// the work instead, as nginx's lingering_timeout and lingering_time do.
 const (
-	lingerTime  = time.Second
-	lingerBytes = 256 << 10
+	lingerTime    = time.Second
+	lingerMaxTime = 10 * time.Second
 )
 
 // lingerClose closes a connection the caller may still be sending on (an
@@ -107,15 +112,31 @@ const (
 // with unread input sends a reset, which can overtake the response's last
 // bytes (RFC 9112 9.6). So the write side is shut first (the caller sees
 // the end of the response), and what the caller still sends is read and
-// discarded until it closes too, for at most lingerTime and lingerBytes.
+// discarded until it closes too, or pauses for lingerTime, for at most
+// lingerMaxTime.
 func lingerClose(conn net.Conn) {
 	defer conn.Close()
 	cw, ok := conn.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(lingerTime))
-	io.CopyN(io.Discard, conn, lingerBytes)
+	io.Copy(io.Discard, lingerReader{conn: conn, end: time.Now().Add(lingerMaxTime)})
+}
+
+// lingerReader reads conn with a deadline lingerTime ahead of each read,
+// never past end.
+type lingerReader struct {
+	conn net.Conn
+	end  time.Time
+}
+
+func (l lingerReader) Read(p []byte) (int, error) {
+	d := time.Now().Add(lingerTime)
+	if d.After(l.end) {
+		d = l.end
+	}
+	l.conn.SetReadDeadline(d)
+	return l.conn.Read(p)
 }
 
 // readRequests is the client source: it parses requests off the caller's
