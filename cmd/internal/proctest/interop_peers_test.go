@@ -605,7 +605,7 @@ var curlClient = &peerClient{
 	name: "curl", title: "curl (--raw; -D for the heads)", bin: "curl", pkg: "curl",
 	cannot: func(r request) string {
 		if r.Raw != "" {
-			return "raw requests only"
+			return "a raw request (no Host): the raw client's row"
 		}
 		return ""
 	},
@@ -787,7 +787,7 @@ func abClient(keepAlive bool) *peerClient {
 		cannot: func(r request) string {
 			switch {
 			case r.Raw != "":
-				return "raw requests only"
+				return "a raw request (no Host): the raw client's row"
 			case r.Chunked:
 				return "ab cannot send a chunked body"
 			case r.Expect:
@@ -932,7 +932,7 @@ func pyClient(lib string) *peerClient {
 	c.cannot = func(r request) string {
 		switch {
 		case r.Raw != "":
-			return "raw requests only"
+			return "a raw request (no Host): the raw client's row"
 		case r.HTTP10 && lib == "urllib":
 			return "urllib speaks HTTP/1.1 only"
 		}
@@ -959,9 +959,9 @@ func nodeClient(lib string) *peerClient {
 	c.cannot = func(r request) string {
 		switch {
 		case r.Raw != "":
-			return "raw requests only"
+			return "a raw request (no Host): the raw client's row"
 		case r.HTTP10:
-			return "Node speaks HTTP/1.1 only"
+			return "Node's clients speak HTTP/1.1 only"
 		case r.Expect && lib == "fetch":
 			return "undici refuses Expect (UND_ERR_NOT_SUPPORTED)"
 		}
@@ -983,7 +983,7 @@ var rawClient = &peerClient{
 	name: "raw", title: "raw socket (Go): request bytes as written, response parsed by net/http",
 	cannot: func(r request) string {
 		if r.Raw == "" {
-			return "sends only the raw-request rows"
+			return "sends only the raw request (no Host)"
 		}
 		return ""
 	},

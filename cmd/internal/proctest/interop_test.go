@@ -20,7 +20,7 @@ import (
 // client and one origin (columns): the client performs the scenario against
 // the origin directly and through a ptproxy pair (client mode -> HTTP/3 ->
 // server mode -> origin), and the two outcomes are compared by
-// compareOutcomes. Origins run in parallel, each behind its own pair; the
+// compareOutcomes. Origins run concurrently, each behind its own pair; the
 // cells of one origin run one after another.
 //
 // -interop.matrix=FILE writes the matrix of the run into FILE (between the
@@ -30,30 +30,38 @@ func TestInterop(t *testing.T) {
 	x := newInteropRun(t)
 	results := newMatrix()
 	t.Cleanup(func() { writeMatrix(t, results) })
+	// The origins run concurrently, all of them: their cells spend most of
+	// their time starting client processes and waiting (keep-alive
+	// timeouts, slow responses), and t.Parallel would cap them at
+	// -parallel (GOMAXPROCS).
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, kind := range interopOrigins {
-		t.Run(kind.name, func(t *testing.T) {
-			t.Parallel()
-			o := startOriginKind(t, kind)
-			e := newEnv(t)
-			port := freeUDPPort(t)
-			server, _, addr := startPair(t, e, o.addr(), port, port)
-			g := &originGroup{x: x, kind: kind, origin: o, proxied: "http://" + addr, results: results, server: server}
-			for _, row := range interopRows {
-				t.Run(row.id, func(t *testing.T) {
-					if g.kind.rows != nil && !slices.Contains(g.kind.rows, row.id) {
-						for _, c := range peerClients {
-							g.cell(t, row, c, g.kind.rowsWhy, nil)
-						}
-						return
-					}
-					if row.shared != nil {
-						row.shared(t, g, row)
-						return
-					}
-					for _, c := range peerClients {
-						g.single(t, row, c)
-					}
-				})
+		wg.Go(func() { t.Run(kind.name, func(t *testing.T) { runOriginGroup(t, x, kind, results) }) })
+	}
+}
+
+// runOriginGroup runs every row for one origin behind its own pair.
+func runOriginGroup(t *testing.T, x *interopRun, kind *originKind, results *matrix) {
+	o := startOriginKind(t, kind)
+	e := newEnv(t)
+	port := freeUDPPort(t)
+	server, _, addr := startPair(t, e, o.addr(), port, port)
+	g := &originGroup{x: x, kind: kind, origin: o, proxied: "http://" + addr, results: results, server: server}
+	for _, row := range interopRows {
+		t.Run(row.id, func(t *testing.T) {
+			if g.kind.rows != nil && !slices.Contains(g.kind.rows, row.id) {
+				for _, c := range peerClients {
+					g.cell(t, row, c, g.kind.rowsWhy, nil)
+				}
+				return
+			}
+			if row.shared != nil {
+				row.shared(t, g, row)
+				return
+			}
+			for _, c := range peerClients {
+				g.single(t, row, c)
 			}
 		})
 	}
@@ -81,7 +89,7 @@ type scenario struct {
 	// upload: the answer reports the uploaded body (length and SHA-256),
 	// which must be the file's, directly and through ptproxy.
 	upload bool
-	// ab's request count and concurrency for the row (default -n 50 -c 4).
+	// ab's request count and concurrency for the row (default -n 20 -c 4).
 	abN, abC int
 	notFor   map[string]string // client name -> why the row does not apply
 	// sane checks that the direct exchange is the one the row is about (a
@@ -227,7 +235,7 @@ func (g *originGroup) request(row *scenario, c *peerClient) (request, string) {
 	if row.body {
 		r.Body = g.x.upload
 	}
-	r.N, r.C = 50, 4
+	r.N, r.C = 20, 4
 	if row.abN > 0 {
 		r.N, r.C = row.abN, row.abC
 	}
@@ -526,7 +534,7 @@ func (g *originGroup) sharedClients(t *testing.T, row *scenario) []*peerClient {
 	for _, c := range peerClients {
 		switch {
 		case c.name == "raw":
-			g.cell(t, row, c, "sends only the raw-request rows", nil)
+			g.cell(t, row, c, "sends only the raw request (no Host)", nil)
 		case !g.x.have(c):
 			g.cell(t, row, c, "", func(*testing.T, *cellLog) {})
 		default:
@@ -722,9 +730,9 @@ func renderMatrix(m *matrix) string {
 		counts[r.state]++
 	}
 	fmt.Fprintf(&b, "Run: %s.\n\n", peerVersions())
-	fmt.Fprintf(&b, "%d cells: **%d same as direct**, %d different, %d not applicable, %d skipped (tool missing); %d scenarios × %d clients × %d origins.\n\n",
-		counts[cellPass]+counts[cellFail]+counts[cellNA]+counts[cellSkip], counts[cellPass], counts[cellFail], counts[cellNA], counts[cellSkip],
-		len(interopRows), len(peerClients), len(interopOrigins))
+	fmt.Fprintf(&b, "%d scenarios × %d clients × %d origins = %d cells: %d run, **%d same as direct**, %d different; %d not applicable, %d skipped (tool missing).\n\n",
+		len(interopRows), len(peerClients), len(interopOrigins), len(interopRows)*len(peerClients)*len(interopOrigins),
+		counts[cellPass]+counts[cellFail], counts[cellPass], counts[cellFail], counts[cellNA], counts[cellSkip])
 	b.WriteString("✓ same as direct · ✗ different (listed below) · – not applicable (reasons below) · s skipped · blank: not run\n")
 	for _, o := range interopOrigins {
 		fmt.Fprintf(&b, "\n### %s\n\n| scenario |", o.title)
@@ -819,10 +827,18 @@ func peerVersions() string {
 		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 		return line
 	}
-	ab := v("ab", "-V")
-	ab = strings.TrimPrefix(ab, "This is ")
+	field := func(s string, i int) string {
+		if f := strings.Fields(s); len(f) > i {
+			return f[i]
+		}
+		return s
+	}
 	return strings.Join([]string{
-		v("nginx", "-v"), "Node.js " + v("node", "--version"), v("python3", "--version"),
-		v("curl", "--version"), strings.TrimSuffix(ab, "<$Revision$>"), "race detector " + map[bool]string{true: "on", false: "off"}[raceEnabled],
+		strings.TrimPrefix(v("nginx", "-v"), "nginx version: "),
+		"Node.js " + v("node", "--version"),
+		v("python3", "--version"),
+		"curl " + field(v("curl", "--version"), 1),
+		"ab " + strings.TrimSuffix(field(v("ab", "-V"), 4), ","),
+		"ptproxy built with the race detector " + map[bool]string{true: "on", false: "off"}[raceEnabled],
 	}, "; ")
 }
