@@ -842,3 +842,39 @@ func peerVersions() string {
 		"ptproxy built with the race detector " + map[bool]string{true: "on", false: "off"}[raceEnabled],
 	}, "; ")
 }
+
+// TestInteropDocMatrix keeps docs/interop.md's generated matrix in step
+// with the tables above (it needs no external tool): every origin, row and
+// client is there. Regenerate with the command in the doc.
+func TestInteropDocMatrix(t *testing.T) {
+	doc := string(readRepoFile(t, "docs/interop.md"))
+	i, j := strings.Index(doc, matrixBegin), strings.Index(doc, matrixEnd)
+	if i < 0 || j < i {
+		t.Fatalf("docs/interop.md lacks the generated section (%q ... %q)", matrixBegin, matrixEnd)
+	}
+	gen := doc[i:j]
+	var want []string
+	for _, o := range interopOrigins {
+		want = append(want, "### "+o.title)
+	}
+	for _, r := range interopRows {
+		want = append(want, "| "+r.title+" |")
+	}
+	for _, c := range peerClients {
+		want = append(want, " "+c.name+" |")
+	}
+	for _, w := range want {
+		if !strings.Contains(gen, w) {
+			t.Errorf("docs/interop.md's matrix lacks %q: regenerate it", w)
+		}
+	}
+}
+
+func readRepoFile(t *testing.T, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../../" + rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
