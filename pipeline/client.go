@@ -67,10 +67,11 @@ var errCallerGone = errors.New("caller closed the connection")
 // ctx ends. It closes conn before returning.
 func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) (err error) {
 	defer func() {
+		// A caller that is gone or broke the protocol gets no lingering.
 		if err == nil {
 			lingerClose(conn)
 		} else {
-			lingerClose(conn)
+			conn.Close()
 		}
 	}()
 	peer := Peer{For: conn.RemoteAddr().String(), By: conn.LocalAddr().String(), Proto: "http"}
