@@ -66,12 +66,15 @@ var errCallerGone = errors.New("caller closed the connection")
 // connection until the caller closes it, an exchange requires closing it, or
 // ctx ends. It closes conn before returning.
 func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) (err error) {
+	gone := false
 	defer func() {
-		// A caller that is gone or broke the protocol gets no lingering.
-		if err == nil {
-			lingerClose(conn)
-		} else {
+		// Whatever ended the connection (a closing exchange, a refused
+		// request, a body cut by the cancellation), the caller may still be
+		// sending and not have read its answer yet; unless it is gone.
+		if gone {
 			conn.Close()
+		} else {
+			lingerClose(conn)
 		}
 	}()
 	peer := Peer{For: conn.RemoteAddr().String(), By: conn.LocalAddr().String(), Proto: "http"}
@@ -90,7 +93,7 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) (err 
 		writeResponses(conn, w, o),
 	)
 	if errors.Is(err, errCallerGone) {
-		conn.Close()
+		gone = true
 		return nil
 	}
 	return err
