@@ -5,90 +5,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ptproxy/ptproxy/session/fec/fectest"
 )
-
-// lossyRelay forwards UDP between one client and a server on loopback and
-// drops each datagram, in each direction, with probability loss (seeded:
-// the same datagram indexes are dropped in every run).
-type lossyRelay struct {
-	ln, up    *net.UDPConn
-	server    *net.UDPAddr
-	loss      float64
-	mu        sync.Mutex // guards client and rng
-	client    *net.UDPAddr
-	rng       *rand.Rand
-	wg        sync.WaitGroup
-	dropped   atomic.Int64
-	forwarded atomic.Int64
-}
-
-func newLossyRelay(t *testing.T, server *net.UDPAddr, loss float64) *lossyRelay {
-	t.Helper()
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	ln, err := net.ListenUDP("udp", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.ListenUDP("udp", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetReadBuffer(8 << 20)
-	up.SetReadBuffer(8 << 20)
-	r := &lossyRelay{ln: ln, up: up, server: server, loss: loss, rng: rand.New(rand.NewPCG(12, 34))}
-	r.wg.Go(func() { r.pump(ln, true) })
-	r.wg.Go(func() { r.pump(up, false) })
-	t.Cleanup(r.close)
-	return r
-}
-
-func (r *lossyRelay) port() int { return r.ln.LocalAddr().(*net.UDPAddr).Port }
-
-func (r *lossyRelay) pump(from *net.UDPConn, fromClient bool) {
-	buf := make([]byte, 65536)
-	for {
-		n, addr, err := from.ReadFromUDP(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		r.mu.Lock()
-		if fromClient {
-			r.client = addr
-		}
-		to := r.client
-		drop := r.rng.Float64() < r.loss
-		r.mu.Unlock()
-		if drop {
-			r.dropped.Add(1)
-			continue
-		}
-		r.forwarded.Add(1)
-		if fromClient {
-			r.up.WriteToUDP(buf[:n], r.server)
-		} else if to != nil {
-			r.ln.WriteToUDP(buf[:n], to)
-		}
-	}
-}
-
-func (r *lossyRelay) close() {
-	r.ln.Close()
-	r.up.Close()
-	r.wg.Wait()
-}
 
 // bulk serves GET /bulk with 1 MiB of known bytes and answers a POST with
 // the SHA-256 of its body.
@@ -153,8 +79,8 @@ func TestFECThroughLossyRelay(t *testing.T) {
 	tr := withFEC(testTransport, true)
 	tr.MaxIdleTimeout = 10 * time.Second
 	srv, _ := startFECServer(t, cs, tr)
-	relay := newLossyRelay(t, srv.Addr().(*net.UDPAddr), 0.03)
-	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), relay.port(), func(o *ClientOptions) {
+	relay := fectest.NewRelay(t, srv.Addr().(*net.UDPAddr), 0.03, 12)
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), relay.Port(), func(o *ClientOptions) {
 		o.Transport = tr
 	})
 	waitFor(t, "session ready", func() bool { return cl.State() == Ready })
@@ -181,7 +107,8 @@ func TestFECThroughLossyRelay(t *testing.T) {
 		t.Fatalf("upload digest %s", got)
 	}
 	c, s := cl.FECStats(), srv.FECStats()
-	t.Logf("relay dropped %d of %d; client %+v; server %+v", relay.dropped.Load(), relay.dropped.Load()+relay.forwarded.Load(), c, s)
+	fwd, drop := relay.Counts()
+	t.Logf("relay dropped %d of %d; client %+v; server %+v", drop, drop+fwd, c, s)
 	if c.Recovered == 0 || s.Recovered == 0 || c.Mismatched != 0 || s.Mismatched != 0 {
 		t.Fatalf("client %+v server %+v", c, s)
 	}

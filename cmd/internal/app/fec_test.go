@@ -3,74 +3,15 @@ package app
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/session/fec/fectest"
 )
-
-// lossyRelay forwards UDP between one client and a server on loopback and
-// drops each datagram with probability loss, with a seeded generator.
-type lossyRelay struct {
-	ln, up *net.UDPConn
-	server *net.UDPAddr
-	loss   float64
-	mu     sync.Mutex // guards client and rng
-	client *net.UDPAddr
-	rng    *rand.Rand
-	wg     sync.WaitGroup
-}
-
-func newLossyRelay(t *testing.T, server *net.UDPAddr, loss float64) *lossyRelay {
-	t.Helper()
-	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	ln, err := net.ListenUDP("udp", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.ListenUDP("udp", lo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetReadBuffer(8 << 20)
-	up.SetReadBuffer(8 << 20)
-	r := &lossyRelay{ln: ln, up: up, server: server, loss: loss, rng: rand.New(rand.NewPCG(7, 8))}
-	r.wg.Go(func() { r.pump(ln, true) })
-	r.wg.Go(func() { r.pump(up, false) })
-	t.Cleanup(func() { ln.Close(); up.Close(); r.wg.Wait() })
-	return r
-}
-
-func (r *lossyRelay) pump(from *net.UDPConn, fromClient bool) {
-	buf := make([]byte, 65536)
-	for {
-		n, addr, err := from.ReadFromUDP(buf)
-		if errors.Is(err, net.ErrClosed) {
-			return
-		} else if err != nil {
-			continue
-		}
-		r.mu.Lock()
-		if fromClient {
-			r.client = addr
-		}
-		to, drop := r.client, r.rng.Float64() < r.loss
-		r.mu.Unlock()
-		switch {
-		case drop:
-		case fromClient:
-			r.up.WriteToUDP(buf[:n], r.server)
-		case to != nil:
-			r.ln.WriteToUDP(buf[:n], to)
-		}
-	}
-}
 
 // TestFECEndToEnd: caller -> client -> 2% lossy relay -> server -> origin
 // with transport.fec = "on" at both ends: 1 MiB answers arrive identical,
@@ -89,9 +30,9 @@ func TestFECEndToEnd(t *testing.T) {
 	}
 	slog, _ := newTestLogger(t)
 	server := startInstance(t, fecOn(pk.serverConfig(origin)), slog)
-	relay := newLossyRelay(t, server.QUICAddr().(*net.UDPAddr), 0.02)
+	relay := fectest.NewRelay(t, server.QUICAddr().(*net.UDPAddr), 0.02, 7)
 	clog, _ := newTestLogger(t)
-	client := startInstance(t, fecOn(pk.clientConfig(relay.ln.LocalAddr().(*net.UDPAddr).Port)), clog)
+	client := startInstance(t, fecOn(pk.clientConfig(relay.Port())), clog)
 	waitReady(t, client)
 
 	c := callerClient()
