@@ -16,14 +16,7 @@ import (
 // server holds a connection in its handshake.
 func oneWayRelay(t *testing.T, server *net.UDPAddr) *net.UDPAddr {
 	t.Helper()
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.DialUDP("udp", nil, server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, up := relaySockets(t, server)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		buf := make([]byte, 65536)

@@ -316,3 +316,19 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func slogJSONW(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
+
+// relaySockets opens the two sockets of a test relay in front of server:
+// ln, where the client sends, and up, connected to the server.
+func relaySockets(t *testing.T, server *net.UDPAddr) (ln, up *net.UDPConn) {
+	t.Helper()
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err = net.DialUDP("udp", nil, server)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	return ln, up
+}

@@ -33,14 +33,7 @@ type delayRelay struct {
 
 func newDelayRelay(t *testing.T, server *net.UDPAddr, delay time.Duration) *delayRelay {
 	t.Helper()
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.DialUDP("udp", nil, server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, up := relaySockets(t, server)
 	r := &delayRelay{ln: ln, up: up, delay: delay}
 	r.wg.Go(func() {
 		buf := make([]byte, 65536)

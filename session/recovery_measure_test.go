@@ -30,14 +30,7 @@ type wanRelay struct {
 
 func newWANRelay(t *testing.T, server *net.UDPAddr, rtt time.Duration, tap func([]byte)) *wanRelay {
 	t.Helper()
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := net.DialUDP("udp", nil, server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, up := relaySockets(t, server)
 	r := &wanRelay{ln: ln, up: up, oneWay: rtt / 2}
 	later := func(p []byte, send func([]byte)) {
 		r.timers.Add(1)
