@@ -187,12 +187,12 @@ func (p *OriginPool) Close() error {
 
 // alive reports whether an idle connection is still usable: not closed by
 // the origin and carrying no bytes nobody asked for. It looks at the socket
-// itself without blocking (see peekConn).
+// itself without blocking (see quietConn).
 func (c *originConn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	return peekConn(c.conn) == nil
+	return quietConn(c.conn)
 }
 
 func (c *originConn) close() {

@@ -3,49 +3,31 @@
 package pipeline
 
 import (
-	"errors"
-	"io"
 	"net"
 	"syscall"
 )
 
-// errUnsolicited is an idle connection that has bytes to read although no
-// request is outstanding.
-var errUnsolicited = errors.New("origin sent data on an idle connection")
-
-// peekConn checks an idle connection without blocking and without
-// consuming anything: nil when nothing is pending (the connection is open
-// and quiet), io.EOF when the peer closed it, errUnsolicited when bytes
-// are waiting, or the socket's error. A read with a deadline in the past
-// cannot do this: Go reports the timeout without reading the socket, so a
-// closed connection would look alive.
-func peekConn(conn net.Conn) error {
+// quietConn reports, without blocking and without consuming anything,
+// whether an idle connection is open with nothing to read: not closed by
+// the peer (a zero-byte peek), not carrying bytes nobody asked for, not in
+// error. A read with a deadline in the past cannot tell: Go reports the
+// timeout without reading the socket, so a closed connection would look
+// alive.
+func quietConn(conn net.Conn) bool {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return nil
+		return true
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return err
+		return false
 	}
-	var result error
+	quiet := false
 	var b [1]byte
 	cerr := rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			result = nil
-		case err != nil:
-			result = err
-		case n == 0:
-			result = io.EOF
-		default:
-			result = errUnsolicited
-		}
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		quiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 		return true // never wait for readiness
 	})
-	if cerr != nil {
-		return cerr
-	}
-	return result
+	return cerr == nil && quiet
 }

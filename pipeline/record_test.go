@@ -12,15 +12,14 @@ import (
 
 // recorder is an Observer keeping every finished Record.
 type recorder struct {
-	mu      sync.Mutex
-	started int
-	recs    []Record
-	done    chan struct{} // receives one value per Finished
+	mu   sync.Mutex
+	recs []Record
+	done chan struct{} // receives one value per Finished
 }
 
 func newRecorder() *recorder { return &recorder{done: make(chan struct{}, 16)} }
 
-func (r *recorder) Started(Side) { r.mu.Lock(); r.started++; r.mu.Unlock() }
+func (r *recorder) Started(Side) {}
 func (r *recorder) Finished(rec *Record) {
 	r.mu.Lock()
 	r.recs = append(r.recs, *rec)

@@ -226,7 +226,7 @@ func originError(err error) *Error {
 		class = "origin switched protocols, which is not supported"
 	case isTruncated(err):
 		class = "origin closed the connection in the middle of its response head"
-	case isStale(err) || errors.Is(err, errUnsolicited):
+	case isStale(err):
 		class = "origin closed the connection without answering"
 	case isParseError(err):
 		class = "invalid response from origin"
