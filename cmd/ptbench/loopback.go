@@ -62,7 +62,11 @@ func runLoopback(ctx context.Context, args []string) error {
 	c.register(fs, strings.Join(pairs.All, ","), 3)
 	dur := fs.Duration("duration", 5*time.Second, "time bound of each measured run at concurrency 64 (others take 3/5 of it)")
 	warm := fs.Duration("warmup", time.Second, "unmeasured warm-up before each run")
-	scen := fs.String("scenarios", "c1,c64,down,up,chunked", "scenarios to run")
+	scen := fs.String("scenarios", "c1,c64,down,up,chunked,idle", "scenarios to run (idle: RSS of each side with idle callers and requests in flight)")
+	var iopts idleOpts
+	fs.IntVar(&iopts.conns, "idle-conns", targetIdleConns, "idle scenario: idle keep-alive callers held open")
+	fs.IntVar(&iopts.inflight, "idle-inflight", targetInflight, "idle scenario: requests kept in flight while RSS is sampled")
+	fs.DurationVar(&iopts.delay, "idle-delay", 200*time.Millisecond, "idle scenario: the origin's delay of each in-flight request (GET /slow?ms=N)")
 	fs.Parse(args)
 	started := time.Now()
 	b := &bench{c: c}
@@ -77,6 +81,7 @@ func runLoopback(ctx context.Context, args []string) error {
 		return err
 	}
 	short := *dur * 3 / 5
+	iopts.dur, iopts.warm, iopts.every = short, *warm, 100*time.Millisecond
 	all := []loadCase{
 		{name: "c1", title: "Latency at concurrency 1 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 1, max: 200000, dur: short, expect: origin.SmallSize},
 		{name: "c64", title: "Throughput at concurrency 64 (GET 100 B)", req: loadgen.Request{Method: "GET", Path: "/small"}, conc: 64, max: 2000000, dur: *dur, expect: origin.SmallSize},
@@ -121,19 +126,41 @@ func runLoopback(ctx context.Context, args []string) error {
 		}
 		sc.Finish()
 	}
-	// Peak memory of each pair over the whole session.
-	mem := &report.Scenario{Name: "rss", Title: "Peak memory", Method: "Sum of VmHWM (peak resident set) of the pair's processes at the end of the session, after every load above.",
-		Metrics: []report.Metric{{Key: "rss_mib", Label: "peak RSS", Unit: "MiB", LowerBetter: true, Plot: true}}}
-	for _, p := range b.pairs {
-		if p.Server == nil {
-			continue
+	if len(cases) > 0 {
+		// Peak memory of each pair over the load cases (taken before the
+		// idle scenario, which restarts the pairs).
+		mem := &report.Scenario{Name: "rss", Title: "Peak memory", Method: "Sum of VmHWM (peak resident set) of the pair's processes at the end of the session, after every load above.",
+			Metrics: []report.Metric{{Key: "rss_mib", Label: "peak RSS", Unit: "MiB", LowerBetter: true, Plot: true}}}
+		for _, p := range b.pairs {
+			if p.Server == nil {
+				continue
+			}
+			mem.Add(report.Run{Pair: p.Name, Rep: 1, Values: map[string]float64{"rss_mib": float64(procstat.PeakRSS(p.Pids())) / (1 << 20)}})
 		}
-		mem.Add(report.Run{Pair: p.Name, Rep: 1, Values: map[string]float64{"rss_mib": float64(procstat.PeakRSS(p.Pids())) / (1 << 20)}})
+		mem.Finish()
+		res.Scenarios = append(res.Scenarios, mem)
 	}
-	mem.Finish()
-	res.Scenarios = append(res.Scenarios, mem)
+	if strings.Contains(","+*scen+",", ",idle,") {
+		sc := idleScenario(iopts)
+		res.Scenarios = append(res.Scenarios, sc)
+		for rep := 1; rep <= c.reps; rep++ {
+			for _, p := range b.pairs {
+				if p.Server == nil {
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r := measureIdle(ctx, b, p, iopts)
+				r.Rep = rep
+				sc.Add(r)
+				log.Printf("idle     rep %d %-8s %s", rep, p.Name, brief(r))
+			}
+		}
+		sc.Finish()
+	}
 	res.Host = hostInfo(b.c.repo, b.env.Bins)
-	res.Targets = loopbackTargets(res)
+	res.Targets = loopbackTargets(res, iopts)
 	res.Duration = time.Since(started).Round(time.Second).String()
 	res.Notes = append(res.Notes,
 		"All pairs run at once on the same 2 CPUs as the origin and the load generator; only the pair under measurement carries load, the others idle (ptproxy and Caddy send QUIC keep-alives).",
@@ -166,7 +193,7 @@ func brief(r report.Run) string {
 		return "ERROR " + r.Err
 	}
 	var parts []string
-	for _, k := range []string{"rps", "mibps", "p50", "p99", "cpu_us", "errors", "foreign", "first_ms", "start_to_200_ms", "recovery_ms", "transfer_ms"} {
+	for _, k := range []string{"rps", "mibps", "p50", "p99", "cpu_us", "wire_mib", "rss_client_mib", "rss_server_mib", "idle_open", "inflight", "errors", "foreign", "first_ms", "start_to_200_ms", "recovery_ms", "transfer_ms"} {
 		if v, ok := r.Values[k]; ok {
 			parts = append(parts, k+"="+report.Fmt(v))
 		}
@@ -183,6 +210,15 @@ func measureLoad(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, warm
 }
 
 func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, warm time.Duration, dial loadgen.DialFunc) report.Run {
+	r := measureLoadHooks(ctx, b, p, lc, warm, dial, nil, nil)
+	delete(r.Values, "requests")
+	return r
+}
+
+// measureLoadHooks is measureLoadDial with begin and end called right
+// after the CPU meter's start and right after its end; its values also
+// hold "requests", the requests completed.
+func measureLoadHooks(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, warm time.Duration, dial loadgen.DialFunc, begin, end func()) report.Run {
 	run := report.Run{Pair: p.Name}
 	if err := p.CheckRunning(); err != nil {
 		run.Err = firstLine(err)
@@ -192,7 +228,18 @@ func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, 
 	r, err := loadgen.Run(ctx, loadgen.Spec{
 		Dial: dial, Request: lc.req, Concurrency: lc.conc,
 		MaxRequests: lc.max, Duration: lc.dur, Warmup: warm, ExpectBytes: lc.expect,
-		Begin: m.Begin, End: m.End,
+		Begin: func() {
+			m.Begin()
+			if begin != nil {
+				begin()
+			}
+		},
+		End: func() {
+			m.End()
+			if end != nil {
+				end()
+			}
+		},
 	})
 	if err != nil {
 		run.Err = err.Error()
@@ -204,13 +251,14 @@ func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, 
 	}
 	l := r.Latency
 	run.Values = map[string]float64{
-		"rps":     r.RPS(),
-		"p50":     float64(l.Percentile(50)) * scale,
-		"p90":     float64(l.Percentile(90)) * scale,
-		"p99":     float64(l.Percentile(99)) * scale,
-		"max":     float64(l.Max()) * scale,
-		"errors":  float64(r.Errors),
-		"foreign": m.Foreign(),
+		"rps":      r.RPS(),
+		"p50":      float64(l.Percentile(50)) * scale,
+		"p90":      float64(l.Percentile(90)) * scale,
+		"p99":      float64(l.Percentile(99)) * scale,
+		"max":      float64(l.Max()) * scale,
+		"errors":   float64(r.Errors),
+		"foreign":  m.Foreign(),
+		"requests": float64(r.Requests),
 	}
 	if lc.transfer {
 		var moved float64
@@ -232,7 +280,7 @@ func measureLoadDial(ctx context.Context, b *bench, p *pairs.Pair, lc loadCase, 
 	return run
 }
 
-func loopbackTargets(res *report.Results) []report.Target {
+func loopbackTargets(res *report.Results, iopts idleOpts) []report.Target {
 	var ts []report.Target
 	c64, c1 := res.Find("c64"), res.Find("c1")
 	verdict := func(ok bool, have bool) string {
@@ -269,6 +317,9 @@ func loopbackTargets(res *report.Results) []report.Target {
 				Measured: fmt.Sprintf("ptproxy %s µs, nginx %s µs: %.2f×", report.Fmt(pl), report.Fmt(nl), r),
 				Verdict:  verdict(r <= 1, !math.IsNaN(r))})
 		}
+	}
+	if s := res.Find("idle"); s != nil {
+		ts = append(ts, idleTarget(s, iopts))
 	}
 	return ts
 }

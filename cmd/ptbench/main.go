@@ -5,6 +5,7 @@
 //	ptbench loopback [flags]            loopback comparison (throughput, latency, CPU, RSS)
 //	ptbench wan --rtt 50ms --loss 0%,1% emulated WAN comparison (needs root: namespaces, TUN)
 //	ptbench profile [flags]             perf profile of the ptproxy pair under load
+//	ptbench plot-loss [files]           1 MiB GET time against loss rate, from WAN results
 //	ptbench origin --listen ADDR        the benchmark origin alone
 package main
 
@@ -25,10 +26,13 @@ func usage() {
 
 commands:
   loopback   every pair on loopback: latency at concurrency 1, throughput at 64,
-             1 MiB down/up and chunked at 8; CPU per request and peak RSS
+             1 MiB down/up and chunked at 8; CPU per request and peak RSS;
+             RSS of each side with 1,000 idle callers and 100 in flight
   wan        every pair across an emulated link (delay, jitter, loss, rate)
-             between two network namespaces: latency, first request,
-             1 MiB transfer, recovery after a server restart
+             between two network namespaces, random or bursty loss: latency,
+             first request, 1 MiB GET and POST (time, bytes on the link),
+             recovery after a server restart
+  plot-loss  1 MiB GET time against loss rate from results-wan-*.json (SVG)
   profile    perf record of the ptproxy pair under the 64-concurrency load
   origin     run the benchmark origin (used by the harness)
 
@@ -44,6 +48,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
+	if lim, err := raiseFileLimit(fileLimit); lim < minFileLimit {
+		fmt.Fprintf(os.Stderr, "ptbench: open-file limit %d, too low for the idle scenario: %v\n", lim, err)
+	}
 	args := os.Args[2:]
 	switch os.Args[1] {
 	case "loopback":
@@ -54,6 +61,8 @@ func main() {
 		err = runProfile(ctx, args)
 	case "origin":
 		err = runOrigin(ctx, args)
+	case "plot-loss":
+		err = runPlotLoss(args, os.Stdout)
 	case "-h", "--help", "help":
 		usage()
 		return

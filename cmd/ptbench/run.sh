@@ -7,7 +7,8 @@
 # Needs root (apt-get, network namespaces, TUN, perf) and the Go toolchain.
 # Installs what is missing: nginx and haproxy (apt-get), caddy v2.11.9
 # (go install, into the user cache folder), perf (apt-get linux-perf).
-# Writes docs/benchmarks/results-*.md/json, plots/ and profile/.
+# Writes docs/benchmarks/results-*.md/json, plots/ (with plots/loss-1m.svg
+# from every results-wan-*.json) and profile/.
 set -eu
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d)
@@ -18,7 +19,10 @@ case $what in
 all|loopback) "$tmp/ptbench" loopback --reps 3 ;;
 esac
 case $what in
-all|wan) "$tmp/ptbench" wan --rtt 50ms --loss 0%,1% --reps 3 ;;
+all|wan)
+	"$tmp/ptbench" wan --rtt 50ms --loss 0%,1% --reps 3
+	"$tmp/ptbench" plot-loss
+	;;
 esac
 case $what in
 all|profile)

@@ -431,6 +431,46 @@ func (m *cpuMeter) Foreign() float64 {
 	return f
 }
 
+// fileLimit is the RLIMIT_NOFILE the harness sets for itself and so for
+// every process it starts: the idle scenario holds 1,100 connections to a
+// pair's client side, and as many again may be open behind it.
+const fileLimit = 65536
+
+// minFileLimit is what the idle scenario needs at the least: 1,100
+// connections in the harness, twice that in a pair's client side.
+const minFileLimit = 4096
+
+// nofile is the open-file limit in force (set by raiseFileLimit).
+var nofile uint64
+
+// raiseFileLimit raises this process's RLIMIT_NOFILE (soft, and hard when
+// needed, which takes root) to at least want, or the soft limit to the hard
+// one when the hard one cannot be raised, and returns the soft limit now in
+// force. Go raises its own soft limit at start-up but os/exec gives
+// children the original one back; an explicit setrlimit makes children
+// (the pairs, the origin) inherit the raised limit.
+func raiseFileLimit(want uint64) (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	n := l
+	n.Cur = max(l.Cur, want)
+	n.Max = max(l.Max, want)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &n); err != nil {
+		n = l
+		n.Cur = l.Max
+		if err2 := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &n); err2 != nil {
+			nofile = l.Cur
+			return l.Cur, err2
+		}
+		nofile = n.Cur
+		return n.Cur, err
+	}
+	nofile = n.Cur
+	return n.Cur, nil
+}
+
 func tcpDialer(addr string) loadgen.DialFunc {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }

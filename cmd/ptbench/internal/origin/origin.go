@@ -18,7 +18,12 @@ const (
 	ChunkSize   = 4 << 10
 	ChunkCount  = 64
 	ChunkedSize = ChunkSize * ChunkCount
+	// MaxSlowMs bounds the delay of /slow.
+	MaxSlowMs = 60_000
 )
+
+// wait is the delay of /slow (a test replaces it).
+var wait = time.After
 
 var (
 	small = fill(SmallSize)
@@ -41,6 +46,8 @@ func fill(n int) []byte {
 //	GET  /chunked  64 × 4 KiB, chunked, flushed after each chunk
 //	POST /echo     the request body back (Content-Length when the request had one)
 //	POST /echo?discard  reads the body, answers its length (a short text body)
+//	GET  /slow?ms=N     100 B like /small, after waiting N ms (0 ≤ N ≤ MaxSlowMs),
+//	                    or earlier if the caller goes away (then no answer)
 func Handler() http.Handler {
 	mux := http.NewServeMux()
 	fixed := func(body []byte) http.HandlerFunc {
@@ -54,6 +61,19 @@ func Handler() http.Handler {
 	}
 	mux.HandleFunc("/small", fixed(small))
 	mux.HandleFunc("/1m", fixed(large))
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 || ms > MaxSlowMs {
+			http.Error(w, "ms must be an integer in [0, "+strconv.Itoa(MaxSlowMs)+"]", http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-wait(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		fixed(small)(w, r)
+	})
 	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Content-Type"] = []string{"application/octet-stream"}
 		f, _ := w.(http.Flusher)

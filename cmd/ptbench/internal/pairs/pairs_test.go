@@ -72,7 +72,7 @@ func TestPtproxyConfigsLoad(t *testing.T) {
 		t.Errorf("ptproxy env not applied: %s", p.Client.CommandLine())
 	}
 	b, _ := os.ReadFile(filepath.Join(e.Work, Ptproxy, "client.toml"))
-	for _, want := range []string{`connect_address = "10.201.0.2"`, "connect_interval = 700", `http_bind_address = "127.0.0.1:21180"`} {
+	for _, want := range []string{`connect_address = "10.201.0.2"`, "connect_interval = 700", `http_bind_address = "127.0.0.1:21180"`, "max_connections = 4096"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("client.toml lacks %s:\n%s", want, b)
 		}
@@ -85,7 +85,7 @@ func TestPeerConfigsCarryMutualTLS(t *testing.T) {
 		pair, file string
 		want       []string
 	}{
-		{Nginx, "front.conf", []string{"proxy_ssl_verify on;", "proxy_ssl_certificate ", "keepalive 64;", "proxy_ssl_protocols TLSv1.3;", "proxy_buffering off;"}},
+		{Nginx, "front.conf", []string{"worker_connections 4096;", "worker_rlimit_nofile 8192;", "proxy_ssl_verify on;", "proxy_ssl_certificate ", "keepalive 64;", "proxy_ssl_protocols TLSv1.3;", "proxy_buffering off;"}},
 		{Nginx, "back.conf", []string{"ssl_verify_client on;", "keepalive 64;"}},
 		{Caddy, "front.Caddyfile", []string{"versions 3", "tls_client_auth ", "tls_trust_pool file "}},
 		{Caddy, "back.Caddyfile", []string{"mode require_and_verify", "protocols h3", "strict_sni_host insecure_off"}},

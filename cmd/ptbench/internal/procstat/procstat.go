@@ -1,4 +1,5 @@
-// Package procstat reads CPU time and peak memory of processes from /proc.
+// Package procstat reads CPU time and memory (peak and current resident
+// set) of processes from /proc.
 package procstat
 
 import (
@@ -83,10 +84,17 @@ func CPU(pids []int) time.Duration {
 	return time.Duration(ticks) * time.Second / ClockTick
 }
 
-// ParseHWM returns VmHWM in bytes from the contents of /proc/<pid>/status.
-func ParseHWM(b []byte) int64 {
+// ParseHWM returns VmHWM (the peak resident set) in bytes from the
+// contents of /proc/<pid>/status.
+func ParseHWM(b []byte) int64 { return parseKB(b, "VmHWM:") }
+
+// ParseRSS returns VmRSS (the current resident set) in bytes from the
+// contents of /proc/<pid>/status.
+func ParseRSS(b []byte) int64 { return parseKB(b, "VmRSS:") }
+
+func parseKB(b []byte, field string) int64 {
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(rest)
 			if len(f) >= 1 {
 				kb, _ := strconv.ParseInt(f[0], 10, 64)
@@ -104,6 +112,19 @@ func PeakRSS(pids []int) int64 {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err == nil {
 			total += ParseHWM(b)
+		}
+	}
+	return total
+}
+
+// RSS returns the summed VmRSS (current resident set) of pids; processes
+// that are gone count as zero.
+func RSS(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err == nil {
+			total += ParseRSS(b)
 		}
 	}
 	return total

@@ -21,6 +21,12 @@ func TestParseHWM(t *testing.T) {
 	if got := ParseHWM(s); got != 1536*1024 {
 		t.Fatalf("hwm %d", got)
 	}
+	if got := ParseRSS(s); got != 1000*1024 {
+		t.Fatalf("rss %d", got)
+	}
+	if got := ParseRSS([]byte("Name:\tkthread\n")); got != 0 {
+		t.Fatalf("rss of a process without VmRSS: %d", got)
+	}
 }
 
 func TestSelf(t *testing.T) {
@@ -34,6 +40,9 @@ func TestSelf(t *testing.T) {
 	}
 	if PeakRSS([]int{pid}) <= 0 {
 		t.Fatal("own peak RSS must be positive")
+	}
+	if cur := RSS([]int{pid}); cur <= 0 || cur > PeakRSS([]int{pid}) {
+		t.Fatalf("own RSS %d, peak %d", cur, PeakRSS([]int{pid}))
 	}
 	x := 0
 	for i := 0; i < 50_000_000; i++ {

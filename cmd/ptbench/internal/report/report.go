@@ -63,6 +63,9 @@ type Results struct {
 	Scenarios []*Scenario       `json:"scenarios"`
 	Targets   []Target          `json:"targets"`
 	Notes     []string          `json:"notes"`
+	// Params are the run's settings in a form for tools (ptbench
+	// plot-loss), e.g. "rtt", "loss" (a fraction), "loss_model", "tag".
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // Add records a run.

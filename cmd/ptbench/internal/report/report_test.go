@@ -73,3 +73,50 @@ func TestFmt(t *testing.T) {
 		}
 	}
 }
+
+func TestLineChart(t *testing.T) {
+	svg := LineChart("GET <1 MiB> & loss", "loss (%)", "ms", []Series{
+		{Label: "ptproxy fec-on", Points: []Point{{0, 157}, {1, 173}, {3, 1235}}},
+		{Label: "nginx", Points: []Point{{0, 143}, {1, math.NaN()}}},
+		{Label: "one point", Points: []Point{{3, 200}}, Color: "#123456", Dash: "4 4"},
+	})
+	d := xml.NewDecoder(strings.NewReader(svg))
+	polylines, circles := 0, 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("svg is not well-formed XML: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "polyline":
+				polylines++
+			case "circle":
+				circles++
+			}
+		}
+	}
+	// A line needs two points; NaN points are left out.
+	if polylines != 1 || circles != 5 {
+		t.Fatalf("%d polylines, %d points", polylines, circles)
+	}
+	for _, w := range []string{`stroke="#d62728"`, `stroke="#2ca02c"`, `stroke="#123456"`, `stroke-dasharray="4 4"`, ">ptproxy fec-on<", "GET &lt;1 MiB&gt; &amp; loss"} {
+		if !strings.Contains(svg, w) {
+			t.Errorf("svg lacks %q", w)
+		}
+	}
+}
+
+func TestNiceStepAndTick(t *testing.T) {
+	for _, c := range []struct{ max, want float64 }{{4144, 1000}, {3, 1}, {2, 0.5}, {0, 1}, {100, 20}} {
+		if got := niceStep(c.max, 5); got != c.want {
+			t.Errorf("niceStep(%v) = %v, want %v", c.max, got, c.want)
+		}
+	}
+	if tick(1.0000000001) != "1" || tick(0.5) != "0.5" || tick(2000) != "2000" {
+		t.Error("tick formatting")
+	}
+}

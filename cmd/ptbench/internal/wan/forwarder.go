@@ -44,9 +44,41 @@ type Device interface {
 	io.Writer
 }
 
-// Stats counts packets of one direction.
+// Stats counts packets and bytes of one direction. Byte counts are whole
+// IP packets (header included), as they cross the link.
 type Stats struct {
 	Read, Filtered, Forwarded, Lost, QueueDrops, WriteErrors uint64
+	// SentBytes: packets that entered the link (read and allowed),
+	// whatever became of them: what the endpoints put on the wire.
+	SentBytes uint64
+	// ForwardedBytes: packets delivered to the other device.
+	ForwardedBytes uint64
+	// DroppedBytes: packets the link dropped (random loss, queue drops).
+	DroppedBytes uint64
+}
+
+// Sub returns the counts of s since an earlier snapshot o.
+func (s Stats) Sub(o Stats) Stats {
+	return Stats{
+		Read: s.Read - o.Read, Filtered: s.Filtered - o.Filtered, Forwarded: s.Forwarded - o.Forwarded,
+		Lost: s.Lost - o.Lost, QueueDrops: s.QueueDrops - o.QueueDrops, WriteErrors: s.WriteErrors - o.WriteErrors,
+		SentBytes: s.SentBytes - o.SentBytes, ForwardedBytes: s.ForwardedBytes - o.ForwardedBytes, DroppedBytes: s.DroppedBytes - o.DroppedBytes,
+	}
+}
+
+// counters are the live Stats of one direction, updated with atomic adds
+// on the packet path (no lock per packet).
+type counters struct {
+	read, filtered, forwarded, lost, queueDrops, writeErrors atomic.Uint64
+	sentBytes, forwardedBytes, droppedBytes                  atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Read: c.read.Load(), Filtered: c.filtered.Load(), Forwarded: c.forwarded.Load(),
+		Lost: c.lost.Load(), QueueDrops: c.queueDrops.Load(), WriteErrors: c.writeErrors.Load(),
+		SentBytes: c.sentBytes.Load(), ForwardedBytes: c.forwardedBytes.Load(), DroppedBytes: c.droppedBytes.Load(),
+	}
 }
 
 // Forwarder moves packets between two devices, shaping each direction.
@@ -57,15 +89,14 @@ type Forwarder struct {
 	Clock  Clock
 	Prefix netip.Prefix // only IPv4 packets with source and destination inside are forwarded
 
-	mu    sync.Mutex
-	stats [2]Stats
+	stats [2]counters
 }
 
-// Stats returns the counters of A→B and B→A.
+// Stats returns the counters of A→B and B→A. Each counter is read
+// atomically; a snapshot taken while packets flow may be a packet apart
+// between counters.
 func (f *Forwarder) Stats() (ab, ba Stats) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.stats[0], f.stats[1]
+	return f.stats[0].snapshot(), f.stats[1].snapshot()
 }
 
 // Allowed reports whether an IP packet may cross: IPv4, both addresses in
@@ -99,6 +130,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	dir := func(i int, from, to Device, sh *Shaper) {
+		c := &f.stats[i]
 		q := make(chan queued, 1<<16)
 		wg.Add(2)
 		go func() { // reader: stamp, shape, enqueue
@@ -116,30 +148,29 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				}
 				now := f.Clock.Now()
 				pkt := buf[:n]
-				f.mu.Lock()
-				f.stats[i].Read++
+				c.read.Add(1)
 				if !Allowed(pkt, f.Prefix) {
-					f.stats[i].Filtered++
-					f.mu.Unlock()
+					c.filtered.Add(1)
 					continue
 				}
+				c.sentBytes.Add(uint64(n))
+				// Only this goroutine uses sh: no lock.
 				release, v := sh.Admit(now, n)
 				switch v {
 				case DropLoss:
-					f.stats[i].Lost++
+					c.lost.Add(1)
+					c.droppedBytes.Add(uint64(n))
+					continue
 				case DropQueue:
-					f.stats[i].QueueDrops++
-				}
-				f.mu.Unlock()
-				if v != Forward {
+					c.queueDrops.Add(1)
+					c.droppedBytes.Add(uint64(n))
 					continue
 				}
 				select {
 				case q <- queued{pkt: append([]byte(nil), pkt...), release: release}:
 				default: // the delay line itself is full: count as a queue drop
-					f.mu.Lock()
-					f.stats[i].QueueDrops++
-					f.mu.Unlock()
+					c.queueDrops.Add(1)
+					c.droppedBytes.Add(uint64(n))
 				}
 			}
 		}()
@@ -157,14 +188,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 					if ctx.Err() != nil {
 						return
 					}
-					_, err := to.Write(p.pkt)
-					f.mu.Lock()
-					if err != nil {
-						f.stats[i].WriteErrors++
+					if _, err := to.Write(p.pkt); err != nil {
+						c.writeErrors.Add(1)
 					} else {
-						f.stats[i].Forwarded++
+						c.forwarded.Add(1)
+						c.forwardedBytes.Add(uint64(len(p.pkt)))
 					}
-					f.mu.Unlock()
 				}
 			}
 		}()

@@ -286,3 +286,62 @@ func TestForwarderReportsReadError(t *testing.T) {
 		t.Fatal("Run did not end on a read error")
 	}
 }
+
+// ipv4Sized is an IPv4 packet of size bytes (header total length set).
+func ipv4Sized(src, dst string, id byte, size int) []byte {
+	p := make([]byte, size)
+	copy(p, ipv4(src, dst, id))
+	p[2], p[3] = byte(size>>8), byte(size)
+	return p
+}
+
+// Byte counters: what was delivered is counted as forwarded, what the link
+// dropped as dropped, both as sent; filtered packets count in neither.
+func TestForwarderCountsBytes(t *testing.T) {
+	a, b := newChanDev(), newChanDev()
+	f := &Forwarder{
+		A: a, B: b, Clock: &fakeClock{now: t0}, Prefix: DefaultPrefix,
+		AtoB: NewShaper(Link{Delay: time.Millisecond}, 1),
+		BtoA: NewShaper(Link{Delay: time.Millisecond, Loss: 1}, 1), // B→A loses everything
+	}
+	before, _ := f.Stats()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	sizes := []int{28, 1500, 1200, 60}
+	var want uint64
+	for i, n := range sizes {
+		a.in <- ipv4Sized("10.201.0.1", "10.201.0.2", byte(i), n)
+		want += uint64(n)
+	}
+	a.in <- ipv4Sized("10.201.0.1", "9.9.9.9", 9, 1000) // filtered
+	b.in <- ipv4Sized("10.201.0.2", "10.201.0.1", 50, 700)
+	b.in <- ipv4Sized("10.201.0.2", "10.201.0.1", 51, 300)
+	deadline := time.Now().Add(5 * time.Second)
+	var ab, ba Stats
+	for {
+		ab, ba = f.Stats()
+		if ab.Forwarded == uint64(len(sizes)) && ab.Filtered == 1 && ba.Lost == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats a→b %+v b→a %+v", ab, ba)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ab = ab.Sub(before)
+	var delivered uint64
+	for _, p := range b.written() {
+		delivered += uint64(len(p))
+	}
+	if ab.ForwardedBytes != want || delivered != want || ab.SentBytes != want || ab.DroppedBytes != 0 {
+		t.Errorf("a→b: forwarded %d, sent %d, dropped %d bytes; delivered %d; want %d forwarded and sent", ab.ForwardedBytes, ab.SentBytes, ab.DroppedBytes, delivered, want)
+	}
+	if ba.ForwardedBytes != 0 || ba.SentBytes != 1000 || ba.DroppedBytes != 1000 || len(a.written()) != 0 {
+		t.Errorf("b→a: forwarded %d, sent %d, dropped %d bytes, want 0, 1000, 1000", ba.ForwardedBytes, ba.SentBytes, ba.DroppedBytes)
+	}
+}
