@@ -166,11 +166,11 @@ func (c *ControlReader) varintPayload(length uint64, name string) (uint64, error
 	if length == 0 || length > 8 {
 		return 0, connErr(ErrCodeFrameError, name+" payload is not one varint")
 	}
-	v, n, err := c.fr.varint()
+	v, n, ok, err := c.fr.varintIn(length)
 	if err != nil {
 		return 0, closedErr(err)
 	}
-	if uint64(n) != length {
+	if !ok || uint64(n) != length {
 		return 0, connErr(ErrCodeFrameError, name+" payload is not one varint")
 	}
 	return v, nil
@@ -198,19 +198,19 @@ func (c *ControlReader) ReadSettings() (Settings, error) {
 	}
 	ids := c.idsScratch[:0]
 	for length > 0 {
-		id, n, err := c.fr.varint()
+		id, n, ok, err := c.fr.varintIn(length - 1)
 		if err != nil {
 			return s, closedErr(err)
 		}
-		if uint64(n) >= length {
+		if !ok {
 			return s, connErr(ErrCodeFrameError, "SETTINGS payload ends inside a setting")
 		}
 		length -= uint64(n)
-		v, n, err := c.fr.varint()
+		v, n, ok, err := c.fr.varintIn(length)
 		if err != nil {
 			return s, closedErr(err)
 		}
-		if uint64(n) > length {
+		if !ok {
 			return s, connErr(ErrCodeFrameError, "SETTINGS payload ends inside a setting")
 		}
 		length -= uint64(n)

@@ -113,6 +113,25 @@ func (f *frameReader) varint() (uint64, int, error) {
 	return v, n, nil
 }
 
+// varintIn reads a varint that must lie within the next left bytes of a
+// payload; ok is false when its encoding is longer, and nothing is
+// consumed then.
+func (f *frameReader) varintIn(left uint64) (v uint64, n int, ok bool, err error) {
+	if f.r == f.w {
+		if err := f.fill(); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, 0, false, err
+		}
+	}
+	if uint64(1)<<(f.buf[f.r]>>6) > left {
+		return 0, 0, false, nil
+	}
+	v, n, err = f.varint()
+	return v, n, err == nil, err
+}
+
 // frameHeader reads a frame's type and length. io.EOF means the stream
 // ended cleanly between frames; io.ErrUnexpectedEOF that it ended inside
 // the header.
