@@ -209,18 +209,6 @@ func (f *frameReader) read(p []byte) (int, error) {
 	return n, nil
 }
 
-// readFull fills p with payload bytes.
-func (f *frameReader) readFull(p []byte) error {
-	for len(p) > 0 {
-		n, err := f.read(p)
-		if err != nil {
-			return err
-		}
-		p = p[n:]
-	}
-	return nil
-}
-
 // appendFrameHeader appends a frame's type and length.
 func appendFrameHeader(b []byte, typ, length uint64) []byte {
 	return appendVarint(appendVarint(b, typ), length)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/ptproxy/ptproxy/httpio"
@@ -249,7 +250,8 @@ func (r *Reader) Trailers() httpio.Header {
 // ones and reading trailers, and returns its payload length (> 0), or
 // io.EOF at the end of the body. It lets a caller learn a frame's size
 // before reading it, to forward it as one HTTP/1.1 chunk. The previous
-// frame must have been read completely.
+// frame must have been read completely. The length is the peer's claim,
+// checked only against content-length: size no buffer by it.
 func (r *Reader) NextData() (int64, error) {
 	if r.err != nil {
 		return 0, r.err
@@ -352,13 +354,21 @@ func (r *Reader) readSection(length uint64, trailer bool) error {
 		p = r.fr.buf[r.fr.r : r.fr.r+n]
 		r.fr.r += n // p stays valid: the buffer is not refilled until decoding is done
 	} else {
-		if cap(r.hdr) < n {
-			r.hdr = make([]byte, n)
+		// Grow with the data that actually arrives, not with the
+		// length the peer claims, so a stalled stream pins little.
+		p = r.hdr[:0]
+		for len(p) < n {
+			if len(p) == cap(p) {
+				p = slices.Grow(p, min(n-len(p), max(cap(p), readBufSize)))
+			}
+			k, err := r.fr.read(p[len(p):min(cap(p), n)])
+			if err != nil {
+				r.hdr = p[:0]
+				return frameErr(err, "a HEADERS frame")
+			}
+			p = p[:len(p)+k]
 		}
-		p = r.hdr[:n]
-		if err := r.fr.readFull(p); err != nil {
-			return frameErr(err, "a HEADERS frame")
-		}
+		r.hdr = p
 	}
 	if trailer {
 		return r.decodeTrailers(p)

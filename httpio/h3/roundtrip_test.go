@@ -387,3 +387,27 @@ func TestDataNoAlloc(t *testing.T) {
 		t.Errorf("ReadData: %v allocs", a)
 	}
 }
+
+// TestLargeHead: a section larger than the read buffer goes through the
+// separate growing buffer, at the limit and just over it.
+func TestLargeHead(t *testing.T) {
+	big := bytes.Repeat([]byte("\x80v"), 20000) // Huffman makes this longer on the wire
+	for _, c := range []struct {
+		limit uint64
+		want  want
+	}{{1 << 20, ok}, {40000, tooBig}} {
+		in := headers(kv(getReq, "x-big", string(big))...)
+		if len(in) <= readBufSize {
+			t.Fatalf("test section is only %d bytes", len(in))
+		}
+		for _, chunk := range []int{0, 1, 5000} {
+			r := NewReader(&memStream{in: in, chunk: chunk}, ReadsRequest, Limits{MaxFieldSectionSize: c.limit})
+			h, err := r.ReadHead()
+			c.want.check(t, err)
+			if err == nil && h.Fields.Get("x-big") != string(big) {
+				t.Fatal("value differs")
+			}
+			r.Release()
+		}
+	}
+}

@@ -164,7 +164,7 @@ func readMessage(r *Reader, noBody bool, bufSize int) (message, error) {
 		if r.FrameLeft() != n {
 			return m, errors.New("FrameLeft differs from NextData")
 		}
-		f := make([]byte, 0, n)
+		f := make([]byte, 0, min(n, 1<<16)) // n is the peer's claim, not data
 		for r.FrameLeft() > 0 {
 			k, err := r.ReadData(buf)
 			if err != nil {
