@@ -237,10 +237,10 @@ func (r *Reader) SetNoBody() { r.noBody = true }
 func (r *Reader) FrameLeft() int64 { return r.frameLeft }
 
 // Trailers returns the trailer section once ReadData or NextData has
-// returned io.EOF, or nil when there was none. The slice belongs to r, as
-// Head.Fields does.
+// returned io.EOF, or nil when there was none (an empty trailer section
+// counts as none). The slice belongs to r, as Head.Fields does.
 func (r *Reader) Trailers() httpio.Header {
-	if !r.hasTrailers {
+	if !r.hasTrailers || len(r.trailers) == 0 {
 		return nil
 	}
 	return r.trailers

@@ -143,7 +143,10 @@ func readMessage(r *Reader, noBody bool, bufSize int) (message, error) {
 			return m, err
 		}
 		c := *h
-		c.Fields = h.Fields.Clone()
+		c.Fields = nil // nil or empty depends on the pooled Reader's history
+		if len(h.Fields) > 0 {
+			c.Fields = h.Fields.Clone()
+		}
 		m.heads = append(m.heads, c)
 		if h.Status == 0 || h.Status >= 200 {
 			break
