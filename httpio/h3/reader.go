@@ -300,7 +300,7 @@ func (r *Reader) NextData() (int64, error) {
 			return 0, r.fail(streamErr("body too long"))
 		}
 		r.received += int64(length)
-		if !r.noBody && r.contentLength >= 0 && r.received > r.contentLength {
+		if r.contentLength >= 0 && r.received > r.contentLength {
 			return 0, r.fail(streamErr(fmt.Sprintf("more DATA than content-length %d", r.contentLength)))
 		}
 		r.frameLeft = int64(length)

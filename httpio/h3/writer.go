@@ -70,6 +70,10 @@ var (
 // fields keep their order and duplicates. h.ContentLength is ignored (a
 // content-length field in h.Fields is what the peer sees).
 //
+// Pseudo-field values are written as given: they come from an HTTP/1.1
+// head httpio has already validated, and checking them again here would
+// cost every request for nothing.
+//
 // Fields that HTTP/3 forbids (connection-specific ones, te other than
 // "trailers", invalid names or values) are refused with an error and
 // nothing is written, since the peer would reject the message as
