@@ -5,6 +5,7 @@ package pipeline
 import (
 	"errors"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -20,3 +21,9 @@ func quietConn(conn net.Conn) bool {
 	var ne net.Error
 	return n == 0 && errors.As(err, &ne) && ne.Timeout()
 }
+
+// peekSupported says that peekHangup does not work here: the hang-up watch
+// reads a byte ahead instead (pushbackConn).
+const peekSupported = false
+
+func peekHangup(syscall.RawConn) bool { return false }

@@ -31,3 +31,27 @@ func quietConn(conn net.Conn) bool {
 	})
 	return cerr == nil && quiet
 }
+
+// peekSupported says that peekHangup works here.
+const peekSupported = true
+
+// peekHangup waits until the socket is readable, without consuming
+// anything, and reports whether the peer closed or reset it (as opposed to
+// sending bytes, or the read deadline passing). The wait parks in the
+// runtime's poller like any read; a deadline in the past ends it.
+func peekHangup(rc syscall.RawConn) (gone bool) {
+	var b [1]byte
+	var (
+		n   int
+		err error
+	)
+	cerr := rc.Read(func(fd uintptr) bool {
+		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Not ready yet: wait for readiness and try again.
+		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK && err != syscall.EINTR
+	})
+	if cerr != nil {
+		return false // the deadline, or the connection closed here
+	}
+	return err != nil || n == 0
+}
