@@ -274,6 +274,11 @@ func (x *clientExchange) stopUpload(drain bool) bool {
 		return u.ended.Load()
 	}
 	u.running = false
+	if u.ended.Load() {
+		// The body was read whole: the upload is only ending the stream's
+		// request side (trailers, FIN), which must not be cut.
+		waitBriefly(u.bodyDone, finishGrace)
+	}
 	if u.busy() {
 		// The stream wants no more of the body: a write blocked on flow
 		// control returns, and what still arrives is read and discarded.
@@ -296,6 +301,28 @@ func (x *clientExchange) stopUpload(drain bool) bool {
 	<-u.done
 	c.setReadDeadline(time.Time{})
 	return u.ended.Load()
+}
+
+// finishGrace bounds the wait for an upload or a download that has
+// taken its whole body and is only writing its end, before it is cut.
+const finishGrace = time.Second
+
+// waitBriefly waits for ch to be closed, at most d, and reports whether
+// it was.
+func waitBriefly(ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // maxDrainBytes bounds the rest of a request body read and discarded after

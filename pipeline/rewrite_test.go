@@ -307,7 +307,7 @@ func rwRequestCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 		if err := w.Flush(); err != nil {
 			t.Fatal(err)
 		}
-	} else if err := uploadBody(sm.server(), w, shead.Body.Kind == httpio.ChunkedBody, nil); err != nil {
+	} else if err := uploadBody(sm.server(), w, shead.Body.Kind == httpio.ChunkedBody, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return rwResult{tunnel: tunnel, out: out.Bytes()}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -273,6 +274,11 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 	// leaves it free to discard the rest or to close: whether the two ends
 	// stay in step is unknowable, so the connection is not reused (as in
 	// Go's and nginx's clients).
+	if up != nil && up.atEOF.Load() {
+		// The upload took the whole body and may be writing its last
+		// chunk: the answer is not early.
+		waitBriefly(up.done, finishGrace)
+	}
 	reusable := up == nil || up.finished()
 	rh := ResponseHead(&resp)
 	rh.ex = h.ex
@@ -351,6 +357,9 @@ type serverUpload struct {
 	done chan struct{} // closed when the upload ended
 	err  error         // written before done is closed, read after
 	eof  bool          // the body was read to its end; idem
+	// atEOF is set as soon as the end of the body was read, before the
+	// last chunk goes to the origin.
+	atEOF atomic.Bool
 }
 
 // bodyCutError is an upload that failed on the tunnel side: the request
@@ -372,7 +381,7 @@ func (x *serverExchange) startUpload(ctx context.Context, oc *originConn) *serve
 	s, ex := x.s, x.h.ex
 	go func() {
 		defer close(u.done)
-		err := uploadBody(s, oc.w, chunked, ex)
+		err := uploadBody(s, oc.w, chunked, ex, &u.atEOF)
 		if _, cut := errors.AsType[*bodyCutError](err); cut && ctx.Err() == nil {
 			oc.conn.Close()
 		}
@@ -398,6 +407,12 @@ func (x *serverExchange) stopUpload(u *serverUpload, cancel context.CancelFunc) 
 	if u == nil {
 		return nil
 	}
+	if u.atEOF.Load() {
+		// The whole body was read: the upload is only writing its end to
+		// the origin, which must not be cut (the connection could not be
+		// reused).
+		waitBriefly(u.done, finishGrace)
+	}
 	if !u.finished() {
 		x.s.StopReading()
 		cancel()
@@ -412,9 +427,15 @@ func (x *serverExchange) stopUpload(u *serverUpload, cancel context.CancelFunc) 
 // chunked body (the chunk's bytes stream through), the bytes as they come
 // for a Content-Length body; then the last chunk with the trailers.
 // Each frame is flushed to the origin when it is complete.
-func uploadBody(s ServerStream, w *httpio.Writer, chunked bool, ex *exchange) error {
-	if err := w.Flush(); err != nil {
-		return err
+func uploadBody(s ServerStream, w *httpio.Writer, chunked bool, ex *exchange, atEOF *atomic.Bool) error {
+	// The head goes out at once (the origin may answer it before the
+	// body: 100 Continue, an early refusal), unless the first DATA frame is
+	// at hand already (ServeStream's look at the body found it): then
+	// they leave together.
+	if s.FrameLeft() == 0 {
+		if err := w.Flush(); err != nil {
+			return err
+		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -426,6 +447,9 @@ func uploadBody(s ServerStream, w *httpio.Writer, chunked bool, ex *exchange) er
 			var err error
 			n, err = s.NextData()
 			if err == io.EOF {
+				if atEOF != nil {
+					atEOF.Store(true)
+				}
 				if chunked {
 					if err := w.WriteLastChunk(forwardTrailers(s.Trailers())); err != nil {
 						if _, refused := errors.AsType[*httpio.Error](err); !refused {

@@ -108,6 +108,23 @@ type memStream struct {
 	resetOnce  sync.Once
 	stopOnce   sync.Once
 	serverDone chan struct{} // closed when the serving goroutine returned
+
+	// The size of every DATA frame each side read.
+	framesMu   sync.Mutex
+	reqFrames  []int64 // read by the server
+	respFrames []int64 // read by the client
+}
+
+func (m *memStream) frames() (req, resp []int64) {
+	m.framesMu.Lock()
+	defer m.framesMu.Unlock()
+	return slices.Clone(m.reqFrames), slices.Clone(m.respFrames)
+}
+
+func (m *memStream) recordFrame(list *[]int64, n int64) {
+	m.framesMu.Lock()
+	*list = append(*list, n)
+	m.framesMu.Unlock()
 }
 
 // newMemStream returns a stream over pipes; ctx is the parent of the
@@ -192,6 +209,9 @@ func (c *memClient) NextData() (int64, error) {
 	if err == io.EOF {
 		c.respEOF.Store(true)
 	}
+	if err == nil {
+		(*memStream)(c).recordFrame(&c.respFrames, n)
+	}
 	return n, err
 }
 func (c *memClient) ReadData(p []byte) (int, error) { return c.cr.ReadData(p) }
@@ -210,11 +230,17 @@ func (c *memClient) Close() {
 
 type memServer memStream
 
-func (s *memServer) Context() context.Context       { return s.ctx }
-func (s *memServer) RemoteAddr() string             { return "192.0.2.1:4433" }
-func (s *memServer) LocalAddr() string              { return "198.51.100.2:443" }
-func (s *memServer) Request() *h3.Head              { return s.head }
-func (s *memServer) NextData() (int64, error)       { return s.sr.NextData() }
+func (s *memServer) Context() context.Context { return s.ctx }
+func (s *memServer) RemoteAddr() string       { return "192.0.2.1:4433" }
+func (s *memServer) LocalAddr() string        { return "198.51.100.2:443" }
+func (s *memServer) Request() *h3.Head        { return s.head }
+func (s *memServer) NextData() (int64, error) {
+	n, err := s.sr.NextData()
+	if err == nil {
+		(*memStream)(s).recordFrame(&s.reqFrames, n)
+	}
+	return n, err
+}
 func (s *memServer) ReadData(p []byte) (int, error) { return s.sr.ReadData(p) }
 func (s *memServer) FrameLeft() int64               { return s.sr.FrameLeft() }
 func (s *memServer) Trailers() httpio.Header        { return s.sr.Trailers() }
