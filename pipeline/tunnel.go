@@ -22,7 +22,8 @@ type Tunnel interface {
 	// ctx bounds Open itself (the wait for a session): it ends when the
 	// caller hangs up or the client stops. Once Open has returned, the
 	// stream is ended by Cancel and Close only; ctx may be cancelled after
-	// Close without effect.
+	// Close without effect. h and its Fields are not modified until Close,
+	// so a session may send them again (a request refused unprocessed).
 	Open(ctx context.Context, h *h3.Head, end bool) (TunnelStream, error)
 }
 
@@ -56,6 +57,7 @@ type TunnelStream interface {
 
 // ServerStream is one request stream, seen from the server; the session reads and validates the request head before the handler runs.
 //
+// The handler owns the Head Request returns and may modify it.
 // Handler.ServeStream calls the response-side methods (WriteHead,
 // WriteData, WriteTrailers, Close, Reset) on the goroutine it runs on; the
 // request body (NextData, ReadData, FrameLeft, Trailers) may be read on
