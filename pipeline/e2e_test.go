@@ -244,3 +244,72 @@ func TestGoroutinesPerExchange(t *testing.T) {
 		t.Errorf("an exchange with a body started %.2f goroutines, want 3 (the stream's and one upload per side)", per)
 	}
 }
+
+// TestEveryStreamEndsOnce: whatever way an exchange ends (complete, with
+// a body, refused early, cut by the origin, abandoned by the caller), the
+// client closes its stream exactly once and the server ends it (FIN or
+// reset) before ServeStream returns.
+func TestEveryStreamEndsOnce(t *testing.T) {
+	o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := o.readHead(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/big":
+				io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+				return
+			case "/cut":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+				return
+			case "/slow":
+				br.ReadByte() // until ptproxy closes the connection
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			ok(c, req)
+		}
+	})
+	link := &h3Link{h: newE2EHandler(t, o.ln.Addr().String())}
+	addr := startE2E(t, link)
+
+	_, br := dialRaw(t, addr, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	readResp(t, br, "GET")
+	readResp(t, br, "POST")
+	_, br = dialRaw(t, addr, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\nsome")
+	if resp := readResp(t, br, "POST"); resp.StatusCode != 413 {
+		t.Fatalf("early answer: %d", resp.StatusCode)
+	}
+	_, br = dialRaw(t, addr, "GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+	io.ReadAll(br)
+	c, _ := dialRaw(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	eventually(t, "the slow request at the origin", func() bool { return slices.Contains(o.requests(), "GET /slow") })
+	c.Close()
+
+	eventually(t, "every stream ended", func() bool {
+		link.mu.Lock()
+		defer link.mu.Unlock()
+		if len(link.streams) != 5 {
+			return false
+		}
+		for _, m := range link.streams {
+			select {
+			case <-m.serverDone:
+			default:
+				return false
+			}
+			if m.closes.Load() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	link.mu.Lock()
+	defer link.mu.Unlock()
+	for i, m := range link.streams {
+		if m.closes.Load() != 1 || !(m.srvClosed.Load() || m.srvReset.Load()) {
+			t.Errorf("stream %d: closed %d times by the client, ended by the server: %v", i, m.closes.Load(), m.srvClosed.Load() || m.srvReset.Load())
+		}
+	}
+}

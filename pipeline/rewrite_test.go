@@ -331,7 +331,7 @@ func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	if err := k.head(head); err != nil {
 		t.Fatal(err)
 	}
-	if err := relayOriginBody(r, k); err != nil {
+	if err := relayOriginBody(r, k, resp.Body.Kind == httpio.ChunkedBody); err != nil {
 		return rwErr(originError(err))
 	}
 	tunnel := rwRenderH3(t, tun.Bytes(), pol.method)

@@ -290,7 +290,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		k.reset(werr)
 		return roundTripResult{}
 	}
-	if relayOriginBody(oc.r, k) != nil {
+	if relayOriginBody(oc.r, k, resp.Body.Kind == httpio.ChunkedBody) != nil {
 		reusable = false
 	}
 	// The response is over (complete, or the stream reset): the rest of a
@@ -323,8 +323,8 @@ func writeOriginHead(w *httpio.Writer, h *Head) error {
 // (see maxFrameChunk), one per read otherwise, then the trailers and FIN;
 // a body cut short resets the stream. It returns nil when the response
 // ended complete.
-func relayOriginBody(r *httpio.Reader, k *streamSink) error {
-	pr := newPieceReader(r, k.cur.Body.Kind == httpio.ChunkedBody)
+func relayOriginBody(r *httpio.Reader, k *streamSink, chunked bool) error {
+	pr := newPieceReader(r, chunked)
 	defer pr.release()
 	for {
 		p, err := pr.next()
