@@ -337,3 +337,70 @@ func TestDrainingAndHeaderTimeout(t *testing.T) {
 		t.Fatalf("closed after %v", d)
 	}
 }
+
+// plainConn hides everything but net.Conn (no syscall.Conn): the hang-up
+// watch cannot peek and reads a byte ahead instead (pushbackConn).
+type plainConn struct{ net.Conn }
+
+// startClientPlain is startClient on connections without a socket to peek
+// at.
+func startClientPlain(t *testing.T, tun Tunnel) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go ServeClientConn(ctx, plainConn{c}, &ClientOptions{Tunnel: tun, Now: fixedNow})
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// TestHangupWatchWithoutPeek: where the watch reads a byte ahead instead
+// of peeking, a request pipelined while an exchange is watched still
+// arrives whole, and a hang-up still cancels the exchange.
+func TestHangupWatchWithoutPeek(t *testing.T) {
+	release := make(chan struct{})
+	cancelled := make(chan struct{}, 1)
+	tun := tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		switch r.URL.Path {
+		case "/slow":
+			<-release
+		case "/hang":
+			<-r.Context().Done()
+			cancelled <- struct{}{}
+			return nil, r.Context().Err()
+		}
+		return textResponse(200, r.URL.Path), nil
+	})
+	addr := startClientPlain(t, tun)
+	c, br := dialRaw(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(3 * hangupDelay) // the watch is reading (not required for the outcome)
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	close(release)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+
+	c, _ = dialRaw(t, addr, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(3 * hangupDelay)
+	c.Close()
+	waitFor(t, "cancellation after the hang-up", cancelled)
+}
