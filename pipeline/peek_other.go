@@ -13,7 +13,7 @@ import (
 // future (a deadline in the past would not touch the socket). It consumes
 // a byte if one is there, which only happens on a connection that is
 // unusable anyway.
-func quietConn(conn net.Conn) bool {
+func quietConn(conn net.Conn, _ *syscall.RawConn) bool {
 	conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 	defer conn.SetReadDeadline(time.Time{})
 	var b [1]byte

@@ -217,11 +217,9 @@ type roundTripResult struct {
 // relayed, the response ends here (complete, or the stream reset).
 func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless bool) roundTripResult {
 	h, o, k := x.h, x.o, &x.k
-	exCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Cancellation (the tunnel side went away) interrupts any blocked read
-	// or write on the connection.
-	stop := context.AfterFunc(exCtx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
+	// The stream going away interrupts any blocked read or write on the
+	// connection.
+	stop := context.AfterFunc(ctx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	err := writeOriginHead(oc.w, h)
@@ -230,7 +228,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		if bodiless {
 			err = oc.w.Flush()
 		} else {
-			up = x.startUpload(exCtx, oc)
+			up = x.startUpload(ctx, oc)
 		}
 	}
 	interim := false
@@ -250,7 +248,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		interim = true
 		if werr := k.interim(&Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); werr != nil {
 			// The stream is gone: nobody to answer.
-			x.stopUpload(up, cancel)
+			x.stopUpload(up, oc)
 			oc.close()
 			k.reset(werr)
 			return roundTripResult{}
@@ -259,7 +257,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 	if err != nil {
 		// The upload writes through oc.w: stop it before close returns the
 		// writer to its pool.
-		x.stopUpload(up, cancel)
+		x.stopUpload(up, oc)
 		oc.close()
 		// io.EOF (not ErrUnexpectedEOF) means the connection ended before
 		// the first byte of a response.
@@ -285,7 +283,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 	if werr := k.head(rh); werr != nil {
 		// The stream is gone: nobody to answer, the connection is
 		// mid-message.
-		x.stopUpload(up, cancel)
+		x.stopUpload(up, oc)
 		oc.close()
 		k.reset(werr)
 		return roundTripResult{}
@@ -295,7 +293,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 	}
 	// The response is over (complete, or the stream reset): the rest of a
 	// body still arriving is not wanted.
-	if up != nil && x.stopUpload(up, cancel) != nil {
+	if up != nil && x.stopUpload(up, oc) != nil {
 		reusable = false
 	}
 	if rh.Close {
@@ -360,6 +358,9 @@ type serverUpload struct {
 	// atEOF is set as soon as the end of the body was read, before the
 	// last chunk goes to the origin.
 	atEOF atomic.Bool
+	// stopped is set when roundTrip stops the upload (its errors are then
+	// expected).
+	stopped atomic.Bool
 }
 
 // bodyCutError is an upload that failed on the tunnel side: the request
@@ -382,7 +383,7 @@ func (x *serverExchange) startUpload(ctx context.Context, oc *originConn) *serve
 	go func() {
 		defer close(u.done)
 		err := uploadBody(s, oc.w, chunked, ex, &u.atEOF)
-		if _, cut := errors.AsType[*bodyCutError](err); cut && ctx.Err() == nil {
+		if _, cut := errors.AsType[*bodyCutError](err); cut && !u.stopped.Load() && ctx.Err() == nil {
 			oc.conn.Close()
 		}
 		u.eof = err == nil
@@ -401,9 +402,10 @@ func (u *serverUpload) finished() bool {
 }
 
 // stopUpload ends an upload that is still running (the rest of the body
-// is not wanted: STOP_SENDING, and the origin connection's deadline
-// passes) and joins it. It returns the upload's error.
-func (x *serverExchange) stopUpload(u *serverUpload, cancel context.CancelFunc) error {
+// is not wanted: STOP_SENDING, and the origin connection's deadline passes,
+// so it is not reused) and joins it. It returns the upload's error, or
+// errUploadStopped when it had to be stopped.
+func (x *serverExchange) stopUpload(u *serverUpload, oc *originConn) error {
 	if u == nil {
 		return nil
 	}
@@ -413,14 +415,23 @@ func (x *serverExchange) stopUpload(u *serverUpload, cancel context.CancelFunc) 
 		// reused).
 		waitBriefly(u.done, finishGrace)
 	}
+	stopped := false
 	if !u.finished() {
+		stopped = true
+		u.stopped.Store(true)
 		x.s.StopReading()
-		cancel()
+		oc.conn.SetDeadline(time.Unix(1, 0))
 	}
 	<-u.done
 	x.bodyRead = u.eof
+	if stopped && u.err == nil {
+		return errUploadStopped
+	}
 	return u.err
 }
+
+// errUploadStopped: the upload was stopped before the end of the body.
+var errUploadStopped = errors.New("request body upload stopped")
 
 // uploadBody writes the request body arriving on s to the origin: one
 // HTTP/1.1 chunk per DATA frame, of the frame's size whatever it is, for a

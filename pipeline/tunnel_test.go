@@ -108,6 +108,9 @@ type memStream struct {
 	resetOnce  sync.Once
 	stopOnce   sync.Once
 	serverDone chan struct{} // closed when the serving goroutine returned
+	// releaseOnClose: the client's Close releases its reader (syncLink,
+	// where nothing else uses the stream by then).
+	releaseOnClose bool
 
 	// The size of every DATA frame each side read.
 	framesMu   sync.Mutex
@@ -225,6 +228,9 @@ func (c *memClient) Close() {
 	c.closes.Add(1)
 	if !c.respEOF.Load() {
 		c.Cancel()
+	}
+	if c.releaseOnClose {
+		c.cr.Release()
 	}
 }
 
@@ -474,7 +480,9 @@ func (l syncLink) Open(ctx context.Context, h *h3.Head, end bool) (TunnelStream,
 	}
 	var reqBuf, respBuf bytes.Buffer
 	cw := newH3Writer(&bufEnd{out: &reqBuf})
-	if err := cw.WriteHead(h); err != nil {
+	err := cw.WriteHead(h)
+	cw.Release()
+	if err != nil {
 		return nil, err
 	}
 	srv := &bufEnd{in: &reqBuf, out: &respBuf}
@@ -487,13 +495,18 @@ func (l syncLink) Open(ctx context.Context, h *h3.Head, end bool) (TunnelStream,
 	}
 	head, err := m.sr.ReadHead()
 	if err != nil {
+		m.sr.Release()
+		m.sw.Release()
 		return nil, err
 	}
 	m.head = head
 	l.h.ServeStream(m.server())
 	close(m.serverDone)
+	m.sr.Release()
+	m.sw.Release()
 	m.client3 = &bufEnd{in: &respBuf}
 	m.cr = newH3Reader(m.client3, h3.ReadsResponse)
+	m.releaseOnClose = true
 	return m.client(), nil
 }
 
