@@ -103,7 +103,7 @@ func (x *serverExchange) finish() {
 
 // forward runs the exchange with the origin: a pooled connection, one
 // retry on a new one when a reused connection turns out stale (see
-// originRoundTrip), the origin's answer or a synthetic one.
+// roundTrip), the origin's answer or a synthetic one.
 func (x *serverExchange) forward(ctx context.Context) {
 	h, o := x.h, x.o
 	// A body of length 0 is sent as "Content-Length: 0" with nothing to

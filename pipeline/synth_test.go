@@ -10,7 +10,7 @@ package pipeline
 //	          or origin: refused|unreachable|timeout|closed|invalid, a real
 //	          origin failure of that class classified by originError
 //	in.http   instead of error: a request the client's parser or RequestHead
-//	          refuses; the error is built as the client source builds it
+//	          refuses; the error is built as the client builds it
 //	tunnel    server-side errors only: the response as it crosses HTTP/3
 //	out.http  the head the caller receives (client side: as the client sink
 //	          writes a Fail, Connection: close; server side: the relayed
@@ -68,7 +68,7 @@ func TestSynthGolden(t *testing.T) {
 	}
 }
 
-// synthFromRequest builds the error the client source answers in with.
+// synthFromRequest builds the error the client answers in with.
 func synthFromRequest(t *testing.T, in []byte) *Error {
 	t.Helper()
 	r := httpio.NewReader(bytes.NewReader(in), httpio.Limits{})
