@@ -165,6 +165,28 @@ func (w *Writer) WriteChunk(p []byte) error {
 	return err
 }
 
+// WriteChunkHeader starts a chunk of n bytes (n > 0) whose data the caller
+// streams: it writes the chunk-size line (hex size CRLF, RFC 9112 7.1);
+// the caller then writes exactly n bytes with Write and ends the chunk
+// with WriteChunkEnd. It lets a chunk of any size pass through with
+// bounded memory, keeping its boundaries. An n below 1 is refused (a
+// zero-size chunk is the last-chunk) and nothing is written.
+func (w *Writer) WriteChunkHeader(n int64) error {
+	if n <= 0 {
+		return writeErr(ErrBadChunk, "chunk size %d", n)
+	}
+	w.bw.Write(strconv.AppendInt(w.bw.AvailableBuffer(), n, 16))
+	_, err := w.bw.WriteString("\r\n")
+	return err
+}
+
+// WriteChunkEnd ends a chunk begun with WriteChunkHeader (the CRLF after
+// its data).
+func (w *Writer) WriteChunkEnd() error {
+	_, err := w.bw.WriteString("\r\n")
+	return err
+}
+
 // WriteLastChunk writes the last-chunk "0" CRLF, the trailer fields and the
 // final CRLF (RFC 9112 7.1.2).
 func (w *Writer) WriteLastChunk(trailers Header) error {

@@ -3,6 +3,7 @@ package httpio
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -130,6 +131,55 @@ func TestWriteChunkLarge(t *testing.T) {
 	n, end, err := r.ReadBody(q)
 	if err != nil || n != len(p) || !end {
 		t.Fatalf("%d %v %v", n, end, err)
+	}
+}
+
+// TestWriteChunkStreamed: a chunk whose data is written in pieces after
+// WriteChunkHeader is one chunk of the announced size, whatever its size.
+func TestWriteChunkStreamed(t *testing.T) {
+	w, buf := newTestWriter(TitleCase)
+	defer w.Release()
+	sizes := []int64{1, 8191, 8192, 8193, 65536, 300000}
+	for _, n := range sizes {
+		if err := w.WriteChunkHeader(n); err != nil {
+			t.Fatal(err)
+		}
+		for left := n; left > 0; {
+			piece := min(left, 7000)
+			w.Write(bytes.Repeat([]byte("q"), int(piece)))
+			left -= piece
+		}
+		if err := w.WriteChunkEnd(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.WriteLastChunk(nil)
+	w.Flush()
+	r := NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+buf.String()), Limits{})
+	defer r.Release()
+	var resp Response
+	if err := r.ReadResponse(&resp, "GET"); err != nil {
+		t.Fatal(err)
+	}
+	q := make([]byte, 1<<20)
+	for _, want := range sizes {
+		n, end, err := r.ReadBody(q)
+		if err != nil || int64(n) != want || !end {
+			t.Fatalf("chunk of %d: read %d end %v err %v", want, n, end, err)
+		}
+	}
+	if _, _, err := r.ReadBody(q); err != io.EOF {
+		t.Fatalf("after the chunks: %v", err)
+	}
+	buf.Reset()
+	for _, n := range []int64{0, -1} {
+		if err := w.WriteChunkHeader(n); err == nil {
+			t.Errorf("WriteChunkHeader(%d) accepted", n)
+		}
+	}
+	w.Flush()
+	if buf.Len() != 0 {
+		t.Fatalf("a refused chunk header wrote %q", buf.String())
 	}
 }
 

@@ -2,7 +2,11 @@ package pipeline
 
 import (
 	"bufio"
+	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -223,4 +227,180 @@ func TestEarlyRefusalReadableWhileUploading(t *testing.T) {
 	expectClosed(t, br)
 	c.Close()
 	<-sent // ends with an error once the proxy closed; only its end matters
+}
+
+// TestMalformedBodyIs400: a chunked body that turns out malformed is
+// refused like a bad head (400, Connection: close), and the tunnel stream
+// is cancelled, so the far side never takes an incomplete request for a
+// complete one.
+func TestMalformedBodyIs400(t *testing.T) {
+	cancelled := make(chan string, 1)
+	addr := startClient(t, tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		_, err := io.ReadAll(r.Body)
+		select {
+		case <-r.Context().Done():
+			cancelled <- fmt.Sprint("body error: ", err)
+		case <-time.After(10 * time.Second):
+			cancelled <- "not cancelled"
+		}
+		return nil, errors.New("cancelled")
+	}))
+	_, br := dialRaw(t, addr, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+	resp := readResp(t, br, "POST")
+	if resp.StatusCode != 400 || !resp.Close {
+		t.Fatalf("got %d close=%v, want 400 and close", resp.StatusCode, resp.Close)
+	}
+	if got := waitFor(t, "the tunnel stream's end", cancelled); got == "not cancelled" || strings.Contains(got, "<nil>") {
+		t.Fatalf("tunnel stream: %s", got)
+	}
+	expectClosed(t, br)
+}
+
+// TestCallerGoneMidBodyCancels: a caller that goes away in the middle of
+// its request body cancels the exchange.
+func TestCallerGoneMidBodyCancels(t *testing.T) {
+	cancelled := make(chan struct{}, 1)
+	addr := startClient(t, tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		io.ReadAll(r.Body)
+		<-r.Context().Done()
+		cancelled <- struct{}{}
+		return nil, r.Context().Err()
+	}))
+	c, _ := dialRaw(t, addr, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+	time.Sleep(10 * time.Millisecond) // let the body start flowing (not required)
+	c.Close()
+	waitFor(t, "cancellation of the tunnel stream", cancelled)
+}
+
+// TestContinueEndToEnd: Expect: 100-continue travels to the origin, whose
+// 100 (Continue) comes back over HTTP/3 to the caller, which only then
+// sends its body.
+func TestContinueEndToEnd(t *testing.T) {
+	o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
+		req, err := o.readHead(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		body, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	addr := startClient(t, &h3Link{h: newE2EHandler(t, o.ln.Addr().String())})
+	c, br := dialRaw(t, addr, "PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("interim response %q, %v", line, err)
+	}
+	if l, _ := br.ReadString('\n'); l != "\r\n" {
+		t.Fatalf("interim head goes on: %q", l)
+	}
+	io.WriteString(c, "upload")
+	resp := readResp(t, br, "PUT")
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("got %d close=%v", resp.StatusCode, resp.Close)
+	}
+}
+
+// TestDrainingAndHeaderTimeout: once Draining ends, an idle keep-alive
+// connection closes, and one with an exchange in flight closes after its
+// response; a connection that sends no head within HeaderReadTimeout
+// closes.
+func TestDrainingAndHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	draining, drain := context.WithCancel(context.Background())
+	defer drain()
+	addr := startClientWith(t, &ClientOptions{Now: fixedNow, Draining: draining,
+		Tunnel: tunnelFunc(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path == "/slow" {
+				<-release
+			}
+			return textResponse(200, "ok"), nil
+		})})
+	_, idleBr := dialRaw(t, addr, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp := readResp(t, idleBr, "GET"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("got %d close=%v", resp.StatusCode, resp.Close)
+	}
+	_, busyBr := dialRaw(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(20 * time.Millisecond) // the slow exchange is in flight (not required)
+	drain()
+	expectClosed(t, idleBr)
+	close(release)
+	if resp := readResp(t, busyBr, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("in-flight exchange: %d", resp.StatusCode)
+	}
+	expectClosed(t, busyBr)
+
+	addr = startClientWith(t, &ClientOptions{Now: fixedNow, HeaderReadTimeout: 100 * time.Millisecond, Tunnel: earlyTunnel()})
+	_, br := dialRaw(t, addr, "GET / HTTP/1.1\r\n") // never completed
+	start := time.Now()
+	expectClosed(t, br)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+}
+
+// plainConn hides everything but net.Conn (no syscall.Conn): the hang-up
+// watch cannot peek and reads a byte ahead instead (pushbackConn).
+type plainConn struct{ net.Conn }
+
+// startClientPlain is startClient on connections without a socket to peek
+// at.
+func startClientPlain(t *testing.T, tun Tunnel) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go ServeClientConn(ctx, plainConn{c}, &ClientOptions{Tunnel: tun, Now: fixedNow})
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// TestHangupWatchWithoutPeek: where the watch reads a byte ahead instead
+// of peeking, a request pipelined while an exchange is watched still
+// arrives whole, and a hang-up still cancels the exchange.
+func TestHangupWatchWithoutPeek(t *testing.T) {
+	release := make(chan struct{})
+	cancelled := make(chan struct{}, 1)
+	tun := tunnelFunc(func(r *http.Request) (*http.Response, error) {
+		switch r.URL.Path {
+		case "/slow":
+			<-release
+		case "/hang":
+			<-r.Context().Done()
+			cancelled <- struct{}{}
+			return nil, r.Context().Err()
+		}
+		return textResponse(200, r.URL.Path), nil
+	})
+	addr := startClientPlain(t, tun)
+	c, br := dialRaw(t, addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(3 * hangupDelay) // the watch is reading (not required for the outcome)
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	close(release)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+
+	c, _ = dialRaw(t, addr, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(3 * hangupDelay)
+	c.Close()
+	waitFor(t, "cancellation after the hang-up", cancelled)
 }

@@ -13,13 +13,7 @@ import (
 	"time"
 )
 
-// tunnelFunc is a Tunnel backed by a function, standing in for the HTTP/3
-// session so the client stages can be tested alone.
-type tunnelFunc func(*http.Request) (*http.Response, error)
-
-func (f tunnelFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// startClient serves the client pipeline on a loopback listener and returns
+// startClient serves the client side on a loopback listener and returns
 // its address.
 func startClient(t *testing.T, tun Tunnel) string {
 	t.Helper()

@@ -1,182 +1,179 @@
 package pipeline
 
 import (
-	"context"
 	"net/http"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 )
 
-// This file converts heads across the HTTP/3 hop. quic-go's http3 package
-// speaks net/http types, so the ordered field lists become maps there and
-// come back sorted by name (duplicates keep their order), which keeps the
-// output deterministic. The conversions are pure; the golden tests in
-// rewrite_test.go pin what crosses the tunnel.
+// This file converts heads across the HTTP/3 hop and towards the HTTP/1.1
+// peers. Fields cross in the order they arrived, duplicates kept, names as
+// the wire has them (HTTP/3 lower-cases them); only the framing fields are
+// placed by the converter: content-length and the trailer declaration go
+// first in an HTTP/3 head, and last in an HTTP/1.1 head. The conversions are
+// pure; the golden tests in rewrite_test.go pin what crosses the tunnel.
 
-// HTTP3Request builds the request the client sends over the tunnel for h,
-// a normalized request head. Body is left nil: the caller sets it, and must
-// leave it nil (or http.NoBody) for NoBody and for LengthBody with Length 0,
-// because quic-go treats a non-nil body with ContentLength 0 as unknown
-// length and would drop the "content-length: 0" the caller sent.
+// RequestH3Head is the HTTP/3 request head the client sends for h, a
+// normalized request head (client side):
+//   - :method h.Method, :scheme https, :authority h.Authority (Host is not
+//     repeated as a field, RFC 9114 4.3.1), :path h.Path byte for byte;
+//   - the framing: "content-length: n" for LengthBody (also n == 0: the
+//     caller sent it), or for a chunked body with declared trailers a
+//     "trailer" field naming those allowed in trailers (see validTrailer);
+//   - then h.Header as it is: in order, duplicates kept, names as received.
 //
-//   - URL: scheme https, Host h.Authority, and a path for which quic-go's
-//     :path is exactly h.Path (see requestURL); Host is h.Authority, so
-//     :authority carries it (RFC 9114 4.3.1).
-//   - Header: h.Header in order (names canonicalized, so fields whose names
-//     differ only in case join one key in arrival order). When the caller
-//     sent no User-Agent, the key is present with no value, which stops
-//     quic-go from adding its own "Go-http-client" (encodeHeaders skips a
-//     User-Agent with no value or an empty first value).
-//   - ContentLength: n for LengthBody, -1 for ChunkedBody, 0 for NoBody.
-//     quic-go sends content-length for n > 0, and for 0 with POST, PUT and
-//     PATCH (shouldSendReqContentLength).
-//   - Trailer: the declared trailer names as keys (nil values), so quic-go
-//     declares them in a trailer field and sends the values the caller
-//     fills in after the body.
-func HTTP3Request(ctx context.Context, h *Head) *http.Request {
-	hdr := make(http.Header, len(h.Header)+1)
-	for _, f := range h.Header {
-		k := http.CanonicalHeaderKey(f.Name)
-		if k == "Host" || k == "Content-Length" {
-			continue // carried by :authority and ContentLength
-		}
-		hdr[k] = append(hdr[k], f.Value)
+// ContentLength is n for LengthBody, else -1. The Head shares h.Header's
+// array when no framing field is added.
+func RequestH3Head(h *Head) *h3.Head {
+	cl := int64(-1)
+	if h.Body.Kind == httpio.LengthBody {
+		cl = h.Body.Length
 	}
-	if _, ok := hdr["User-Agent"]; !ok {
-		hdr["User-Agent"] = nil
+	return &h3.Head{
+		Method:        h.Method,
+		Scheme:        "https",
+		Authority:     h.Authority,
+		Path:          h.Path,
+		Fields:        h3Fields(h),
+		ContentLength: cl,
 	}
-	var cl int64
+}
+
+// ResponseH3Head is the HTTP/3 response head the server sends for h, a
+// response head from ResponseHead or Synthesize (server side): :status,
+// then the framing as in RequestH3Head ("content-length: n" for
+// LengthBody; a "trailer" declaration for a chunked body), then h.Header in
+// order. A Content-Length that is metadata (HEAD answers, 304) is part of
+// h.Header and passes through in its place. 1xx heads carry h.Header only.
+func ResponseH3Head(h *Head) *h3.Head {
+	if h.Status < 200 {
+		return &h3.Head{Status: h.Status, Fields: h.Header, ContentLength: -1}
+	}
+	cl := int64(-1)
+	if h.Body.Kind == httpio.LengthBody {
+		cl = h.Body.Length
+	}
+	return &h3.Head{Status: h.Status, Fields: h3Fields(h), ContentLength: cl}
+}
+
+// h3Fields is h.Header preceded by the framing fields of h's body.
+func h3Fields(h *Head) httpio.Header {
+	var trailer string
 	switch h.Body.Kind {
 	case httpio.LengthBody:
-		cl = h.Body.Length
+		out := make(httpio.Header, 0, len(h.Header)+1)
+		out = append(out, httpio.Field{Name: "content-length", Value: strconv.FormatInt(h.Body.Length, 10)})
+		return append(out, h.Header...)
 	case httpio.ChunkedBody, httpio.UntilCloseBody:
-		cl = -1
+		trailer = joinTrailerNames(h.Trailer)
 	}
-	var trailer http.Header
-	if len(h.Trailer) > 0 {
-		trailer = make(http.Header, len(h.Trailer))
-		for _, n := range h.Trailer {
-			trailer[http.CanonicalHeaderKey(n)] = nil
-		}
+	if trailer == "" {
+		return h.Header
 	}
-	req := &http.Request{
-		Method:        h.Method,
-		URL:           requestURL(h.Authority, h.Path),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        hdr,
-		ContentLength: cl,
-		Host:          h.Authority,
-		Trailer:       trailer,
-	}
-	return req.WithContext(ctx)
+	out := make(httpio.Header, 0, len(h.Header)+1)
+	out = append(out, httpio.Field{Name: "trailer", Value: trailer})
+	return append(out, h.Header...)
 }
 
-// requestURL returns an https URL for authority whose RequestURI is target
-// (origin-form "/path?query", or "*"), so that quic-go sends :path = target
-// byte for byte: no re-escaping, no cleaning, "?" with an empty query kept.
-//
-// The path goes in Opaque, which RequestURI returns verbatim, except when it
-// starts with "//": RequestURI would then read it as a network path
-// ("https://..."). Such a path goes in Path/RawPath when url.URL reproduces
-// it (EscapedPath accepts RawPath); otherwise it goes in Opaque prefixed
-// with "//authority": RequestURI yields "https://authority//..." and
-// quic-go, finding no valid :path, strips "https://authority" off it (the
-// net/http Opaque convention, golang.org/issue/16847).
-func requestURL(authority, target string) *url.URL {
-	u := &url.URL{Scheme: "https", Host: authority}
-	if target == "*" {
-		u.Opaque = "*"
-		return u
-	}
-	path, query, hasQuery := strings.Cut(target, "?")
-	u.RawQuery = query
-	u.ForceQuery = hasQuery && query == ""
-	if !strings.HasPrefix(path, "//") {
-		u.Opaque = path
-		return u
-	}
-	if p, err := url.PathUnescape(path); err == nil {
-		u.Path, u.RawPath = p, path
-		if u.EscapedPath() == path {
-			return u
+// joinTrailerNames is the value of a trailer declaration for names,
+// without those that may not be sent as trailers.
+func joinTrailerNames(names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		if !validTrailer(n) {
+			continue
 		}
-		u.Path, u.RawPath = "", ""
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(n)
 	}
-	u.Opaque = "//" + authority + path
-	return u
+	return b.String()
 }
 
-// HeadFromHTTP3Request turns the request quic-go's http3 server hands to the
-// handler into a Head (server side). quic-go sets Host from :authority and
-// RequestURI to :path as received (URL is parsed from it; RequestURI is
-// used so nothing is re-escaped), Header with canonical names and all
-// Cookie lines joined by "; " (RFC 9114 4.2.1), ContentLength from
-// content-length or -1, and Trailer from the declared trailer names.
-//
-// Header is r.Header sorted by name, duplicates in order, without
-// Content-Length (framing is in Body: LengthBody for ContentLength >= 0,
-// else ChunkedBody; the source may make it NoBody when the stream ends
-// right after the head). Trailer is the sorted keys of r.Trailer. The
-// version is 1.1: the next hop is HTTP/1.1.
-func HeadFromHTTP3Request(r *http.Request, peer Peer) *Head {
-	path := r.RequestURI
-	if path == "" && r.URL != nil {
-		path = r.URL.RequestURI()
-	}
-	host := r.Host
-	if host == "" && r.URL != nil {
-		host = r.URL.Host
+// HeadFromH3Request turns the request head the session read off a stream
+// into a Head (server side), sharing r.Fields: Authority is :authority,
+// Path is :path as received, Header the fields in order (Normalize then
+// removes content-length, a host field and the hop-by-hop fields), Trailer
+// the names a trailer field declares (those allowed in trailers). Body is
+// LengthBody for a content-length, else ChunkedBody; ServeStream makes it
+// NoBody when the stream ends right after the head. The version is 1.1:
+// the next hop is HTTP/1.1.
+func HeadFromH3Request(r *h3.Head, peer Peer) *Head {
+	body := httpio.Framing{Kind: httpio.ChunkedBody}
+	if r.ContentLength >= 0 {
+		body = httpio.Framing{Kind: httpio.LengthBody, Length: r.ContentLength}
 	}
 	return &Head{
 		Method:    r.Method,
-		Authority: host,
-		Path:      path,
-		Header:    sortedFields(r.Header, "Content-Length", "Trailer"),
-		Body:      framingFromLength(r.ContentLength),
+		Authority: r.Authority,
+		Path:      r.Path,
+		Header:    r.Fields,
+		Body:      body,
 		Major:     1,
 		Minor:     1,
-		Trailer:   sortedKeys(r.Trailer),
+		Trailer:   h3TrailerNames(r.Fields),
 		Peer:      peer,
 	}
 }
 
-// HeadFromHTTP3Response turns the response the tunnel returned into a Head
-// (client side). method is the request's method; it is kept in Head.Method
-// so CallerResponseFields can tell a HEAD answer.
+// HeadFromH3Response turns a final response head read off the tunnel into
+// a Head (client side), sharing r.Fields. method is the request's method,
+// kept in Head.Method so CallerResponseFields can tell a HEAD answer.
 //
-// Header is resp.Header sorted by name, duplicates in order. Body is NoBody
-// for 1xx, 204, 304 and an answer to HEAD, LengthBody for ContentLength >=
-// 0, else ChunkedBody. Content-Length is removed from Header when it frames
-// the body; in a HEAD answer or a 304 it is kept as metadata (see
-// ResponseHead). Trailer is the sorted keys of resp.Trailer. Major/Minor are
-// 1.1; the client forwarder sets them to the caller's version.
-func HeadFromHTTP3Response(resp *http.Response, method string) *Head {
+// Header is r.Fields in order without the hop-by-hop fields (the server
+// never sends them; a peer that is not ptproxy must not smuggle them to
+// the caller) and without content-length where it frames the body. Body is
+// NoBody for 204, 304 and an answer to HEAD (a content-length there is
+// metadata, kept as a field for HEAD answers and 304, see ResponseHead),
+// LengthBody for a content-length, else ChunkedBody. Trailer is what a
+// trailer field declares. Major/Minor are 1.1; the client sets them to the
+// caller's version.
+func HeadFromH3Response(r *h3.Head, method string) *Head {
 	h := &Head{
 		Method:  method,
-		Status:  resp.StatusCode,
+		Status:  r.Status,
 		Major:   1,
 		Minor:   1,
-		Trailer: sortedKeys(resp.Trailer),
+		Trailer: h3TrailerNames(r.Fields),
 	}
-	if method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
+	hdr := RemoveHopByHop(r.Fields)
+	switch {
+	case method == http.MethodHead || !bodyAllowed(r.Status):
 		h.Body = httpio.Framing{Kind: httpio.NoBody}
-		if lengthIsMetadata(resp.StatusCode) {
-			h.Header = sortedFields(resp.Header, "Trailer")
-		} else {
-			h.Header = sortedFields(resp.Header, "Content-Length", "Trailer")
+		if !lengthIsMetadata(r.Status) {
+			hdr = removeFields(hdr, "content-length")
 		}
-		return h
+	case r.ContentLength >= 0:
+		h.Body = httpio.Framing{Kind: httpio.LengthBody, Length: r.ContentLength}
+		hdr = removeFields(hdr, "content-length")
+	default:
+		h.Body = httpio.Framing{Kind: httpio.ChunkedBody}
+		hdr = removeFields(hdr, "content-length")
 	}
-	h.Body = framingFromLength(resp.ContentLength)
-	h.Header = sortedFields(resp.Header, "Content-Length", "Trailer")
+	h.Header = hdr
 	return h
+}
+
+// h3TrailerNames is trailerNames without the names that may not be
+// trailers.
+func h3TrailerNames(h httpio.Header) []string {
+	names := trailerNames(h)
+	j := 0
+	for _, n := range names {
+		if validTrailer(n) {
+			names[j] = n
+			j++
+		}
+	}
+	if j == 0 {
+		return nil
+	}
+	return names[:j]
 }
 
 // bodyAllowed reports whether a response with this status can have a body
@@ -185,80 +182,44 @@ func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-func framingFromLength(n int64) httpio.Framing {
-	if n >= 0 {
-		return httpio.Framing{Kind: httpio.LengthBody, Length: n}
-	}
-	return httpio.Framing{Kind: httpio.ChunkedBody}
+// notTrailers are the fields never forwarded as trailers, nor declared in
+// a trailer field: those that frame, route, authenticate or control the
+// message, which RFC 9110 6.5.1 says a recipient must not trust from a
+// trailer section (the list of Go's httpguts.ValidTrailerHeader, which
+// quic-go applied before ptproxy had its own HTTP/3 codec, with Upgrade,
+// which HTTP/3 forbids anywhere), and every If-* precondition.
+var notTrailers = []string{
+	"authorization", "cache-control", "connection", "content-encoding", "content-length",
+	"content-range", "content-type", "expect", "host", "keep-alive", "max-forwards", "pragma",
+	"proxy-authenticate", "proxy-authorization", "proxy-connection", "range", "realm", "te",
+	"trailer", "transfer-encoding", "upgrade", "www-authenticate",
 }
 
-// sortedFields turns a net/http header map into an ordered field list,
-// sorted by name, duplicates in order, without the skipped names (given in
-// canonical form). Keys holding no values yield nothing.
-func sortedFields(m http.Header, skip ...string) httpio.Header {
-	if len(m) == 0 {
-		return nil
+// validTrailer reports whether a field of this name may be forwarded as a
+// trailer.
+func validTrailer(name string) bool {
+	if len(name) >= 3 && httpio.EqualFold(name[:3], "if-") {
+		return false
 	}
-	names := make([]string, 0, len(m))
-	n := 0
-	for k, vv := range m {
-		if slices.Contains(skip, http.CanonicalHeaderKey(k)) {
-			continue
+	return !containsFold(notTrailers, name)
+}
+
+// forwardTrailers returns the trailer fields that may be forwarded, in
+// order: t itself when all may, else a filtered copy.
+func forwardTrailers(t httpio.Header) httpio.Header {
+	for i := range t {
+		if !validTrailer(t[i].Name) {
+			out := make(httpio.Header, 0, len(t)-1)
+			out = append(out, t[:i]...)
+			for _, f := range t[i+1:] {
+				if validTrailer(f.Name) {
+					out = append(out, f)
+				}
+			}
+			return out
 		}
-		names = append(names, k)
-		n += len(vv)
 	}
-	slices.Sort(names)
-	h := make(httpio.Header, 0, n)
-	for _, k := range names {
-		for _, v := range m[k] {
-			h = append(h, httpio.Field{Name: k, Value: v})
-		}
-	}
-	return h
-}
-
-func sortedKeys(m http.Header) []string {
-	if len(m) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// WriteHTTP3ResponseHead writes h as the HTTP/3 response head (server
-// side): w.Header() is cleared and gets h.Header (canonical names, duplicates in order),
-// Content-Length for LengthBody, and a Trailer field declaring h.Trailer,
-// which quic-go turns into trailers sent after the body. quic-go's own
-// additions are suppressed: Date (a nil Date key; the client adds Date when
-// the origin sent none, RFC 9110 6.6.1) and content sniffing (a nil
-// Content-Type key when there is none). Then it calls WriteHeader(h.Status);
-// the caller flushes, so the head leaves before the first body byte and
-// quic-go does not add a Content-Length of its own.
-func WriteHTTP3ResponseHead(w http.ResponseWriter, h *Head) {
-	hdr := w.Header()
-	clear(hdr) // what an interim head set must not leak into the next one
-	for _, f := range h.Header {
-		k := http.CanonicalHeaderKey(f.Name)
-		hdr[k] = append(hdr[k], f.Value)
-	}
-	if h.Body.Kind == httpio.LengthBody {
-		hdr["Content-Length"] = []string{strconv.FormatInt(h.Body.Length, 10)}
-	}
-	if len(h.Trailer) > 0 {
-		hdr["Trailer"] = []string{strings.Join(h.Trailer, ", ")}
-	}
-	if _, ok := hdr["Date"]; !ok {
-		hdr["Date"] = nil
-	}
-	if _, ok := hdr["Content-Type"]; !ok {
-		hdr["Content-Type"] = nil
-	}
-	w.WriteHeader(h.Status)
+	return t
 }
 
 // OriginRequestFields is the field list the server writes to the origin for
@@ -267,11 +228,18 @@ func WriteHTTP3ResponseHead(w http.ResponseWriter, h *Head) {
 // caller's Host or absolute-form authority), then h.Header in order, then a
 // Trailer declaration for a chunked body with declared trailers, then the
 // framing: "Content-Length: n" for LengthBody (also n == 0: the caller sent
-// it), "Transfer-Encoding: chunked" for ChunkedBody, nothing for NoBody.
+// it), "Transfer-Encoding: chunked" for ChunkedBody, nothing for NoBody,
+// except "Content-Length: 0" for a bodiless POST, PUT or PATCH (RFC 9110
+// 8.6: a user agent normally sends it for a method that defines a meaning
+// for content; net/http's client does, and some origins answer 411 without
+// it).
 func OriginRequestFields(h *Head) httpio.Header {
 	out := make(httpio.Header, 0, len(h.Header)+3)
 	out = append(out, httpio.Field{Name: "Host", Value: h.Authority})
 	out = append(out, h.Header...)
+	if h.Body.Kind == httpio.NoBody && (h.Method == http.MethodPost || h.Method == http.MethodPut || h.Method == http.MethodPatch) {
+		return append(out, httpio.Field{Name: "Content-Length", Value: "0"})
+	}
 	return appendFraming(out, h, true)
 }
 

@@ -1,8 +1,13 @@
-// Package pipeline moves one proxied exchange through channel-connected
-// stages: a source that parses messages off a connection or stream, a
-// normalizer that applies the forwarding rules, a forwarder that carries the
-// exchange over the tunnel or to the origin, and a sink that writes the
-// response. Stages own nothing but their own goroutine; Run owns them all.
+// Package pipeline carries proxied exchanges between HTTP/1.1 and the
+// HTTP/3 tunnel. The client side (ServeClientConn) reads requests from a
+// caller's connection, normalizes them and carries each through a Tunnel;
+// the server side (Handler.ServeStream) serves a tunnel stream from a
+// pooled origin connection. Each exchange runs as plain function calls on
+// the goroutine of its connection or stream; only a request body gets a
+// goroutine of its own (docs/pipeline.md).
+//
+// Msg, Stage and Run are the same rules in channel form, for pipelines
+// assembled from separate stages (NormalizeStage).
 package pipeline
 
 import (

@@ -307,7 +307,7 @@ func lengthIsMetadata(status int) bool {
 }
 
 // NormalizeStage is Normalize as a stage of its own, for pipelines built
-// from separate stages (tests, tools). ptproxy's sources call Normalize
+// from separate stages (tests, tools). ptproxy's exchanges call Normalize
 // inline instead, saving a goroutine hand-off per exchange; both run the
 // same function.
 //

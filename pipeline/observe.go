@@ -1,13 +1,12 @@
 package pipeline
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Observer is told about every exchange, for metrics and access logs. Its
-// methods are called from stage goroutines and must not block.
+// methods are called from the exchanges' goroutines and must not block.
 type Observer interface {
 	// Started is called when a request head was read (or rejected).
 	Started(side Side)
@@ -55,16 +54,17 @@ type Record struct {
 
 // exchange tracks one request from its source to its sink. The source
 // creates it; the response head carries it to the sink, which finishes it.
-// Whoever owns the pipeline finishes what is left when Run returns, so an
-// exchange is reported exactly once even when the connection dies midway.
+// Whoever runs the exchange finishes it as Aborted if nothing else did, so
+// an exchange is reported exactly once even when the connection dies
+// midway.
 type exchange struct {
 	obs   Observer
 	start time.Time
 	rec   Record
 	req   atomic.Int64 // request body bytes, added by the source
 	resp  atomic.Int64 // response body bytes, added by the sink
-	// finished makes finish report once, whichever stage or owner gets
-	// there first.
+	// finished makes finish report once, whichever path gets there
+	// first.
 	finished atomic.Bool
 }
 
@@ -106,40 +106,3 @@ func (ex *exchange) addResponse(n int) {
 		ex.resp.Add(int64(n))
 	}
 }
-
-// exchanges is the per-connection (client) or per-request (server) list of
-// started exchanges, finished as Aborted if still open when the pipeline
-// ends.
-type exchanges struct {
-	mu   sync.Mutex
-	list []*exchange
-}
-
-func (e *exchanges) add(ex *exchange) {
-	if ex == nil {
-		return
-	}
-	e.mu.Lock()
-	// Drop finished ones so a long keep-alive connection stays bounded.
-	j := 0
-	for _, x := range e.list {
-		if !x.done() {
-			e.list[j] = x
-			j++
-		}
-	}
-	e.list = append(e.list[:j], ex)
-	e.mu.Unlock()
-}
-
-func (e *exchanges) abortAll() {
-	e.mu.Lock()
-	list := e.list
-	e.list = nil
-	e.mu.Unlock()
-	for _, ex := range list {
-		ex.finish(0, Aborted, nil)
-	}
-}
-
-func (ex *exchange) done() bool { return ex.finished.Load() }

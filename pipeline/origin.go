@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
@@ -66,6 +67,7 @@ type originConn struct {
 	// expires is when the idle connection is retired (set by put).
 	expires time.Time
 	reused  bool
+	rc      syscall.RawConn // for the liveness check, once it ran
 }
 
 // NewOriginPool returns a pool for o.
@@ -192,7 +194,7 @@ func (c *originConn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	return quietConn(c.conn)
+	return quietConn(c.conn, &c.rc)
 }
 
 func (c *originConn) close() {

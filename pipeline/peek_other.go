@@ -5,6 +5,7 @@ package pipeline
 import (
 	"errors"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -12,7 +13,7 @@ import (
 // future (a deadline in the past would not touch the socket). It consumes
 // a byte if one is there, which only happens on a connection that is
 // unusable anyway.
-func quietConn(conn net.Conn) bool {
+func quietConn(conn net.Conn, _ *syscall.RawConn) bool {
 	conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 	defer conn.SetReadDeadline(time.Time{})
 	var b [1]byte
@@ -20,3 +21,9 @@ func quietConn(conn net.Conn) bool {
 	var ne net.Error
 	return n == 0 && errors.As(err, &ne) && ne.Timeout()
 }
+
+// peekSupported says that peekHangup does not work here: the hang-up watch
+// reads a byte ahead instead (pushbackConn).
+const peekSupported = false
+
+func peekHangup(syscall.RawConn) bool { return false }

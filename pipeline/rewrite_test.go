@@ -14,10 +14,11 @@ package pipeline
 //	            caller: HTTP/1.1 or HTTP/1.0, the caller's version (responses)
 //	            close: true when the caller's connection closes (responses)
 //	in.http   what the caller sends (requests) or the origin sends (responses)
-//	tunnel    what crosses HTTP/3: HEADERS (pseudo-header fields, then the
-//	          fields with lowercase names, sorted by name, duplicates in
-//	          order, as quic-go would encode them), DATA frames (Go-quoted),
-//	          and a trailing HEADERS section for trailers
+//	tunnel    what crosses HTTP/3, decoded by the codec (httpio/h3): each
+//	          HEADERS frame (pseudo-header fields, then the fields as they
+//	          are on the wire: in order, duplicates kept, lower-case
+//	          names), each DATA frame (Go-quoted), and a trailing HEADERS
+//	          frame for trailers
 //	out.http  the exact bytes the origin receives (requests) or the caller
 //	          receives (responses; Date fixed at rwNow)
 //	error     instead of tunnel/out.http when the message is refused:
@@ -32,50 +33,43 @@ package pipeline
 // Regenerate with: go test ./pipeline -run Rewrite -update
 // and review the diff: the files are the specification.
 //
-// The HTTP/3 hop is simulated, not run: rwEncodeRequest mirrors quic-go
-// v0.65.0 http3 requestWriter.encodeHeaders (field order, the fields it
-// skips, the single User-Agent rule, content-length from
-// shouldSendReqContentLength, the trailer declaration), rwServerRequest
-// mirrors requestFromHeaders (Header.Add canonicalisation, content-length
-// parsing, Host from :authority, RequestURI = :path, Cookie joining,
-// extractAnnouncedTrailers), rwRecorder mirrors responseWriter
-// (WriteHeader's Date, encodeHeader's trailer exclusion) and
-// rwClientResponse mirrors updateResponseFromHeaders. Map iteration is
-// replaced by sorted iteration so the files are deterministic. The
-// end-to-end tests with real QUIC live in internal/e2e.
+// Nothing is simulated: each case runs through the functions the client
+// and the server run, with the HTTP/3 codec writing into a buffer that the
+// other side reads. Requests: httpio reads the caller's bytes, RequestHead
+// and Normalize, RequestH3Head, the client's body upload
+// (clientUpload.send); then streamRequestHead, Normalize, writeOriginHead
+// and the server's upload (uploadBody) write what the origin gets.
+// Responses: httpio reads the origin's bytes, ResponseHead, the server
+// sink (streamSink.head, relayOriginBody); then HeadFromH3Response and the
+// client sink (callerSink.head, callerSink.body) write what the caller
+// gets.
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/textproto"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/tools/txtar"
 
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 )
 
 var rwUpdate = flag.Bool("update", false, "rewrite the golden files under testdata/rewrite and testdata/synth")
 
 // rwNow is the fixed clock of the golden files.
 var rwNow = time.Date(2026, time.March, 1, 12, 0, 0, 0, time.UTC)
-
-// rwH3Date is what the simulated http3 server adds when the Date key is
-// absent; it never appears in a golden file because WriteHTTP3ResponseHead
-// suppresses it.
-const rwH3Date = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 func TestRewriteRequest(t *testing.T) {
 	rwRunDir(t, "request", rwRequestCase)
@@ -248,39 +242,10 @@ func rwParsePolicy(t *testing.T, data []byte) rwPolicy {
 	return p
 }
 
-// rwBody is a body as the source stage hands it on: one piece per chunk
-// (chunked) or per read, and the trailers.
-type rwBody struct {
-	pieces   [][]byte
-	trailers httpio.Header
-}
-
-// rwReadBody reads the body of the message r just read, splitting it where
-// chunks end.
-func rwReadBody(r *httpio.Reader) (rwBody, error) {
-	var b rwBody
-	var cur []byte
-	buf := make([]byte, ChunkSize)
-	for {
-		n, chunkEnd, err := r.ReadBody(buf)
-		cur = append(cur, buf[:n]...)
-		if (chunkEnd || err != nil) && len(cur) > 0 {
-			b.pieces = append(b.pieces, cur)
-			cur = nil
-		}
-		if err == io.EOF {
-			b.trailers = r.Trailers().Clone()
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
-
 func rwRequestCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	// Client: HTTP/1.1 in.
 	r := httpio.NewReader(bytes.NewReader(in), httpio.Limits{})
+	defer r.Release()
 	var req httpio.Request
 	if err := r.ReadRequest(&req); err != nil {
 		return rwErr(NewError(KindBadRequest, ClientSide, MsgBadRequest, err))
@@ -289,49 +254,48 @@ func rwRequestCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	if herr != nil {
 		return rwErr(herr)
 	}
-	body, err := rwReadBody(r)
-	if err != nil {
-		return rwErr(NewError(KindBadRequest, ClientSide, MsgBadRequest, err))
-	}
 	if herr := Normalize(head, pol.client); herr != nil {
 		return rwErr(herr)
 	}
 
-	// Client: the HTTP/3 request, as quic-go encodes it.
-	h3req := HTTP3Request(t.Context(), head)
-	if head.Body.Kind != httpio.NoBody && !(head.Body.Kind == httpio.LengthBody && head.Body.Length == 0) {
-		h3req.Body = io.NopCloser(bytes.NewReader(nil)) // the client sets a body reader
+	// Client: the HTTP/3 request, head and body, as the exchange and its
+	// upload write them.
+	var tun bytes.Buffer
+	cm := clientWriting(&tun)
+	if err := cm.cw.WriteHead(RequestH3Head(head)); err != nil {
+		t.Fatal(err)
 	}
-	fields, err := rwEncodeRequest(h3req)
-	if err != nil {
-		return rwErr(NewError(KindUpstream, ClientSide, MsgSendingRequest, err))
-	}
-	var trailers []rwField
-	for _, f := range body.trailers {
-		if rwValidTrailer(f.Name) {
-			trailers = append(trailers, rwField{strings.ToLower(f.Name), f.Value})
+	if head.Body.Kind == httpio.ChunkedBody || head.Body.Kind == httpio.LengthBody && head.Body.Length > 0 {
+		var u clientUpload
+		u.send(r, cm.client(), head.Body.Kind == httpio.ChunkedBody, nil, func(error) {})
+		if herr := u.bad.Load(); herr != nil {
+			return rwErr(NewError(KindBadRequest, ClientSide, MsgBadRequest, herr))
 		}
+		if !u.sent.Load() {
+			t.Fatal("the upload did not send the whole body")
+		}
+	} else {
+		cm.cw.Close()
 	}
-	rwSortFields(trailers)
-	tunnel := rwRenderTunnel(fields, body.pieces, trailers)
+	tunnel := rwRenderH3(t, tun.Bytes(), "")
 
-	// Server: the request the http3 server hands to the handler.
-	sreq, err := rwServerRequest(fields)
+	// Server: the request the session hands to the handler.
+	sm := serverReading(tun.Bytes())
+	h3head, err := sm.sr.ReadHead()
 	if err != nil {
-		t.Fatalf("simulated http3 server refuses the request: %v", err)
+		t.Fatalf("the codec does not read the request back: %v", err)
 	}
-	shead := HeadFromHTTP3Request(sreq, pol.serverPeer)
-	if shead.Body.Kind == httpio.ChunkedBody && len(body.pieces) == 0 && len(trailers) == 0 {
-		// The server source makes a body of unknown length that ends right
-		// after the head a NoBody (REFERENCE 5.4).
-		shead.Body = httpio.Framing{Kind: httpio.NoBody}
+	sm.head = h3head
+	shead, err := streamRequestHead(sm.server(), pol.serverPeer)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if herr := Normalize(shead, pol.server); herr != nil {
 		return rwErr(herr)
 	}
 
 	// Server: HTTP/1.1 to the origin, through the forwarder's own writers
-	// (writeOriginHead, then upload for a body, as originRoundTrip runs
+	// (writeOriginHead, then uploadBody for a body, as roundTrip runs
 	// them).
 	var out bytes.Buffer
 	w := httpio.NewWriter(&out, httpio.TitleCase)
@@ -343,383 +307,152 @@ func rwRequestCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 		if err := w.Flush(); err != nil {
 			t.Fatal(err)
 		}
-	} else {
-		in := prefilled(rwBodyMsgs(body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))...)
-		if err := upload(t.Context(), w, shead.Body.Kind == httpio.ChunkedBody, in); err != nil {
-			t.Fatal(err)
-		}
+	} else if err := uploadBody(sm.server(), w, shead.Body.Kind == httpio.ChunkedBody, nil, nil); err != nil {
+		t.Fatal(err)
 	}
 	return rwResult{tunnel: tunnel, out: out.Bytes()}
-}
-
-// rwBodyMsgs is a body as the stages pass it: one Chunk per piece, then
-// an End with the trailers.
-func rwBodyMsgs(pieces [][]byte, trailers httpio.Header) []Msg {
-	var msgs []Msg
-	for _, p := range pieces {
-		c := NewChunk()
-		c.Data = append(c.Data[:0], p...)
-		msgs = append(msgs, c)
-	}
-	return append(msgs, &End{Trailers: trailers})
 }
 
 func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	// Server: HTTP/1.1 from the origin.
 	r := httpio.NewReader(bytes.NewReader(in), httpio.Limits{})
+	defer r.Release()
 	var resp httpio.Response
 	if err := r.ReadResponse(&resp, pol.method); err != nil {
 		return rwErr(originError(err))
 	}
 	head := ResponseHead(&resp)
-	body, err := rwReadBody(r)
-	if err != nil {
+	head.Method = pol.method
+
+	// Server: the HTTP/3 response, written by the server sink.
+	var tun bytes.Buffer
+	sm := serverWriting(&tun)
+	k := &streamSink{s: sm.server(), ctx: t.Context()}
+	if err := k.head(head); err != nil {
+		t.Fatal(err)
+	}
+	if err := relayOriginBody(r, k, resp.Body.Kind == httpio.ChunkedBody); err != nil {
 		return rwErr(originError(err))
 	}
+	tunnel := rwRenderH3(t, tun.Bytes(), pol.method)
 
-	// Server: the HTTP/3 response, written by the server sink
-	// (writeHTTP3Response) into a recorder that encodes the head as
-	// quic-go does and keeps each Write as one DATA frame.
-	rec := &rwRecorder{header: http.Header{}}
-	head.Method = pol.method
-	if err := RunFrom(t.Context(), prefilled(append([]Msg{head}, rwBodyMsgs(body.pieces, body.trailers)...)...), writeHTTP3Response(rec, nil, nil)); err != nil {
-		t.Fatalf("server sink: %v", err)
-	}
-	trailers := rec.trailers()
-	if !bodyAllowed(head.Status) || pol.method == http.MethodHead {
-		// quic-go's responseWriter drops a body it may not send.
-		rec.data = nil
-	}
-	body.pieces = rec.data
-	tunnel := rwRenderTunnel(rec.fields, body.pieces, trailers)
-
-	// Client: the response quic-go's client returns.
-	cresp, err := rwClientResponse(rec.fields)
+	// Client: the response read off the stream and written to the caller
+	// by the client sink.
+	cm := clientReading(tun.Bytes())
+	ts := cm.client()
+	fh, err := ts.ReadHead()
 	if err != nil {
-		t.Fatalf("simulated http3 client refuses the response: %v", err)
+		t.Fatalf("the codec does not read the response back: %v", err)
 	}
-	ch := HeadFromHTTP3Response(cresp, pol.method)
+	ch := HeadFromH3Response(fh, pol.method)
 	ch.Major, ch.Minor, ch.Close = pol.callerMajorMinor[0], pol.callerMajorMinor[1], pol.close
-
-	// Client: HTTP/1.1 to the caller, written by the client sink
-	// (writeResponses) onto a connection that records the bytes.
-	return rwResult{tunnel: tunnel, out: rwClientSink(t, ch, body.pieces, rwTrailerHeader(rwTrailerMap(trailers)))}
+	if ch.Body.Kind == httpio.NoBody {
+		ts.SetNoBody()
+	}
+	return rwResult{tunnel: tunnel, out: rwClientSink(t, ch, ts)}
 }
 
 // rwClientSink runs the client sink for one response and returns the
 // bytes it wrote to the caller's connection.
-func rwClientSink(t *testing.T, h *Head, pieces [][]byte, trailers httpio.Header) []byte {
+func rwClientSink(t *testing.T, h *Head, ts TunnelStream) []byte {
 	t.Helper()
 	conn := &rwConn{}
-	w := httpio.NewWriter(conn, httpio.TitleCase)
-	defer w.Release()
-	msgs := append([]Msg{h}, rwBodyMsgs(pieces, trailers)...)
-	if err := RunFrom(t.Context(), prefilled(msgs...), writeResponses(conn, w, &ClientOptions{Now: func() time.Time { return rwNow }})); err != nil {
+	var s callerSink
+	s.init(conn, &ClientOptions{Now: func() time.Time { return rwNow }})
+	defer s.release()
+	if err := s.head(h); err != nil {
 		t.Fatalf("client sink: %v", err)
 	}
-	return conn.out.Bytes()
+	if err := s.body(ts); err != nil {
+		t.Fatalf("client sink: %v", err)
+	}
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	return conn.bytes()
 }
 
 // rwConn is the caller's side of a connection as the client sink sees it:
 // it records what is written.
 type rwConn struct {
 	net.Conn // nil: only the methods below are called
+	mu       sync.Mutex
 	out      bytes.Buffer
 }
 
-func (c *rwConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *rwConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *rwConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.Write(p)
+}
 
-func rwTrailerHeader(m http.Header) httpio.Header {
-	var h httpio.Header
-	for _, k := range sortedKeys(m) {
-		for _, v := range m[k] {
-			h = append(h, httpio.Field{Name: k, Value: v})
-		}
-	}
-	return h
+func (c *rwConn) bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.out.Bytes())
 }
 
 func rwErr(e *Error) rwResult {
 	return rwResult{err: fmt.Sprintf("%d %s: %s", e.Status, e.Side, strings.TrimSuffix(SynthBody(e), "\n"))}
 }
 
-type rwField struct{ name, value string }
-
-func rwSortFields(f []rwField) {
-	slices.SortStableFunc(f, func(a, b rwField) int { return strings.Compare(a.name, b.name) })
-}
-
-func rwRenderTunnel(fields []rwField, pieces [][]byte, trailers []rwField) string {
+// rwRenderH3 decodes the frames of one direction of a stream with the
+// codec and renders them. method is "" for a request, else the method a
+// response answers.
+func rwRenderH3(t *testing.T, data []byte, method string) string {
+	t.Helper()
+	role := h3.ReadsRequest
+	if method != "" {
+		role = h3.ReadsResponse
+	}
+	r := newH3Reader(&bufEnd{in: bytes.NewReader(data)}, role)
+	defer r.Release()
 	var b strings.Builder
-	b.WriteString("HEADERS\n")
-	for _, f := range fields {
-		fmt.Fprintf(&b, "%s: %s\n", f.name, f.value)
-	}
-	for _, p := range pieces {
-		fmt.Fprintf(&b, "DATA %s\n", strconv.Quote(string(p)))
-	}
-	if len(trailers) > 0 {
+	for {
+		h, err := r.ReadHead()
+		if err != nil {
+			t.Fatalf("the codec does not read the head back: %v", err)
+		}
 		b.WriteString("HEADERS\n")
-		for _, f := range trailers {
-			fmt.Fprintf(&b, "%s: %s\n", f.name, f.value)
+		if method == "" {
+			fmt.Fprintf(&b, ":method: %s\n:scheme: %s\n:authority: %s\n:path: %s\n", h.Method, h.Scheme, h.Authority, h.Path)
+		} else {
+			fmt.Fprintf(&b, ":status: %d\n", h.Status)
+		}
+		for _, f := range h.Fields {
+			fmt.Fprintf(&b, "%s: %s\n", f.Name, f.Value)
+		}
+		if method == "" || h.Status >= 200 {
+			if method == http.MethodHead || method != "" && !bodyAllowed(h.Status) {
+				r.SetNoBody()
+			}
+			break
+		}
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.NextData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the codec does not read the body back: %v", err)
+		}
+		var frame []byte
+		for int64(len(frame)) < n {
+			m, err := r.ReadData(buf[:min(n-int64(len(frame)), int64(len(buf)))])
+			frame = append(frame, buf[:m]...)
+			if err != nil && int64(len(frame)) < n {
+				t.Fatalf("DATA frame cut: %v", err)
+			}
+		}
+		fmt.Fprintf(&b, "DATA %s\n", strconv.Quote(string(frame)))
+	}
+	if t := r.Trailers(); len(t) > 0 {
+		b.WriteString("HEADERS\n")
+		for _, f := range t {
+			fmt.Fprintf(&b, "%s: %s\n", f.Name, f.Value)
 		}
 	}
 	return b.String()
-}
-
-// rwBadTrailer is httpguts.ValidTrailerHeader's list (x/net).
-var rwBadTrailer = []string{
-	"Authorization", "Cache-Control", "Connection", "Content-Encoding", "Content-Length",
-	"Content-Range", "Content-Type", "Expect", "Host", "Keep-Alive", "Max-Forwards", "Pragma",
-	"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Range", "Realm", "Te",
-	"Trailer", "Transfer-Encoding", "Www-Authenticate",
-}
-
-func rwValidTrailer(name string) bool {
-	name = textproto.CanonicalMIMEHeaderKey(name)
-	return !strings.HasPrefix(name, "If-") && !slices.Contains(rwBadTrailer, name)
-}
-
-// rwEncodeRequest mirrors http3 requestWriter.encodeHeaders (quic-go
-// v0.65.0), iterating maps in sorted order.
-func rwEncodeRequest(req *http.Request) ([]rwField, error) {
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	if host == "" || strings.ContainsAny(host, " \t\r\n/") {
-		return nil, errors.New("http3: invalid Host header")
-	}
-	path := req.URL.RequestURI()
-	if !rwValidPseudoPath(path) {
-		orig := path
-		path = strings.TrimPrefix(path, req.URL.Scheme+"://"+host)
-		if !rwValidPseudoPath(path) {
-			return nil, fmt.Errorf("invalid request :path %q", orig)
-		}
-	}
-	var trailers string
-	if len(req.Trailer) > 0 {
-		var keys []string
-		for _, k := range sortedKeys(req.Trailer) {
-			if rwValidTrailer(k) {
-				keys = append(keys, k)
-			}
-		}
-		trailers = strings.Join(keys, ", ")
-	}
-	f := []rwField{{":authority", host}, {":method", req.Method}, {":path", path}, {":scheme", req.URL.Scheme}}
-	if trailers != "" {
-		f = append(f, rwField{"trailer", trailers})
-	}
-	didUA := false
-	for _, k := range sortedKeys(req.Header) {
-		vv := req.Header[k]
-		switch strings.ToLower(k) {
-		case "host", "content-length", "connection", "proxy-connection", "transfer-encoding", "upgrade", "keep-alive":
-			continue
-		case "user-agent":
-			didUA = true
-			if len(vv) < 1 {
-				continue
-			}
-			vv = vv[:1]
-			if vv[0] == "" {
-				continue
-			}
-		}
-		for _, v := range vv {
-			f = append(f, rwField{strings.ToLower(k), v})
-		}
-	}
-	cl := int64(0)
-	if req.Body != nil && req.Body != http.NoBody {
-		cl = req.ContentLength
-		if cl == 0 {
-			cl = -1
-		}
-	}
-	if cl > 0 || cl == 0 && (req.Method == "POST" || req.Method == "PUT" || req.Method == "PATCH") {
-		f = append(f, rwField{"content-length", strconv.FormatInt(cl, 10)})
-	}
-	if !didUA {
-		f = append(f, rwField{"user-agent", "quic-go HTTP/3"})
-	}
-	return f, nil
-}
-
-func rwValidPseudoPath(v string) bool { return len(v) > 0 && v[0] == '/' || v == "*" }
-
-// rwServerRequest mirrors http3 requestFromHeaders (quic-go v0.65.0).
-func rwServerRequest(fields []rwField) (*http.Request, error) {
-	var path, method, authority string
-	hdr := http.Header{}
-	cl := int64(-1)
-	for _, f := range fields {
-		switch f.name {
-		case ":path":
-			path = f.value
-		case ":method":
-			method = f.value
-		case ":authority":
-			authority = f.value
-		case ":scheme":
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-			return nil, fmt.Errorf("invalid header field name: %q", f.name)
-		case "te":
-			if f.value != "trailers" {
-				return nil, fmt.Errorf("invalid TE header field value: %q", f.value)
-			}
-			hdr.Add(f.name, f.value)
-		case "content-length":
-			n, err := strconv.ParseUint(f.value, 10, 63)
-			if err != nil {
-				return nil, err
-			}
-			cl = int64(n)
-			hdr.Set("Content-Length", f.value)
-		default:
-			hdr.Add(f.name, f.value)
-		}
-	}
-	if hosts := hdr["Host"]; len(hosts) > 0 && hosts[0] != authority {
-		return nil, errors.New(":authority and Host header field values do not match")
-	}
-	if len(hdr["Cookie"]) > 0 {
-		hdr.Set("Cookie", strings.Join(hdr["Cookie"], "; "))
-	}
-	if path == "" || authority == "" {
-		return nil, errors.New(":path and :authority must not be empty")
-	}
-	if !strings.HasPrefix(path, "/") && !(method == http.MethodOptions && path == "*") {
-		return nil, fmt.Errorf("invalid :path: %q", path)
-	}
-	u, err := url.ParseRequestURI(path)
-	if err != nil {
-		return nil, err
-	}
-	req := &http.Request{
-		Method: method, URL: u, Proto: "HTTP/3.0", ProtoMajor: 3,
-		Header: hdr, ContentLength: cl, Host: authority, RequestURI: path,
-	}
-	req.Trailer = rwExtractTrailers(hdr)
-	return req, nil
-}
-
-// rwTrailerMap is what quic-go stores in Request.Trailer or
-// Response.Trailer once the trailing HEADERS frame has been read: a new map
-// of the received fields, declared or not.
-func rwTrailerMap(trailers []rwField) http.Header {
-	m := http.Header{}
-	for _, f := range trailers {
-		m.Add(f.name, f.value)
-	}
-	return m
-}
-
-func rwExtractTrailers(h http.Header) http.Header {
-	raw, ok := h["Trailer"]
-	if !ok {
-		return nil
-	}
-	tr := http.Header{}
-	for _, v := range raw {
-		for s := range strings.SplitSeq(v, ",") {
-			tr[http.CanonicalHeaderKey(textproto.TrimString(s))] = nil
-		}
-	}
-	delete(h, "Trailer")
-	return tr
-}
-
-// rwRecorder mirrors the http3 server's responseWriter: the head encoding,
-// one DATA frame per Write, and trailers from the TrailerPrefix keys.
-type rwRecorder struct {
-	header http.Header
-	fields []rwField
-	status int
-	data   [][]byte
-}
-
-func (r *rwRecorder) Header() http.Header { return r.header }
-func (r *rwRecorder) Flush()              {}
-
-func (r *rwRecorder) Write(p []byte) (int, error) {
-	if r.status == 0 {
-		r.WriteHeader(http.StatusOK)
-	}
-	if len(p) > 0 {
-		r.data = append(r.data, bytes.Clone(p))
-	}
-	return len(p), nil
-}
-
-// trailers are the trailer fields the handler set, as quic-go sends them
-// (lowercase names, sorted, only valid trailer names).
-func (r *rwRecorder) trailers() []rwField {
-	var out []rwField
-	for _, k := range sortedKeys(r.header) {
-		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
-		if !ok || !rwValidTrailer(http.CanonicalHeaderKey(name)) {
-			continue
-		}
-		for _, v := range r.header[k] {
-			out = append(out, rwField{strings.ToLower(name), v})
-		}
-	}
-	rwSortFields(out)
-	return out
-}
-
-func (r *rwRecorder) WriteHeader(status int) {
-	r.status = status
-	if _, ok := r.header["Date"]; !ok && status >= 200 {
-		r.header.Set("Date", rwH3Date)
-	}
-	declared := map[string]bool{}
-	for _, v := range r.header["Trailer"] {
-		for s := range strings.SplitSeq(v, ",") {
-			k := textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(s))
-			if rwValidTrailer(k) {
-				declared[k] = true
-			}
-		}
-	}
-	r.fields = []rwField{{":status", strconv.Itoa(status)}}
-	for _, k := range sortedKeys(r.header) {
-		if declared[k] || strings.HasPrefix(k, http.TrailerPrefix) {
-			continue
-		}
-		for _, v := range r.header[k] {
-			r.fields = append(r.fields, rwField{strings.ToLower(k), v})
-		}
-	}
-}
-
-// rwClientResponse mirrors http3 updateResponseFromHeaders.
-func rwClientResponse(fields []rwField) (*http.Response, error) {
-	resp := &http.Response{Proto: "HTTP/3.0", ProtoMajor: 3, Header: http.Header{}, ContentLength: -1}
-	for _, f := range fields {
-		switch f.name {
-		case ":status":
-			n, err := strconv.Atoi(f.value)
-			if err != nil {
-				return nil, err
-			}
-			resp.StatusCode = n
-			resp.Status = f.value + " " + http.StatusText(n)
-		case "content-length":
-			n, err := strconv.ParseUint(f.value, 10, 63)
-			if err != nil {
-				return nil, err
-			}
-			resp.ContentLength = int64(n)
-			resp.Header.Set("Content-Length", f.value)
-		default:
-			resp.Header.Add(f.name, f.value)
-		}
-	}
-	resp.Trailer = rwExtractTrailers(resp.Header)
-	return resp, nil
 }

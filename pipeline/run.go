@@ -19,18 +19,15 @@ type Stage func(ctx context.Context, in <-chan Msg, out chan<- Msg) error
 const Depth = 4
 
 // Run connects stages in order with bounded channels and runs them until all
-// have returned. The last stage runs on the calling goroutine, so a handler
-// that must write its own response (the HTTP/3 server side) can be the sink.
-// The first error cancels the context every stage sees and is returned;
-// messages left in channels are released.
+// have returned. The last stage runs on the calling goroutine. The first
+// error cancels the context every stage sees and is returned; messages left
+// in channels are released.
+//
+// ptproxy's own exchanges do not run as stages (see docs/pipeline.md): a
+// hand-off between goroutines costs a wake-up on the latency path. Run and
+// the Msg types remain for pipelines assembled from separate stages, such
+// as NormalizeStage in tests and tools.
 func Run(ctx context.Context, stages ...Stage) error {
-	return RunFrom(ctx, nil, stages...)
-}
-
-// RunFrom is Run with the first stage reading from src: messages a caller
-// already has (a bodiless request's Head and End) need no source goroutine
-// of their own. RunFrom releases what is left in src.
-func RunFrom(ctx context.Context, src chan Msg, stages ...Stage) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -49,11 +46,8 @@ func RunFrom(ctx context.Context, src chan Msg, stages ...Stage) error {
 		cancel(err)
 	}
 
-	in := src
-	edges := make([]chan Msg, 0, len(stages)+1)
-	if src != nil {
-		edges = append(edges, src)
-	}
+	var in chan Msg
+	edges := make([]chan Msg, 0, len(stages))
 	for i, st := range stages {
 		var out chan Msg
 		if i < len(stages)-1 {
@@ -109,14 +103,4 @@ func Release(m Msg) {
 	if c, ok := m.(*Chunk); ok {
 		c.Release()
 	}
-}
-
-// prefilled returns a closed channel holding msgs, for RunFrom.
-func prefilled(msgs ...Msg) chan Msg {
-	ch := make(chan Msg, len(msgs))
-	for _, m := range msgs {
-		ch <- m
-	}
-	close(ch)
-	return ch
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,154 +27,97 @@ type ServerOptions struct {
 	Observer Observer
 }
 
-// errAbortResponse tells the handler to reset the HTTP/3 stream: the
-// response head is out and the body could not be completed.
-var errAbortResponse = errors.New("response cut short after its head")
-
 // Handler serves requests arriving over the tunnel (server side).
 type Handler struct{ o *ServerOptions }
 
-// NewHandler returns the http.Handler the HTTP/3 server runs per request.
+// NewHandler returns the handler the session runs for every request
+// stream.
 func NewHandler(o *ServerOptions) *Handler { return &Handler{o: o} }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	peer := Peer{For: r.RemoteAddr, Proto: "http3"}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		peer.By = la.String()
-	}
-	var exs exchanges
-	defer exs.abortAll()
-
-	// The head is read and normalized here, on the handler goroutine, and
-	// a bodiless request (most of them) goes to the forwarder through a
-	// channel filled in advance: per request only the forwarder gets a
-	// goroutine of its own, since each hand-off between goroutines costs a
-	// wake-up on the latency path.
-	head, first, firstErr := readHTTP3Head(r, peer)
+// ServeStream serves one request stream: the origin exchange runs on the
+// calling goroutine, which writes the response straight to the stream; a
+// request body is uploaded to the origin by one other goroutine, joined
+// before ServeStream returns. The stream always ends with a complete
+// response, one synthetic response (502, 504, ...) or a reset (see
+// streamSink), and its request body is read to its end or stopped.
+func (h *Handler) ServeStream(s ServerStream) {
+	ctx := s.Context()
+	peer := Peer{For: s.RemoteAddr(), By: s.LocalAddr(), Proto: "http3"}
+	head, probeErr := streamRequestHead(s, peer)
+	x := &serverExchange{o: h.o, s: s, h: head}
+	x.k = streamSink{s: s, ctx: ctx, logger: h.o.Logger}
 	head.ex = startExchange(h.o.Observer, ServerSide, head, peer.For)
-	exs.add(head.ex)
-	var err error
-	fwd, sink := forwardToOrigin(h.o), writeHTTP3Response(w, h.o.Logger, head.ex)
+	x.k.reqEx = head.ex
+	defer head.ex.finish(0, Aborted, nil)
+	defer x.finish()
+	if probeErr != nil {
+		// The request stream broke before its body: nobody to answer.
+		x.k.reset(probeErr)
+		return
+	}
 	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}); nerr != nil {
-		if first != nil {
-			first.Release()
-		}
-		err = RunFrom(r.Context(), prefilled(&Fail{Err: nerr, ex: head.ex}), sink)
-	} else if head.Body.Kind == httpio.NoBody {
-		err = RunFrom(r.Context(), prefilled(head, &End{}), fwd, sink)
-	} else {
-		err = Run(r.Context(), readHTTP3Body(r, head, first, firstErr), fwd, sink)
+		x.k.fail(nerr)
+		return
 	}
-	if errors.Is(err, errAbortResponse) {
-		// http3 resets the stream with H3_INTERNAL_ERROR on this panic.
-		panic(http.ErrAbortHandler)
+	x.forward(ctx)
+}
+
+// streamRequestHead builds the Head of the request on s (not normalized
+// yet). HTTP/3 has no "no body" marker: a bodiless request is a stream
+// that ends right after its HEADERS frame, which a first look at the body
+// sees at once. Only then is the origin request sent without framing
+// instead of as an empty chunked body. A caller waiting for 100 Continue
+// sends nothing yet, so it is not asked. The DATA frame that look finds
+// stays current for the upload. An error means the stream broke.
+func streamRequestHead(s ServerStream, peer Peer) (*Head, error) {
+	head := HeadFromH3Request(s.Request(), peer)
+	if head.Body.Kind == httpio.ChunkedBody && !httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
+		if _, err := s.NextData(); err == io.EOF {
+			head.Body = httpio.Framing{Kind: httpio.NoBody}
+		} else if err != nil {
+			return head, err
+		}
+	}
+	return head, nil
+}
+
+// serverExchange is one request stream's exchange with the origin.
+type serverExchange struct {
+	o *ServerOptions
+	s ServerStream
+	h *Head
+	k streamSink
+	// bodyRead is set once the request body was read to its end (by the
+	// upload, joined before it is looked at).
+	bodyRead bool
+}
+
+// finish keeps the stream invariant (streamSink.done) and stops the
+// request body if it was not read to its end.
+func (x *serverExchange) finish() {
+	x.k.done()
+	if !x.bodyRead && x.h.Body.Kind != httpio.NoBody && !(x.h.Body.Kind == httpio.LengthBody && x.h.Body.Length == 0) {
+		x.s.StopReading()
 	}
 }
 
-// readHTTP3Head builds the Head of a request that arrived over the tunnel.
-// HTTP/3 has no "no body" marker: a bodiless request is a stream that ends
-// right after its HEADERS frame, which a first body read sees at once. Only
-// then is the origin request sent without framing instead of as an empty
-// chunked body. A caller waiting for 100 Continue sends nothing yet, so it
-// is not asked. Data that first read returned is handed back in first.
-func readHTTP3Head(r *http.Request, peer Peer) (head *Head, first *Chunk, firstErr error) {
-	head = HeadFromHTTP3Request(r, peer)
-	if head.Body.Kind != httpio.ChunkedBody || httpio.HasToken(head.Header.Get("Expect"), "100-continue") {
-		return head, nil, nil
-	}
-	c := NewChunk()
-	n, err := r.Body.Read(c.Buf())
-	if n == 0 && err == io.EOF {
-		c.Release()
-		head.Body = httpio.Framing{Kind: httpio.NoBody}
-		return head, nil, nil
-	}
-	c.Data = c.Buf()[:n]
-	return head, c, err
-}
-
-// readHTTP3Body is the server's source for a request with a body: the
-// Head, then Chunk... and End, starting with what the first read returned.
-func readHTTP3Body(r *http.Request, head *Head, first *Chunk, firstErr error) Stage {
-	return func(ctx context.Context, _ <-chan Msg, out chan<- Msg) error {
-		ex := head.ex
-		// Once the exchange is over (the origin answered early, or failed)
-		// nobody wants the rest of the body: closing it stops the read
-		// (STOP_SENDING) instead of holding the handler until a slow or
-		// stalled caller finishes its upload.
-		stop := context.AfterFunc(ctx, func() { r.Body.Close() })
-		defer stop()
-		if err := Send(ctx, out, head); err != nil {
-			if first != nil {
-				first.Release()
-			}
-			return nil
-		}
-		if first != nil {
-			if n := len(first.Data); n > 0 {
-				ex.addRequest(n)
-				if err := Send(ctx, out, first); err != nil {
-					return nil
-				}
-			} else {
-				first.Release()
-			}
-			if firstErr != nil {
-				return sendBodyEnd(ctx, out, r, firstErr)
-			}
-		}
-		end := pumpBody(ctx, out, r.Body.Read, func() httpio.Header { return sortedFields(r.Trailer) }, ex.addRequest)
-		return Send(ctx, out, end)
-	}
-}
-
-func sendBodyEnd(ctx context.Context, out chan<- Msg, r *http.Request, err error) error {
-	if err == io.EOF {
-		return Send(ctx, out, &End{Trailers: sortedFields(r.Trailer)})
-	}
-	return Send(ctx, out, &End{Err: err})
-}
-
-// forwardToOrigin is the server forwarder: it writes the request to a pooled
-// origin connection while reading the response off it.
-func forwardToOrigin(o *ServerOptions) Stage {
-	return func(ctx context.Context, in <-chan Msg, out chan<- Msg) error {
-		m, ok := Recv(ctx, in)
-		if !ok {
-			return nil
-		}
-		switch m := m.(type) {
-		case *Fail:
-			Send(ctx, out, m)
-			drainExchange(ctx, in)
-			return nil
-		case *Head:
-			return originExchange(ctx, m, in, out, o)
-		default:
-			Release(m)
-			return nil
-		}
-	}
-}
-
-func originExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg, o *ServerOptions) error {
+// forward runs the exchange with the origin: a pooled connection, one
+// retry on a new one when a reused connection turns out stale (see
+// roundTrip), the origin's answer or a synthetic one.
+func (x *serverExchange) forward(ctx context.Context) {
+	h, o := x.h, x.o
 	// A body of length 0 is sent as "Content-Length: 0" with nothing to
 	// upload, like a request without a body.
 	bodiless := h.Body.Kind == httpio.NoBody || h.Body.Kind == httpio.LengthBody && h.Body.Length == 0
-	if bodiless && !drainExchange(ctx, in) {
-		return nil
-	}
 	for attempt := 0; ; attempt++ {
 		oc, err := o.Origin.get(ctx)
 		if err != nil {
-			if !bodiless {
-				drainExchange(ctx, in)
-			}
-			return failOrigin(ctx, out, h, err)
+			x.failOrigin(ctx, err)
+			return
 		}
-		res := originRoundTrip(ctx, oc, h, bodiless, in, out, o)
+		res := x.roundTrip(ctx, oc, bodiless)
 		if res.failed == nil {
-			return res.sendErr
+			return
 		}
 		if attempt == 0 && res.stale && bodiless && retryable(h) && ctx.Err() == nil {
 			// RFC 9110 9.2.2: only an idempotent request may be sent again
@@ -184,7 +128,8 @@ func originExchange(ctx context.Context, h *Head, in <-chan Msg, out chan<- Msg,
 			}
 			continue
 		}
-		return failOrigin(ctx, out, h, res.failed)
+		x.failOrigin(ctx, res.failed)
+		return
 	}
 }
 
@@ -199,13 +144,14 @@ func retryable(h *Head) bool {
 	return h.Header.Has("Idempotency-Key") || h.Header.Has("X-Idempotency-Key")
 }
 
-// failOrigin answers h with the synthetic response for err, unless the
-// exchange was cancelled (the tunnel side went away: nobody to answer).
-func failOrigin(ctx context.Context, out chan<- Msg, h *Head, err error) error {
+// failOrigin answers with the synthetic response for err, unless the
+// exchange was cancelled (the tunnel side went away: nobody to answer; the
+// sink resets the stream).
+func (x *serverExchange) failOrigin(ctx context.Context, err error) {
 	if ctx.Err() != nil {
-		return nil
+		return
 	}
-	return Send(ctx, out, &Fail{Err: originError(err), ex: h.ex})
+	x.k.fail(originError(err))
 }
 
 // originError classifies a failure to get a response head from the origin.
@@ -264,27 +210,25 @@ type roundTripResult struct {
 	// closed before the origin sent any byte of a response and before any
 	// interim response was relayed: the origin did not process the request.
 	stale bool
-	// sendErr is the downstream stage's failure after the head was relayed.
-	sendErr error
 }
 
-// originRoundTrip runs one exchange on oc and always disposes of oc
-// (returned to the pool only after a clean, complete exchange).
-func originRoundTrip(ctx context.Context, oc *originConn, h *Head, bodiless bool, in <-chan Msg, out chan<- Msg, o *ServerOptions) roundTripResult {
-	exCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Cancellation (the tunnel side went away) interrupts any blocked read
-	// or write on the connection.
-	stop := context.AfterFunc(exCtx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
+// roundTrip runs one exchange on oc and always disposes of oc (returned to
+// the pool only after a clean, complete exchange). Once a final head was
+// relayed, the response ends here (complete, or the stream reset).
+func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless bool) roundTripResult {
+	h, o, k := x.h, x.o, &x.k
+	// The stream going away interrupts any blocked read or write on the
+	// connection.
+	stop := context.AfterFunc(ctx, func() { oc.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	err := writeOriginHead(oc.w, h)
-	var up *uploader
+	var up *serverUpload
 	if err == nil {
 		if bodiless {
 			err = oc.w.Flush()
 		} else {
-			up = startUpload(exCtx, oc.w, h.Body.Kind == httpio.ChunkedBody, in, func() { oc.conn.Close() })
+			up = x.startUpload(ctx, oc)
 		}
 	}
 	interim := false
@@ -302,18 +246,18 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, bodiless bool
 			break
 		}
 		interim = true
-		if serr := Send(ctx, out, &Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); serr != nil {
-			err = serr
+		if werr := k.interim(&Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); werr != nil {
+			// The stream is gone: nobody to answer.
+			x.stopUpload(up, oc)
+			oc.close()
+			k.reset(werr)
+			return roundTripResult{}
 		}
 	}
 	if err != nil {
-		if up != nil {
-			// The uploader writes through oc.w: stop it before close
-			// returns the writer to its pool.
-			cancel()
-			up.wait()
-			drainExchange(ctx, in)
-		}
+		// The upload writes through oc.w: stop it before close returns the
+		// writer to its pool.
+		x.stopUpload(up, oc)
 		oc.close()
 		// io.EOF (not ErrUnexpectedEOF) means the connection ended before
 		// the first byte of a response.
@@ -328,29 +272,29 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, bodiless bool
 	// leaves it free to discard the rest or to close: whether the two ends
 	// stay in step is unknowable, so the connection is not reused (as in
 	// Go's and nginx's clients).
+	if up != nil && up.atEOF.Load() {
+		// The upload took the whole body and may be writing its last
+		// chunk: the answer is not early.
+		waitBriefly(up.done, finishGrace)
+	}
 	reusable := up == nil || up.finished()
 	rh := ResponseHead(&resp)
 	rh.ex = h.ex
-	if serr := Send(ctx, out, rh); serr != nil {
-		// The sink is gone: nobody to answer, the connection is mid-message.
-		if up != nil {
-			cancel()
-			up.wait()
-		}
+	if werr := k.head(rh); werr != nil {
+		// The stream is gone: nobody to answer, the connection is
+		// mid-message.
+		x.stopUpload(up, oc)
 		oc.close()
-		return roundTripResult{sendErr: serr}
+		k.reset(werr)
+		return roundTripResult{}
 	}
-	end := streamOriginBody(ctx, oc.r, out)
-	if end.Err != nil {
+	if relayOriginBody(oc.r, k, resp.Body.Kind == httpio.ChunkedBody) != nil {
 		reusable = false
 	}
-	if up != nil {
-		if !up.finished() {
-			cancel()
-		}
-		if up.wait() != nil {
-			reusable = false
-		}
+	// The response is over (complete, or the stream reset): the rest of a
+	// body still arriving is not wanted.
+	if up != nil && x.stopUpload(up, oc) != nil {
+		reusable = false
 	}
 	if rh.Close {
 		reusable = false
@@ -364,7 +308,7 @@ func originRoundTrip(ctx context.Context, oc *originConn, h *Head, bodiless bool
 	} else {
 		oc.close()
 	}
-	return roundTripResult{sendErr: Send(ctx, out, end)}
+	return roundTripResult{}
 }
 
 // writeOriginHead writes the request head for h to the origin (buffered).
@@ -372,12 +316,30 @@ func writeOriginHead(w *httpio.Writer, h *Head) error {
 	return w.WriteRequestHead(h.Method, h.Path, OriginRequestFields(h))
 }
 
-// streamOriginBody sends the origin's response body on as Chunks.
-func streamOriginBody(ctx context.Context, r *httpio.Reader, out chan<- Msg) *End {
-	return pumpBody(ctx, out, func(p []byte) (int, error) {
-		n, _, err := r.ReadBody(p)
-		return n, err
-	}, func() httpio.Header { return r.Trailers().Clone() }, nil)
+// relayOriginBody sends the body of the response r last read to the
+// stream and ends the response: one DATA frame per chunk of a chunked body
+// (see maxFrameChunk), one per read otherwise, then the trailers and FIN;
+// a body cut short resets the stream. It returns nil when the response
+// ended complete.
+func relayOriginBody(r *httpio.Reader, k *streamSink, chunked bool) error {
+	pr := newPieceReader(r, chunked)
+	defer pr.release()
+	for {
+		p, err := pr.next()
+		if err == io.EOF {
+			return k.end(r.Trailers())
+		}
+		if err != nil {
+			k.reset(err)
+			return err
+		}
+		if len(p) > 0 {
+			if werr := k.data(p); werr != nil {
+				k.reset(werr)
+				return werr
+			}
+		}
+	}
 }
 
 // isStale reports whether err is what a connection the origin closed
@@ -387,11 +349,18 @@ func isStale(err error) bool {
 		isConnReset(err)
 }
 
-// uploader streams a request body to the origin. It is owned by
-// originRoundTrip, which always waits for it.
-type uploader struct {
+// serverUpload streams a request body to the origin on its own goroutine.
+// It is owned by roundTrip, which always joins it.
+type serverUpload struct {
 	done chan struct{} // closed when the upload ended
 	err  error         // written before done is closed, read after
+	eof  bool          // the body was read to its end; idem
+	// atEOF is set as soon as the end of the body was read, before the
+	// last chunk goes to the origin.
+	atEOF atomic.Bool
+	// stopped is set when roundTrip stops the upload (its errors are then
+	// expected).
+	stopped atomic.Bool
 }
 
 // bodyCutError is an upload that failed on the tunnel side: the request
@@ -401,26 +370,29 @@ type bodyCutError struct{ err error }
 func (e *bodyCutError) Error() string { return "request body cut short: " + e.err.Error() }
 func (e *bodyCutError) Unwrap() error { return e.err }
 
-// startUpload streams the request body in its own goroutine. When the body
-// is cut short on the tunnel side (the caller went away), abort closes the
-// origin connection, so the response read ends too instead of waiting for a
-// body that will never come. A write error towards the origin does not
-// abort: the origin may have answered early and closed, and that answer is
-// still to be read.
-func startUpload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg, abort func()) *uploader {
-	u := &uploader{done: make(chan struct{})}
+// startUpload starts the upload of the request body to oc. When the body
+// is cut short on the tunnel side (the caller went away), the origin
+// connection is closed, so the response read ends too instead of waiting
+// for a body that will never come. A write error towards the origin does
+// not abort: the origin may have answered early and closed, and that
+// answer is still to be read.
+func (x *serverExchange) startUpload(ctx context.Context, oc *originConn) *serverUpload {
+	u := &serverUpload{done: make(chan struct{})}
+	chunked := x.h.Body.Kind == httpio.ChunkedBody
+	s, ex := x.s, x.h.ex
 	go func() {
 		defer close(u.done)
-		err := upload(ctx, w, chunked, in)
-		if _, cut := errors.AsType[*bodyCutError](err); cut && ctx.Err() == nil {
-			abort()
+		err := uploadBody(s, oc.w, chunked, ex, &u.atEOF)
+		if _, cut := errors.AsType[*bodyCutError](err); cut && !u.stopped.Load() && ctx.Err() == nil {
+			oc.conn.Close()
 		}
+		u.eof = err == nil
 		u.err = err
 	}()
 	return u
 }
 
-func (u *uploader) finished() bool {
+func (u *serverUpload) finished() bool {
 	select {
 	case <-u.done:
 		return true
@@ -429,174 +401,235 @@ func (u *uploader) finished() bool {
 	}
 }
 
-func (u *uploader) wait() error {
+// stopUpload ends an upload that is still running (the rest of the body
+// is not wanted: STOP_SENDING, and the origin connection's deadline passes,
+// so it is not reused) and joins it. It returns the upload's error, or
+// errUploadStopped when it had to be stopped.
+func (x *serverExchange) stopUpload(u *serverUpload, oc *originConn) error {
+	if u == nil {
+		return nil
+	}
+	if u.atEOF.Load() {
+		// The whole body was read: the upload is only writing its end to
+		// the origin, which must not be cut (the connection could not be
+		// reused).
+		waitBriefly(u.done, finishGrace)
+	}
+	stopped := false
+	if !u.finished() {
+		stopped = true
+		u.stopped.Store(true)
+		x.s.StopReading()
+		oc.conn.SetDeadline(time.Unix(1, 0))
+	}
 	<-u.done
+	x.bodyRead = u.eof
+	if stopped && u.err == nil {
+		return errUploadStopped
+	}
 	return u.err
 }
 
-func upload(ctx context.Context, w *httpio.Writer, chunked bool, in <-chan Msg) error {
-	if err := w.Flush(); err != nil {
-		return err
+// errUploadStopped: the upload was stopped before the end of the body.
+var errUploadStopped = errors.New("request body upload stopped")
+
+// uploadBody writes the request body arriving on s to the origin: one
+// HTTP/1.1 chunk per DATA frame, of the frame's size whatever it is, for a
+// chunked body (the chunk's bytes stream through), the bytes as they come
+// for a Content-Length body; then the last chunk with the trailers.
+// Each frame is flushed to the origin when it is complete.
+func uploadBody(s ServerStream, w *httpio.Writer, chunked bool, ex *exchange, atEOF *atomic.Bool) error {
+	// The head goes out at once (the origin may answer it before the
+	// body: 100 Continue, an early refusal), unless the first DATA frame is
+	// at hand already (ServeStream's look at the body found it): then
+	// they leave together.
+	if s.FrameLeft() == 0 {
+		if err := w.Flush(); err != nil {
+			return err
+		}
 	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
 	for {
-		m, ok := Recv(ctx, in)
-		if !ok {
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
+		// The probe in ServeStream may have made a frame current already.
+		n := s.FrameLeft()
+		if n == 0 {
+			var err error
+			n, err = s.NextData()
+			if err == io.EOF {
+				if atEOF != nil {
+					atEOF.Store(true)
+				}
+				if chunked {
+					if err := w.WriteLastChunk(forwardTrailers(s.Trailers())); err != nil {
+						if _, refused := errors.AsType[*httpio.Error](err); !refused {
+							return err
+						}
+						w.WriteLastChunk(nil) // a trailer not valid in HTTP/1.1 is dropped
+					}
+				}
+				return w.Flush()
 			}
-			return &bodyCutError{io.ErrUnexpectedEOF}
+			if err != nil {
+				return &bodyCutError{err}
+			}
+			if n == 0 {
+				continue // an empty chunk would be the last-chunk
+			}
 		}
-		var err error
-		switch m := m.(type) {
-		case *Chunk:
-			if chunked {
-				err = w.WriteChunk(m.Data)
-			} else {
-				_, err = w.Write(m.Data)
+		if chunked {
+			if err := w.WriteChunkHeader(n); err != nil {
+				return err
 			}
-			m.Release()
-			if err == nil && len(in) == 0 {
-				err = w.Flush()
-			}
-		case *End:
-			if m.Err != nil {
-				return &bodyCutError{m.Err}
-			}
-			if chunked {
-				err = w.WriteLastChunk(m.Trailers)
-			}
-			if err == nil {
-				err = w.Flush()
-			}
-			return err
-		default:
-			Release(m)
 		}
-		if err != nil {
+		for n > 0 {
+			m, err := s.ReadData(buf[:min(n, int64(len(buf)))])
+			if m > 0 {
+				ex.addRequest(m)
+				if _, werr := w.Write(buf[:m]); werr != nil {
+					return werr
+				}
+			}
+			n -= int64(m)
+			if err != nil && n > 0 {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return &bodyCutError{err}
+			}
+		}
+		if chunked {
+			if err := w.WriteChunkEnd(); err != nil {
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
 			return err
 		}
 	}
 }
 
-// writeHTTP3Response is the server sink: the response goes back over the
-// tunnel; a Fail before the head becomes a synthetic 502/504. It keeps the
-// exchange invariant: the stream ends with one complete response, one
-// synthetic response, or a reset (errAbortResponse), never with nothing
-// written (quic-go would send an implicit empty 200). reqEx is the
-// request's exchange, finished here if no head carries it.
-func writeHTTP3Response(w http.ResponseWriter, logger *slog.Logger, reqEx *exchange) Stage {
-	return func(ctx context.Context, in <-chan Msg, _ chan<- Msg) error {
-		flusher, _ := w.(http.Flusher)
-		headFlushed := false
-		flush := func() {
-			if flusher != nil {
-				flusher.Flush()
-			}
-			headFlushed = true
-		}
-		var cur *Head // the response head sent, once it is
-		for {
-			m, ok := Recv(ctx, in)
-			if !ok {
-				if cur != nil {
-					cur.ex.finish(cur.Status, Cut, nil)
-					return errAbortResponse
-				}
-				if ctx.Err() != nil {
-					// The stream is gone or the exchange was cancelled:
-					// reset rather than let the handler's return look like
-					// an (empty, implicit 200) response.
-					return errAbortResponse
-				}
-				// Every forwarder path ends in a head or a Fail; reaching this
-				// is a bug, and the answer is still never an invented 200.
-				e := NewError(KindUpstream, ServerSide, MsgCouldNotProxy, errNoAnswer)
-				if logger != nil {
-					logger.Error("exchange ended without an answer", "error", e)
-				}
-				writeSyntheticHTTP3(w, e, reqEx)
-				return nil
-			}
-			switch m := m.(type) {
-			case *Fail:
-				if cur != nil {
-					cur.ex.finish(cur.Status, Cut, nil)
-					return errAbortResponse
-				}
-				logFailure(logger, m.Err)
-				writeSyntheticHTTP3(w, m.Err, m.ex)
-				return nil
-			case *Head:
-				if m.Status < 200 {
-					hdr := w.Header()
-					for _, f := range m.Header {
-						hdr.Add(f.Name, f.Value)
-					}
-					w.WriteHeader(m.Status)
-					clear(hdr)
-					continue
-				}
-				WriteHTTP3ResponseHead(w, m)
-				cur = m
-				// A body already queued goes out with the head, in the same
-				// packet; otherwise the head goes now.
-				if len(in) == 0 {
-					flush()
-				}
-			case *Chunk:
-				_, err := w.Write(m.Data)
-				if cur != nil {
-					cur.ex.addResponse(len(m.Data))
-				}
-				m.Release()
-				if err != nil {
-					return errAbortResponse
-				}
-				// Until the head is flushed quic-go buffers small writes and
-				// would merge chunks into one DATA frame: flush after the
-				// first, so every chunk stays its own frame.
-				if !headFlushed {
-					flush()
-				}
-			case *End:
-				if !headFlushed {
-					// Flushed before the handler returns, or quic-go would
-					// turn a chunked response into a Content-Length one.
-					flush()
-				}
-				if cur != nil {
-					outcome := Completed
-					if m.Err != nil {
-						outcome = Cut
-					}
-					cur.ex.finish(cur.Status, outcome, nil)
-				}
-				if m.Err != nil {
-					if logger != nil {
-						logger.Warn("error when proxying response", "error", m.Err)
-					}
-					return errAbortResponse
-				}
-				hdr := w.Header()
-				for _, f := range m.Trailers {
-					hdr.Add(http.TrailerPrefix+f.Name, f.Value)
-				}
-				return nil
-			}
-		}
-	}
-}
-
-// errNoAnswer is the cause of the 502 a server sink sends when its input
-// ended without a response head or a Fail.
+// errNoAnswer is the cause of the 502 a server sink sends when the
+// exchange ended without a response head or a failure.
 var errNoAnswer = errors.New("forwarder ended without a response")
 
-// writeSyntheticHTTP3 answers the stream with the synthetic response for e.
-func writeSyntheticHTTP3(w http.ResponseWriter, e *Error, ex *exchange) {
+// errAbortResponse is the cause logged when an exchange ends with a head
+// out and its body unfinished: the stream is reset.
+var errAbortResponse = errors.New("response cut short after its head")
+
+// streamSink writes the response to the request stream (the server sink).
+// It keeps the exchange invariant: the stream ends with one complete
+// response (Close), one synthetic response (502, 504, ...), or a reset,
+// never with nothing written; done enforces it whatever path the exchange
+// took. reqEx is the request's exchange, finished here if no head carries
+// it.
+type streamSink struct {
+	s      ServerStream
+	ctx    context.Context
+	logger *slog.Logger
+	reqEx  *exchange
+	cur    *Head // the final head, once written
+	ended  bool  // the stream was ended (Close or Reset)
+}
+
+// interim writes a 1xx head.
+func (k *streamSink) interim(h *Head) error { return k.s.WriteHead(ResponseH3Head(h)) }
+
+// head writes the final response head.
+func (k *streamSink) head(h *Head) error {
+	k.cur = h
+	return k.s.WriteHead(ResponseH3Head(h))
+}
+
+// data writes one DATA frame of the body.
+func (k *streamSink) data(p []byte) error {
+	if err := k.s.WriteData(p); err != nil {
+		return err
+	}
+	k.cur.ex.addResponse(len(p))
+	return nil
+}
+
+// end completes the response: the trailers that may be forwarded, then
+// FIN.
+func (k *streamSink) end(trailers httpio.Header) error {
+	var err error
+	if t := forwardTrailers(trailers); len(t) > 0 {
+		err = k.s.WriteTrailers(t)
+	}
+	if err == nil {
+		err = k.s.Close()
+	}
+	if err != nil {
+		k.reset(err)
+		return err
+	}
+	k.ended = true
+	k.cur.ex.finish(k.cur.Status, Completed, nil)
+	return nil
+}
+
+// reset ends the stream with RESET_STREAM: a response whose head is out
+// is cut, an exchange without one is abandoned (nobody to answer).
+func (k *streamSink) reset(err error) {
+	if k.ended {
+		return
+	}
+	k.ended = true
+	k.s.Reset()
+	if k.cur != nil {
+		k.cur.ex.finish(k.cur.Status, Cut, nil)
+		if k.logger != nil {
+			k.logger.Warn("error when proxying response", "error", err)
+		}
+	}
+}
+
+// fail answers with the synthetic response for e, or, when a head is out
+// already, resets the stream.
+func (k *streamSink) fail(e *Error) {
+	if k.ended {
+		return
+	}
+	if k.cur != nil {
+		k.reset(e)
+		return
+	}
+	logFailure(k.logger, e)
 	sh, sb := Synthesize(e)
-	WriteHTTP3ResponseHead(w, sh)
-	w.Write(sb.Data)
-	ex.addResponse(len(sb.Data))
-	ex.finish(sh.Status, Synthetic, e)
-	sb.Release()
+	defer sb.Release()
+	err := k.s.WriteHead(ResponseH3Head(sh))
+	if err == nil {
+		err = k.s.WriteData(sb.Data)
+	}
+	if err == nil {
+		err = k.s.Close()
+	}
+	if err != nil {
+		k.reset(err)
+		return
+	}
+	k.ended = true
+	k.reqEx.addResponse(len(sb.Data))
+	k.reqEx.finish(sh.Status, Synthetic, e)
+}
+
+// done ends a stream the exchange left open: reset when a head is out (the
+// body will not complete) or when the exchange was cancelled (the stream
+// is gone); otherwise every path should have answered, and a 502 says so.
+func (k *streamSink) done() {
+	switch {
+	case k.ended:
+	case k.cur != nil:
+		k.reset(errAbortResponse)
+	case k.ctx.Err() != nil:
+		k.reset(context.Cause(k.ctx))
+	default:
+		e := NewError(KindUpstream, ServerSide, MsgCouldNotProxy, errNoAnswer)
+		if k.logger != nil {
+			k.logger.Error("exchange ended without an answer", "error", e)
+		}
+		k.fail(e)
+	}
 }

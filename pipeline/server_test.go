@@ -3,9 +3,9 @@ package pipeline
 // Tests of the server side (HTTP/3 in, HTTP/1.1 to the origin) against a
 // scriptable origin: each of its connections runs a script that can close
 // idle connections, close mid-head or mid-body, reset, answer early, send
-// interim responses or trailers. The handler is driven as quic-go's http3
-// server drives it, with a recorder that notices what quic-go would do with
-// a handler that returns without writing (an implicit, empty 200).
+// interim responses or trailers. The handler is driven as the session
+// drives it (serveH3, tunnel_test.go), over a stream running the HTTP/3
+// codec, which notices a handler that returns without ending the stream.
 
 import (
 	"bufio"
@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,81 +109,6 @@ func (o *scriptOrigin) serveAll(c net.Conn, br *bufio.Reader) {
 	}
 }
 
-// h3Result is what the HTTP/3 stream carried back.
-type h3Result struct {
-	status   int // final status; 0 if none was written
-	implicit bool
-	interim  []int
-	header   http.Header
-	body     string
-	reset    bool // the handler aborted the stream
-}
-
-// h3Rec records a handler's response as quic-go's responseWriter would
-// send it: a Write before WriteHeader is an implicit 200.
-type h3Rec struct {
-	hdr http.Header
-	res h3Result
-	buf bytes.Buffer
-}
-
-func (r *h3Rec) Header() http.Header { return r.hdr }
-func (r *h3Rec) Flush()              {}
-func (r *h3Rec) WriteHeader(code int) {
-	if code < 200 {
-		r.res.interim = append(r.res.interim, code)
-		return
-	}
-	if r.res.status == 0 {
-		r.res.status = code
-		r.res.header = r.hdr.Clone()
-	}
-}
-
-func (r *h3Rec) Write(p []byte) (int, error) {
-	if r.res.status == 0 {
-		r.res.status, r.res.implicit = http.StatusOK, true
-	}
-	return r.buf.Write(p)
-}
-
-// serveH3 runs the handler for one request as the http3 server would.
-// body nil means a stream that ends right after its HEADERS.
-func serveH3(ctx context.Context, h *Handler, method, target string, hdr http.Header, body io.Reader, length int64) (res h3Result) {
-	u, _ := url.ParseRequestURI(target)
-	if hdr == nil {
-		hdr = http.Header{}
-	}
-	r := (&http.Request{
-		Method: method, URL: u, RequestURI: target, Host: "example.org", Proto: "HTTP/3.0", ProtoMajor: 3,
-		Header: hdr, ContentLength: length, RemoteAddr: "192.0.2.1:4433",
-	}).WithContext(ctx)
-	if body == nil {
-		r.Body, r.ContentLength = http.NoBody, -1
-	} else if rc, ok := body.(io.ReadCloser); ok {
-		r.Body = rc
-	} else {
-		r.Body = io.NopCloser(body)
-	}
-	rec := &h3Rec{hdr: http.Header{}}
-	defer func() {
-		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
-				panic(p)
-			}
-			rec.res.reset = true
-		}
-		if rec.res.status == 0 && !rec.res.reset {
-			// quic-go sends an empty 200 for a handler that wrote nothing.
-			rec.res.status, rec.res.implicit = http.StatusOK, true
-		}
-		rec.res.body = rec.buf.String()
-		res = rec.res
-	}()
-	h.ServeHTTP(rec, r)
-	return
-}
-
 func newTestHandler(addr string, tweak func(*ServerOptions)) (*Handler, *OriginPool) {
 	pool := NewOriginPool(OriginOptions{Address: addr})
 	o := &ServerOptions{Origin: pool}
@@ -251,15 +175,20 @@ func TestOriginClosesIdleConnection(t *testing.T) {
 // TestTwoDeadPooledConnections: two idle connections the origin closed
 // must be skipped; the request gets the origin's answer, never an empty 200.
 func TestTwoDeadPooledConnections(t *testing.T) {
-	var hold sync.WaitGroup
+	var arrived, hold sync.WaitGroup
+	arrived.Add(2)
 	hold.Add(2)
 	o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
 		if n <= 2 {
 			req, _, err := o.read(br)
+			arrived.Done()
 			if err != nil {
 				hold.Done()
 				return
 			}
+			// Neither warm-up is answered before both are in flight, so
+			// the second cannot reuse the first one's connection.
+			arrived.Wait()
 			ok(c, req)
 			hold.Done()
 			hold.Wait() // both are pooled before either closes
@@ -431,14 +360,13 @@ func TestOriginInterimAndTrailers(t *testing.T) {
 	if len(r.interim) != 1 || r.interim[0] != 103 || r.body != "ok" {
 		t.Fatalf("hints: interim %v body %q", r.interim, r.body)
 	}
-	rec := &h3Rec{hdr: http.Header{}}
-	func() {
-		defer func() { recover() }()
-		r := (&http.Request{Method: "GET", URL: &url.URL{Path: "/trailers"}, RequestURI: "/trailers", Host: "h", Header: http.Header{}, Body: http.NoBody, ContentLength: -1}).WithContext(t.Context())
-		h.ServeHTTP(rec, r)
-	}()
-	if got := rec.hdr.Get(http.TrailerPrefix + "X-Sum"); got != "42" || rec.buf.String() != "ok" {
-		t.Fatalf("trailers: X-Sum %q body %q", got, rec.buf.String())
+	r = get(t, h, "/trailers")
+	wantStatus(t, "trailers", r, 200)
+	if got := r.trailers.Get("X-Sum"); got != "42" || r.body != "ok" {
+		t.Fatalf("trailers: X-Sum %q body %q", got, r.body)
+	}
+	if r.header.Get("Trailer") != "X-Sum" {
+		t.Fatalf("trailer declaration %q", r.header.Get("Trailer"))
 	}
 }
 
@@ -476,6 +404,9 @@ func TestOriginEarlyAnswer(t *testing.T) {
 	case <-body.closed:
 	default:
 		t.Fatal("the request body was not closed after the early answer")
+	}
+	if !r.stopped {
+		t.Fatal("the handler did not stop reading the request body")
 	}
 	wantStatus(t, "next", get(t, h, "/next"), 200)
 	if n := o.conns.Load(); n != 2 {
@@ -564,21 +495,39 @@ func containsN(list []string, v string, n int) bool {
 	return c >= n
 }
 
-// TestServerSinkNeverInventsAResponse: a sink whose input ends with no head
-// and no Fail answers 502, never leaving the stream to an implicit 200.
+// TestServerSinkNeverInventsAResponse: a sink left without a head and
+// without a failure (no path of the exchange does that) answers 502 and
+// ends the stream, or resets it when the exchange was cancelled; it never
+// leaves the stream without an end. A head without an end is a reset.
 func TestServerSinkNeverInventsAResponse(t *testing.T) {
-	rec := &h3Rec{hdr: http.Header{}}
-	if err := RunFrom(t.Context(), prefilled(), writeHTTP3Response(rec, nil, nil)); err != nil {
-		t.Fatal(err)
+	run := func(ctx context.Context, prepare func(k *streamSink)) h3Result {
+		m := newMemStream(ctx)
+		res := make(chan h3Result, 1)
+		go func() { res <- collectH3(m.cr, "GET") }()
+		k := &streamSink{s: m.server(), ctx: ctx}
+		if prepare != nil {
+			prepare(k)
+		}
+		k.done()
+		r := <-res
+		r.implicit = !m.serverEnded()
+		return r
 	}
-	if rec.res.status != 502 || rec.res.implicit {
-		t.Fatalf("status %d implicit %v", rec.res.status, rec.res.implicit)
+	r := run(t.Context(), nil)
+	if r.status != 502 || r.implicit || r.reset || !strings.Contains(r.body, "could not proxy request") {
+		t.Fatalf("left alone: %+v", r)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	rec = &h3Rec{hdr: http.Header{}}
-	if err := RunFrom(ctx, prefilled(), writeHTTP3Response(rec, nil, nil)); !errors.Is(err, errAbortResponse) {
-		t.Fatalf("cancelled sink returned %v, want the stream reset", err)
+	if r := run(ctx, nil); !r.reset || r.status != 0 || r.implicit {
+		t.Fatalf("cancelled: %+v, want the stream reset", r)
+	}
+	r = run(t.Context(), func(k *streamSink) {
+		k.head(&Head{Status: 200, Body: httpio.Framing{Kind: httpio.LengthBody, Length: 10}})
+		k.data([]byte("abc"))
+	})
+	if !r.reset || r.status != 200 || r.implicit {
+		t.Fatalf("head out: %+v, want the stream reset", r)
 	}
 }
 

@@ -10,7 +10,7 @@ package pipeline
 //	          or origin: refused|unreachable|timeout|closed|invalid, a real
 //	          origin failure of that class classified by originError
 //	in.http   instead of error: a request the client's parser or RequestHead
-//	          refuses; the error is built as the client source builds it
+//	          refuses; the error is built as the client builds it
 //	tunnel    server-side errors only: the response as it crosses HTTP/3
 //	out.http  the head the caller receives (client side: as the client sink
 //	          writes a Fail, Connection: close; server side: the relayed
@@ -68,7 +68,7 @@ func TestSynthGolden(t *testing.T) {
 	}
 }
 
-// synthFromRequest builds the error the client source answers in with.
+// synthFromRequest builds the error the client answers in with.
 func synthFromRequest(t *testing.T, in []byte) *Error {
 	t.Helper()
 	r := httpio.NewReader(bytes.NewReader(in), httpio.Limits{})
@@ -144,15 +144,20 @@ func synthRender(t *testing.T, e *Error) []txtar.File {
 	head := sh
 	closeConn := true
 	if e.Side == ServerSide {
-		// The server writes it over HTTP/3; the client relays it.
-		rec := &rwRecorder{header: http.Header{}}
-		WriteHTTP3ResponseHead(rec, sh)
-		files = append(files, txtar.File{Name: "tunnel", Data: []byte(rwRenderTunnel(rec.fields, [][]byte{sb.Data}, nil))})
-		resp, err := rwClientResponse(rec.fields)
+		// The server sink writes it over HTTP/3; the client relays it.
+		var tun bytes.Buffer
+		m := serverWriting(&tun)
+		k := &streamSink{s: m.server(), ctx: t.Context()}
+		k.fail(e)
+		if !m.srvClosed.Load() {
+			t.Fatal("the synthetic response did not end the stream")
+		}
+		files = append(files, txtar.File{Name: "tunnel", Data: []byte(rwRenderH3(t, tun.Bytes(), http.MethodGet))})
+		fh, err := clientReading(tun.Bytes()).cr.ReadHead()
 		if err != nil {
 			t.Fatal(err)
 		}
-		head = HeadFromHTTP3Response(resp, http.MethodGet)
+		head = HeadFromH3Response(fh, http.MethodGet)
 		closeConn = false
 	}
 	var out bytes.Buffer

@@ -13,10 +13,11 @@ const module = "github.com/ptproxy/ptproxy"
 // honest: the HTTP/1.1 codec knows nothing else, the pipeline knows no QUIC
 // or configuration, the session knows no HTTP/1.1.
 var importRules = map[string][]string{
-	module + "/httpio":   {},
-	module + "/config":   {"github.com/knadh/koanf", "github.com/go-viper/mapstructure"},
-	module + "/pipeline": {module + "/httpio"},
-	module + "/session":  {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec"},
+	module + "/httpio":    {},
+	module + "/httpio/h3": {module + "/httpio", "github.com/quic-go/qpack"},
+	module + "/config":    {"github.com/knadh/koanf", "github.com/go-viper/mapstructure"},
+	module + "/pipeline":  {module + "/httpio"},
+	module + "/session":   {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec"},
 	// The FEC layer is a net.PacketConn: it knows no QUIC, only datagrams.
 	module + "/session/fec": {"github.com/klauspost/reedsolomon"},
 }
