@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // ClientOptions configure a [Client]. Only TLS and PeerHostname are required.
@@ -35,9 +34,14 @@ type ClientOptions struct {
 	// the handshake (quic-go issue 4303, a data race on the peer's
 	// transport parameters), which -race builds report. Without it the
 	// client dials with Dial (TLS resumption still works, no early data).
-	ZeroRTT      bool
-	Logger       *slog.Logger // default slog.Default()
-	OnTransition func(Transition)
+	ZeroRTT bool
+	// MaxFieldSectionSize bounds a response head from the server (RFC 9114
+	// 4.2.2 size); 0 means the codec's default (64 KiB). The composition
+	// root passes transport.max_response_header_bytes, the bound the
+	// server applies to the origin's heads.
+	MaxFieldSectionSize uint64
+	Logger              *slog.Logger // default slog.Default()
+	OnTransition        func(Transition)
 	// KeyLogWriter, when non-nil, receives TLS secrets (SSLKEYLOGFILE).
 	KeyLogWriter io.Writer
 	// Resolver resolves ConnectAddress; default net.DefaultResolver (an IP
@@ -106,16 +110,48 @@ type Client struct {
 type clientSession struct {
 	gen  uint64
 	conn *quic.Conn
-	cc   *http3.ClientConn
+	h3   *h3Conn
 	// refused is set once a request learned that this session takes no new
 	// requests (GOAWAY, connection gone); requests then wait for the next
 	// session. Run still owns the session until its connection ends.
 	refused atomic.Pointer[errBox]
+	// active counts the exchanges on this session (Open to Close); away is
+	// set when the server's GOAWAY came. The session is closed (H3_NO_ERROR)
+	// once both hold, so the draining server knows at once that the client
+	// received every byte instead of waiting out its linger.
+	active atomic.Int64
+	away   atomic.Bool
+}
+
+// goneAway runs when the server's GOAWAY arrived: no new request goes on
+// s, and s closes once its last exchange ended.
+func (s *clientSession) goneAway() {
+	s.refuse(ErrServerGoaway)
+	s.away.Store(true)
+	if s.active.Load() == 0 {
+		s.h3.close("")
+	}
+}
+
+// exchangeDone ends one exchange on s (see goneAway).
+func (s *clientSession) exchangeDone() {
+	if s.active.Add(-1) == 0 && s.away.Load() {
+		s.h3.close("")
+	}
 }
 
 // usable reports whether new requests may be sent on s.
 func (s *clientSession) usable() bool {
-	return s.refused.Load() == nil && s.conn.Context().Err() == nil
+	if s.refused.Load() != nil || s.conn.Context().Err() != nil {
+		return false
+	}
+	select {
+	case <-s.h3.GoAway():
+		s.refuse(ErrServerGoaway)
+		return false
+	default:
+		return true
+	}
 }
 
 func (s *clientSession) refuse(reason error) { s.refused.CompareAndSwap(nil, &errBox{reason}) }
@@ -128,7 +164,12 @@ func (s *clientSession) refusal() error {
 	if s.conn.Context().Err() != nil {
 		return lostReason(context.Cause(s.conn.Context()))
 	}
-	return nil
+	select {
+	case <-s.h3.GoAway():
+		return ErrServerGoaway
+	default:
+		return nil
+	}
 }
 
 // NewClient validates o and binds the UDP socket now, so bind errors surface
@@ -401,6 +442,7 @@ func (c *Client) Run(ctx context.Context) error {
 				c.cur.CompareAndSwap(s, nil)
 				delay = 0 // retry at once: the server usually restarts
 				lostRTT = s.conn.ConnectionStats().SmoothedRTT
+				s.h3.wait()
 				break ready
 			case <-ctx.Done():
 				return c.stopReady(ctx, s)
@@ -502,5 +544,6 @@ func (c *Client) stopReady(ctx context.Context, s *clientSession) error {
 }
 
 func (s *clientSession) close() {
-	_ = s.cc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	s.h3.close("")
+	s.h3.wait()
 }

@@ -7,16 +7,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // Hedged dials (fast re-dial after a lost session, see connect).
@@ -54,7 +52,7 @@ func hedgeInterval(rtt, bound time.Duration) time.Duration {
 // and after a rejection none is touched again (see roundTripEarly).
 type earlySession struct {
 	conn *quic.Conn
-	cc   *http3.ClientConn
+	h3   *h3Conn
 
 	mu      sync.RWMutex
 	retired bool // guarded by mu
@@ -78,40 +76,26 @@ type earlySession struct {
 	settleOnce sync.Once
 }
 
-func newEarlySession(conn *quic.Conn, cc *http3.ClientConn) *earlySession {
-	e := &earlySession{conn: conn, cc: cc, settled: make(chan struct{})}
+func newEarlySession(conn *quic.Conn, hc *h3Conn) *earlySession {
+	e := &earlySession{conn: conn, h3: hc, settled: make(chan struct{})}
 	e.openCtx, e.stopOpen = context.WithCancel(context.Background())
 	e.decided, e.decide = context.WithCancel(context.Background())
 	return e
 }
 
-// send opens a request stream and sends req (bodiless) with its FIN, as
-// 0-RTT data. It fails once the session is retired.
-func (e *earlySession) send(req *http.Request) (*http3.RequestStream, error) {
+// open opens a request stream as 0-RTT data. It fails once the session is
+// retired.
+func (e *earlySession) open(ctx context.Context) (*quic.Stream, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.retired {
 		return nil, errEarlyGone
 	}
-	ctx, cancel := context.WithCancelCause(req.Context())
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(e.openCtx, func() { cancel(errEarlyGone) })
 	defer stop()
-	str, err := e.cc.OpenRequestStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// On failure the stream is abandoned untouched, like a rejected one.
-	if err := str.SendRequestHeader(req); err != nil {
-		return nil, err
-	}
-	if err := str.Close(); err != nil {
-		return nil, err
-	}
-	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.WroteRequest != nil {
-		trace.WroteRequest(httptrace.WroteRequestInfo{})
-	}
-	return str, nil
+	return e.conn.OpenStreamSync(ctx)
 }
 
 // retire ends the early phase (idempotent): no stream is opened any more,
@@ -134,8 +118,8 @@ func (e *earlySession) settle() {
 // dialResult is the end of one dial of an attempt.
 type dialResult struct {
 	conn  *quic.Conn
-	cc    *http3.ClientConn // nil for a hedge (set up by the winner)
-	early *earlySession     // the primary dial's early session, if any
+	h3    *h3Conn       // nil for a hedge (set up by the winner)
+	early *earlySession // the primary dial's early session, if any
 	hedge bool
 	err   error
 }
@@ -190,7 +174,7 @@ func (c *Client) connect(ctx context.Context, hedgeRTT time.Duration) (_ *client
 	if c.testNoHedge.Load() {
 		every = 0
 	}
-	conn, cc, early, err := c.dial(actx, addr, every)
+	conn, hc, early, err := c.dial(actx, addr, every)
 	if err != nil {
 		if cause := context.Cause(actx); cause != nil && actx.Err() != nil {
 			return nil, early, true, cause
@@ -198,12 +182,16 @@ func (c *Client) connect(ctx context.Context, hedgeRTT time.Duration) (_ *client
 		return nil, early, true, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
 	select {
-	case <-cc.ReceivedSettings():
-		return &clientSession{conn: conn, cc: cc}, early, true, nil
+	case <-hc.ReceivedSettings():
+		s := &clientSession{conn: conn, h3: hc}
+		hc.setGoAwayHook(s.goneAway)
+		return s, early, true, nil
 	case <-conn.Context().Done():
+		hc.wait()
 		return nil, early, true, fmt.Errorf("connecting to %s: %w", addr, context.Cause(conn.Context()))
 	case <-actx.Done():
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+		hc.close("")
+		hc.wait()
 		return nil, early, true, context.Cause(actx)
 	}
 }
@@ -212,7 +200,7 @@ func (c *Client) connect(ctx context.Context, hedgeRTT time.Duration) (_ *client
 // the first connection whose handshake completed, with its HTTP/3 layer,
 // after every other dial ended (each in a goroutine owned here, cancelled
 // through dctx).
-func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duration) (*quic.Conn, *http3.ClientConn, *earlySession, error) {
+func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duration) (*quic.Conn, *h3Conn, *earlySession, error) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan dialResult, 1+maxHedges) // at most that many in flight
@@ -286,7 +274,7 @@ func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duratio
 			early = r.early
 		}
 		if r.err == nil {
-			_ = r.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+			_ = r.conn.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeNoError), "")
 		}
 	}
 	if hedges > 0 {
@@ -298,10 +286,14 @@ func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duratio
 		}
 		return nil, nil, early, primaryErr
 	}
-	if win.cc == nil {
-		win.cc = c.newClientConn(win.conn)
+	if win.h3 == nil {
+		hc, err := newH3Conn(win.conn, false, c.log)
+		if err != nil {
+			return nil, nil, early, err
+		}
+		win.h3 = hc
 	}
-	return win.conn, win.cc, early, nil
+	return win.conn, win.h3, early, nil
 }
 
 // hedgeTLSConfig is the TLS config of hedged dials: they never resume a
@@ -343,19 +335,26 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 		if err != nil {
 			return dialResult{err: err}
 		}
-		return dialResult{conn: conn, cc: c.newClientConn(conn)}
+		hc, err := newH3Conn(conn, false, c.log)
+		if err != nil {
+			return dialResult{err: err}
+		}
+		return dialResult{conn: conn, h3: hc}
 	}
 	conn, err := c.tr.DialEarly(ctx, addr, c.o.TLS, c.quicConf)
 	if err != nil {
 		return dialResult{err: err}
 	}
-	cc := c.newClientConn(conn)
+	hc, err := newH3Conn(conn, false, c.log)
+	if err != nil {
+		return dialResult{err: err}
+	}
 	select {
 	case <-conn.HandshakeComplete():
-		return dialResult{conn: conn, cc: cc}
+		return dialResult{conn: conn, h3: hc}
 	default:
 	}
-	e := newEarlySession(conn, cc)
+	e := newEarlySession(conn, hc)
 	c.early.Store(e)
 	c.notifySession()
 	if h := c.testHookEarly.Load(); h != nil {
@@ -369,10 +368,12 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 	case <-conn.HandshakeComplete():
 	case <-conn.Context().Done():
 		retire(false)
+		hc.wait()
 		return dialResult{early: e, err: context.Cause(conn.Context())}
 	case <-ctx.Done():
 		retire(false)
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+		hc.close("")
+		hc.wait()
 		return dialResult{early: e, err: context.Cause(ctx)}
 	}
 	// quic-go has already reset its stream maps if the server rejected the
@@ -383,19 +384,22 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 	retire(accepted)
 	if !accepted {
 		c.log.Debug("0-RTT rejected by the server; continuing with 1-RTT", KeyPeer, c.o.PeerHostname)
+		// The early HTTP/3 layer's streams were discarded with the early
+		// data; its stream acceptor saw the rejection and ended, so it
+		// cannot take a stream of the 1-RTT connection.
+		hc.waitAcceptor()
 		next, err := conn.NextConnection(ctx)
 		if err != nil {
-			_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+			_ = conn.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeNoError), "")
+			hc.wait()
 			return dialResult{early: e, err: err}
 		}
 		conn = next
-		cc = c.newClientConn(conn)
+		if hc, err = newH3Conn(conn, false, c.log); err != nil {
+			return dialResult{early: e, err: err}
+		}
 	}
-	return dialResult{conn: conn, cc: cc, early: e}
-}
-
-func (c *Client) newClientConn(conn *quic.Conn) *http3.ClientConn {
-	return (&http3.Transport{DisableCompression: true, Logger: c.log}).NewClientConn(conn)
+	return dialResult{conn: conn, h3: hc, early: e}
 }
 
 func (c *Client) pickAddr(ctx context.Context) (*net.UDPAddr, error) {

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 var (
@@ -78,7 +78,7 @@ func lostReason(cause error) error {
 		return errors.New("connection closed")
 	}
 	if ae, ok := errors.AsType[*quic.ApplicationError](cause); ok &&
-		ae.ErrorCode == quic.ApplicationErrorCode(http3.ErrCodeNoError) {
+		ae.ErrorCode == quic.ApplicationErrorCode(h3.ErrCodeNoError) {
 		if ae.Remote {
 			return ErrServerClosed
 		}
@@ -93,11 +93,11 @@ func serverCloseReason(cause error) error {
 		return errors.New("connection closed")
 	}
 	if ae, ok := errors.AsType[*quic.ApplicationError](cause); ok &&
-		ae.ErrorCode == quic.ApplicationErrorCode(http3.ErrCodeNoError) {
+		ae.ErrorCode == quic.ApplicationErrorCode(h3.ErrCodeNoError) {
 		if ae.Remote {
 			return ErrClientClosed
 		}
-		return fmt.Errorf("closed by this server (%s)", http3.ErrCodeNoError)
+		return fmt.Errorf("closed by this server (%s)", h3.ErrCodeNoError)
 	}
 	return cause
 }

@@ -43,7 +43,7 @@ func startFECServer(t *testing.T, cs *certSet, tr Transport) (*Server, *logBuf) 
 	log, logs := newLogger(t)
 	s, err := NewServer(ServerOptions{
 		BindAddress: "127.0.0.1", Port: freePort(t), TLS: cs.serverTLS(t, "client.test", "server.test"),
-		Transport: tr, Handler: bulk, Logger: log.With("side", "server"), PeerHostname: "client.test",
+		Transport: tr, Handler: httpHandler(bulk), Logger: log.With("side", "server"), PeerHostname: "client.test",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -185,7 +185,7 @@ func startServer(t *testing.T, tlsConf *tls.Config, port int, h http.Handler) *t
 	log, logs := newLogger(t)
 	s, err := NewServer(ServerOptions{
 		BindAddress: "127.0.0.1", Port: port, TLS: tlsConf, Transport: testTransport,
-		Handler: h, Logger: log.With("side", "server"), PeerHostname: "client.test",
+		Handler: httpHandler(h), Logger: log.With("side", "server"), PeerHostname: "client.test",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,4 +21,5 @@ const (
 	KeyError      = "error"       // generic error
 	KeyResumed    = "resumed"     // server: the TLS session was resumed from a ticket
 	KeyEarlyData  = "early_data"  // server: the client sent 0-RTT early data that was accepted
+	KeyGSO        = "gso"         // server: quic-go sends with UDP generic segmentation offload on this connection
 )

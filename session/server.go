@@ -9,26 +9,28 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // ServerOptions configure a [Server]. TLS and Handler are required.
 type ServerOptions struct {
-	BindAddress  string       // local IP; default "::"
-	Port         int          // UDP port; 0 binds an ephemeral port (tests, the demo): callers pass quic_port
-	TLS          *tls.Config  // from ServerTLS
-	Transport    Transport    // QUIC knobs
-	Handler      http.Handler // serves every HTTP/3 request
-	Logger       *slog.Logger // default slog.Default()
-	OnTransition func(Transition)
-	PeerHostname string    // the pinned client name, for logs
-	KeyLogWriter io.Writer // when non-nil, receives TLS secrets (SSLKEYLOGFILE)
+	BindAddress string        // local IP; default "::"
+	Port        int           // UDP port; 0 binds an ephemeral port (tests, the demo): callers pass quic_port
+	TLS         *tls.Config   // from ServerTLS
+	Transport   Transport     // QUIC knobs
+	Handler     StreamHandler // serves every HTTP/3 request stream
+	// MaxFieldSectionSize bounds a request head from the client (RFC 9114
+	// 4.2.2 size); 0 means the codec's default (64 KiB).
+	MaxFieldSectionSize uint64
+	Logger              *slog.Logger // default slog.Default()
+	OnTransition        func(Transition)
+	PeerHostname        string    // the pinned client name, for logs
+	KeyLogWriter        io.Writer // when non-nil, receives TLS secrets (SSLKEYLOGFILE)
 }
 
 // drainLinger bounds how long Drain waits, after the last handler returned,
@@ -38,7 +40,8 @@ type ServerOptions struct {
 const drainLinger = 2 * time.Second
 
 // Server accepts any number of authenticated QUIC connections and serves
-// HTTP/3 on each with one http3.Server.
+// HTTP/3 on each: its own HTTP/3 layer (h3Conn for the control streams, one
+// goroutine per request stream running the handler).
 //
 // Lifecycle: NewServer (idle) -> Listen (ready) -> Serve ... -> Drain
 // (draining -> stopped) or Close (stopped). The lifecycle methods are the
@@ -53,7 +56,6 @@ type Server struct {
 	tr   *quic.Transport
 	fec  *fecLayer // FEC below QUIC, or the watcher of a peer's FEC (fecconn.go)
 	ln   *quic.EarlyListener
-	h3   *http3.Server
 
 	linger  time.Duration // drainLinger; tests change it
 	probeCh chan struct{} // received from by Serve's loop (Probe)
@@ -69,7 +71,7 @@ type Server struct {
 
 	connWG  sync.WaitGroup // one per served connection goroutine (owned by Serve)
 	connsMu sync.Mutex
-	conns   map[*quic.Conn]struct{}
+	conns   map[*quic.Conn]*serverConn // serverConn nil until its HTTP/3 layer is up
 
 	hMu      sync.Mutex // guards handlers and hIdle
 	handlers int        // handlers running
@@ -99,7 +101,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		acceptDone: make(chan struct{}),
 		finished:   make(chan struct{}),
 		probeCh:    make(chan struct{}),
-		conns:      map[*quic.Conn]struct{}{},
+		conns:      map[*quic.Conn]*serverConn{},
 	}, nil
 }
 
@@ -149,17 +151,6 @@ func (s *Server) Listen() error {
 	// quic-go sized the buffers in Listen; the user's values win.
 	applySocketBuffers(udp, s.o.Transport, s.log)
 	s.udp, s.tr, s.ln = udp, tr, ln
-	s.h3 = &http3.Server{
-		Handler:    http.HandlerFunc(s.serveHTTP),
-		QUICConfig: qc,
-		Logger:     s.log,
-		// IdleTimeout stays 0: http3 would close connections that are
-		// HTTP/3-idle even while keep-alive PINGs flow.
-		IdleTimeout: 0,
-		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
-	}
 	s.m.fire(context.Background(), EvListen, nil)
 	s.log.Info("accepting connections", KeyLocalAddr, udp.LocalAddr().String(), KeyPeer, s.o.PeerHostname)
 	return nil
@@ -297,7 +288,7 @@ loop:
 func (s *Server) serveConn(conn *quic.Conn) {
 	defer s.connWG.Done()
 	s.connsMu.Lock()
-	s.conns[conn] = struct{}{}
+	s.conns[conn] = nil
 	s.connsMu.Unlock()
 	defer func() {
 		s.connsMu.Lock()
@@ -324,20 +315,19 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	}
 	st := conn.ConnectionState()
 	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname,
-		KeyResumed, st.TLS.DidResume, KeyEarlyData, st.Used0RTT)
-	err := s.h3.ServeQUICConn(conn)
-	if conn.Context().Err() == nil {
-		// ServeQUICConn returned without the connection closing (server
-		// closed, or HTTP/3 setup failed): close it cleanly ourselves.
-		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+		KeyResumed, st.TLS.DidResume, KeyEarlyData, st.Used0RTT, KeyGSO, st.GSO)
+	hc, err := newH3Conn(conn, true, s.log)
+	if err != nil {
+		s.log.Warn("connection closed", KeyRemoteAddr, remote, KeyReason, err.Error(), KeyPeer, s.o.PeerHostname)
+		return
 	}
-	reason := serverCloseReason(context.Cause(conn.Context()))
-	level := slog.LevelInfo
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		level = slog.LevelWarn
-		reason = err
-	}
-	s.log.Log(context.Background(), level, "connection closed", KeyRemoteAddr, remote, KeyReason, reason.Error(), KeyPeer, s.o.PeerHostname)
+	sc := &serverConn{s: s, conn: conn, h3: hc}
+	s.connsMu.Lock()
+	s.conns[conn] = sc
+	s.connsMu.Unlock()
+	sc.acceptRequests()
+	hc.wait()
+	s.log.Info("connection closed", KeyRemoteAddr, remote, KeyReason, serverCloseReason(context.Cause(conn.Context())).Error(), KeyPeer, s.o.PeerHostname)
 }
 
 func clientSubject(conn *quic.Conn) string {
@@ -351,9 +341,6 @@ func clientSubject(conn *quic.Conn) string {
 func describeCert(c *x509.Certificate) string {
 	return fmt.Sprintf("%s (SAN %s)", c.Subject.String(), certNames(c))
 }
-
-// connKey carries the request's *quic.Conn in its context (ConnContext).
-type connKey struct{}
 
 // Probe proves the server's actor loop (Serve) is alive: nil once the loop
 // took the probe, ErrClosed once the server stopped accepting, an error
@@ -379,39 +366,22 @@ func (s *Server) Probe(ctx context.Context) error {
 	}
 }
 
-// serveHTTP counts running handlers so Drain can wait for them, and holds
-// requests that arrived as 0-RTT early data unless they are safe (GET,
-// HEAD): early data can be replayed by an attacker, so anything else is
-// processed only once the handshake completed, which a replayed flight
-// never does. (Our client never sends such requests early; this guards
-// against other clients.)
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil && !r.TLS.HandshakeComplete && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if conn, ok := r.Context().Value(connKey{}).(*quic.Conn); ok {
-			select {
-			case <-conn.HandshakeComplete():
-				s.log.Debug("early request held until the handshake completed", "method", r.Method, KeyRemoteAddr, conn.RemoteAddr().String())
-			case <-r.Context().Done():
-				return
-			}
-		} else {
-			w.WriteHeader(http.StatusTooEarly)
-			return
-		}
-	}
+// handlerStarted and handlerDone count running handlers so Drain can wait
+// for them.
+func (s *Server) handlerStarted() {
 	s.hMu.Lock()
 	s.handlers++
 	s.hMu.Unlock()
-	defer func() {
-		s.hMu.Lock()
-		s.handlers--
-		if s.handlers == 0 && s.hIdle != nil {
-			close(s.hIdle)
-			s.hIdle = nil
-		}
-		s.hMu.Unlock()
-	}()
-	s.o.Handler.ServeHTTP(w, r)
+}
+
+func (s *Server) handlerDone() {
+	s.hMu.Lock()
+	s.handlers--
+	if s.handlers == 0 && s.hIdle != nil {
+		close(s.hIdle)
+		s.hIdle = nil
+	}
+	s.hMu.Unlock()
 }
 
 // InFlight returns the number of requests being handled.
@@ -442,7 +412,7 @@ func (s *Server) connCount() int {
 }
 
 // Drain stops accepting new QUIC connections, sends GOAWAY on every
-// connection (http3.Server.Shutdown), waits for in-flight handlers, then
+// connection (RFC 9114 5.2), waits for in-flight handlers, then
 // closes the remaining connections with H3_NO_ERROR so clients know at once.
 // If ctx ends first, the rest is closed immediately and ctx's cause returned.
 func (s *Server) Drain(ctx context.Context) error {
@@ -459,14 +429,11 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.closing.Store(true)
 	s.m.fire(ctx, EvDrain, nil)
 	_ = s.ln.Close() // stop accepting; Serve's loop ends
-	h3 := s.h3
 	s.life.Unlock()
 	if s.serving.Load() {
 		<-s.acceptDone
 	}
-
-	shutdownDone := make(chan error, 1)
-	go func() { shutdownDone <- h3.Shutdown(ctx) }() // owned: awaited below
+	s.goAwayAll()
 
 	var err error
 wait:
@@ -500,9 +467,6 @@ wait:
 		}
 	}
 	s.closeConns()
-	if serr := <-shutdownDone; err == nil && serr != nil && !errors.Is(serr, context.Canceled) {
-		err = serr
-	}
 	s.finish(nil)
 	return err
 }
@@ -539,7 +503,7 @@ func (s *Server) closeHandshaking() {
 	}
 	s.connsMu.Unlock()
 	for _, c := range hs {
-		_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "server shutting down")
+		_ = c.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeNoError), "server shutting down")
 	}
 }
 
@@ -551,7 +515,7 @@ func (s *Server) closeConns() {
 	}
 	s.connsMu.Unlock()
 	for _, c := range conns {
-		_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "server shutting down")
+		_ = c.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeNoError), "server shutting down")
 	}
 }
 
@@ -570,15 +534,11 @@ func (s *Server) Close() error {
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
-	h3 := s.h3
 	s.life.Unlock()
 	if s.serving.Load() {
 		<-s.acceptDone
 	}
 	s.closeConns()
-	if h3 != nil {
-		_ = h3.Close()
-	}
 	s.finish(nil)
 	return nil
 }

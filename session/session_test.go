@@ -430,7 +430,7 @@ func TestServerDrainWaitsForInflight(t *testing.T) {
 
 func TestServerCloseBeforeListen(t *testing.T) {
 	cs := newCertSet(t)
-	s, err := NewServer(ServerOptions{TLS: cs.serverTLS(t, "client.test", "server.test"), Handler: echo, Logger: discard()})
+	s, err := NewServer(ServerOptions{TLS: cs.serverTLS(t, "client.test", "server.test"), Handler: httpHandler(echo), Logger: discard()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,10 @@ import (
 	"net"
 	"os"
 	"strings"
-
-	"github.com/quic-go/quic-go/http3"
 )
+
+// alpnH3 is HTTP/3's ALPN token (RFC 9114 3.1).
+const alpnH3 = "h3"
 
 // ClientTLS builds the client-side TLS config: TLS 1.3 only, ALPN h3, the
 // server certificate verified against caFile for peerHostname (DNS name or
@@ -40,7 +41,7 @@ func ClientTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		MaxVersion:         tls.VersionTLS13,
-		NextProtos:         []string{http3.NextProtoH3},
+		NextProtos:         []string{alpnH3},
 		RootCAs:            roots,
 		ServerName:         peerHostname,
 		Certificates:       []tls.Certificate{cert},
@@ -82,7 +83,7 @@ func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		MaxVersion:       tls.VersionTLS13,
-		NextProtos:       []string{http3.NextProtoH3},
+		NextProtos:       []string{alpnH3},
 		Certificates:     []tls.Certificate{cert},
 		ClientAuth:       tls.RequireAndVerifyClientCert,
 		ClientCAs:        pool,

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // waitingClient is a client of a port nobody listens on yet, whose
@@ -301,71 +302,71 @@ func TestGoAwayRetriedOnNextSession(t *testing.T) {
 	}
 }
 
-// The retry rules, exchange by exchange.
+// The retry rules, exchange by exchange: which failures say the request
+// was not processed, and which requests may then be sent again.
 func TestRetryClassification(t *testing.T) {
-	get, _ := http.NewRequest(http.MethodGet, "https://x/", nil)
-	postEmpty, _ := http.NewRequest(http.MethodPost, "https://x/", nil)
-	postRewind, _ := http.NewRequest(http.MethodPost, "https://x/", strings.NewReader("b")) // GetBody set
-	postStream, _ := http.NewRequest(http.MethodPost, "https://x/", io.NopCloser(strings.NewReader("b")))
-	putKey, _ := http.NewRequest(http.MethodPut, "https://x/", nil)
-	putKey.Header.Set("Idempotency-Key", "k")
+	rejected := &quic.StreamError{Remote: true, ErrorCode: quic.StreamErrorCode(h3.ErrCodeRequestRejected)}
+	incomplete := &quic.StreamError{Remote: true, ErrorCode: quic.StreamErrorCode(h3.ErrCodeRequestIncomplete)}
+	connGone := &quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(h3.ErrCodeNoError)}
+	internal := &quic.StreamError{Remote: true, ErrorCode: quic.StreamErrorCode(h3.ErrCodeInternalError)}
 
-	notOpened := errors.New("http3: conn unusable: connection in graceful shutdown")
-	rejected := &http3.Error{Remote: true, ErrorCode: http3.ErrCodeRequestRejected}
-	incomplete := &http3.Error{Remote: true, ErrorCode: http3.ErrCodeRequestIncomplete}
+	cs := newCertSet(t)
+	ts := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
+	tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), ts.port(), nil)
+	waitFor(t, "ready", func() bool { return tc.State() == Ready })
+	conn := tc.cur.Load().conn // alive: only the error decides
+	ctx := context.Background()
 
-	for _, tc := range []struct {
+	for _, c := range []struct {
 		name  string
 		err   error
 		class retryClass
 		goes  bool // the session refuses new requests afterwards
 	}{
-		{"GOAWAY before the stream", notOpened, notSent, true},
-		{"H3_REQUEST_REJECTED", fmt.Errorf("http3: parsing frame failed: %w", rejected), refused, true},
-		{"H3_REQUEST_INCOMPLETE", fmt.Errorf("http3: parsing frame failed: %w", incomplete), refused, false},
-		{"H3_REQUEST_REJECTED as a stream error", &quic.StreamError{Remote: true, ErrorCode: quic.StreamErrorCode(http3.ErrCodeRequestRejected)}, refused, true},
+		{"H3_REQUEST_REJECTED", fmt.Errorf("reading response: %w", rejected), refused, true},
+		{"H3_REQUEST_INCOMPLETE", fmt.Errorf("reading response: %w", incomplete), refused, false},
+		{"connection closed", connGone, lost, true},
+		{"H3_INTERNAL_ERROR", internal, noRetry, false},
 	} {
-		s := &clientSession{}
-		if got := classify(s, get, tc.err); got != tc.class {
-			t.Errorf("%s: class %d, want %d", tc.name, got, tc.class)
+		var reason error
+		if got := classify(ctx, conn, func(err error) { reason = err }, c.err); got != c.class {
+			t.Errorf("%s: class %d, want %d", c.name, got, c.class)
 		}
-		if goes := s.refused.Load() != nil; goes != tc.goes {
-			t.Errorf("%s: session refusing=%v, want %v", tc.name, goes, tc.goes)
+		if goes := reason != nil; goes != c.goes {
+			t.Errorf("%s: session refusing=%v, want %v", c.name, goes, c.goes)
 		}
 	}
-	s := &clientSession{}
-	classify(s, get, notOpened)
-	if got := s.refused.Load().err; !errors.Is(got, ErrServerGoaway) {
-		t.Errorf("refusal after GOAWAY: %v", got)
+	var reason error
+	classify(ctx, conn, func(err error) { reason = err }, rejected)
+	if !errors.Is(reason, ErrServerGoaway) {
+		t.Errorf("refusal after H3_REQUEST_REJECTED: %v", reason)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if got := classify(cancelled, conn, func(error) {}, rejected); got != noRetry {
+		t.Errorf("a request whose caller gave up is never retried: class %d", got)
 	}
 
-	for _, tc := range []struct {
-		name  string
-		req   *http.Request
-		class retryClass
-		want  bool
+	get := &h3.Head{Method: "GET"}
+	post := &h3.Head{Method: "POST"}
+	putKey := &h3.Head{Method: "PUT", Fields: httpio.Header{{Name: "idempotency-key", Value: "k"}}}
+	for _, c := range []struct {
+		name     string
+		head     *h3.Head
+		bodiless bool
+		class    retryClass
+		want     bool
 	}{
-		{"GET not sent", get, notSent, true},
-		{"POST with a body not sent (body unread)", postStream, notSent, true},
-		{"bodiless POST refused", postEmpty, refused, true},
-		{"POST refused, body rewindable", postRewind, refused, true},
-		{"POST refused, body read", postStream, refused, false},
-		{"GET lost with the connection", get, lost, true},
-		{"bodiless POST lost with the connection", postEmpty, lost, false},
-		{"PUT with Idempotency-Key lost", putKey, lost, true},
+		{"GET refused", get, true, refused, true},
+		{"bodiless POST refused", post, true, refused, true},
+		{"POST with a streamed body refused", post, false, refused, false},
+		{"GET lost with the connection", get, true, lost, true},
+		{"bodiless POST lost with the connection", post, true, lost, false},
+		{"PUT with Idempotency-Key lost", putKey, true, lost, true},
+		{"GET reset by the server", get, true, noRetry, false},
 	} {
-		next, ok := replay(tc.req, tc.class)
-		if ok != tc.want {
-			t.Errorf("%s: replay %v, want %v", tc.name, ok, tc.want)
-			continue
-		}
-		if ok && tc.req == postRewind {
-			if next == tc.req || next.Body == tc.req.Body {
-				t.Errorf("%s: the retry must carry a fresh body", tc.name)
-			}
-			if b, _ := io.ReadAll(next.Body); string(b) != "b" {
-				t.Errorf("%s: rewound body %q", tc.name, b)
-			}
+		if got := mayResend(c.head, c.bodiless, c.class); got != c.want {
+			t.Errorf("%s: resend %v, want %v", c.name, got, c.want)
 		}
 	}
 

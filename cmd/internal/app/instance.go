@@ -15,6 +15,7 @@ import (
 
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/pipeline"
 	"github.com/ptproxy/ptproxy/session"
 )
@@ -211,8 +212,10 @@ func (in *Instance) startClient() error {
 		Transport:       transportOf(cfg),
 		ConnectInterval: cfg.System.ConnectInterval.Duration(),
 		SessionWait:     cfg.System.SessionWaitTimeout.Duration(),
-		Logger:          in.log,
-		OnTransition:    in.onTransition,
+		// The server relays origin heads up to this bound.
+		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxResponseHeaderBytes), 0),
+		Logger:              in.log,
+		OnTransition:        in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
 		return err
@@ -286,8 +289,10 @@ func (in *Instance) startServer() error {
 		Port:         cfg.General.QUICPort,
 		TLS:          tlsConf,
 		Transport:    transportOf(cfg),
-		Handler:      handler,
-		Logger:       in.log,
+		Handler:      session.HandlerFunc(func(s *session.ServerStream) { handler.ServeStream(s) }),
+		// The client relays caller heads up to its own bounds.
+		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxHeaderBytes), cfg.Transport.MaxHeaderCount),
+		Logger:              in.log,
 		PeerHostname: cfg.General.PeerHostname,
 		OnTransition: in.onTransition,
 	})
@@ -395,22 +400,51 @@ func (in *Instance) Close() error {
 // tunnel adapts the session client to the pipeline's Tunnel, mapping "no
 // session" and "draining" to the errors the pipeline answers with 503. The
 // client itself waits up to session_wait_timeout for a session (ended at
-// once by a drain or the caller hanging up) and retries requests the
-// server never processed (see session.Client.RoundTrip).
+// once by a drain or the caller hanging up) and sends again requests the
+// server never processed (see session.Client.Open).
 type tunnel struct{ c *session.Client }
 
-func (t tunnel) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := t.c.RoundTrip(r)
+func (t tunnel) Open(ctx context.Context, h *h3.Head, bodiless bool) (pipeline.TunnelStream, error) {
+	x, err := t.c.Open(ctx, h, bodiless)
+	if err != nil {
+		return nil, tunnelErr(err)
+	}
+	return tunnelStream{x}, nil
+}
+
+// tunnelStream is a session exchange whose head errors are mapped too (a
+// refused request that cannot be sent again is a 503).
+type tunnelStream struct{ *session.Exchange }
+
+func (s tunnelStream) ReadHead() (*h3.Head, error) {
+	h, err := s.Exchange.ReadHead()
+	return h, tunnelErr(err)
+}
+
+func tunnelErr(err error) error {
 	switch {
 	case err == nil:
-		return resp, nil
+		return nil
 	case errors.Is(err, session.ErrNotReady):
-		return nil, unavailable{kind: pipeline.ErrTunnelDown, err: err}
+		return unavailable{kind: pipeline.ErrTunnelDown, err: err}
 	case errors.Is(err, session.ErrDraining):
-		return nil, unavailable{kind: pipeline.ErrDraining, err: err}
+		return unavailable{kind: pipeline.ErrDraining, err: err}
 	default:
-		return nil, err
+		return err
 	}
+}
+
+// fieldSectionSize converts an HTTP/1.1 head bound into the HTTP/3 field
+// section size that carries the same head (RFC 9114 4.2.2 counts 32 bytes
+// per field on top of name and value; the pseudo-fields add a few).
+func fieldSectionSize(headBytes int64, fields int) uint64 {
+	if headBytes <= 0 {
+		return 0
+	}
+	if fields <= 0 {
+		fields = int(headBytes / 4) // the shortest field line, "a:\r\n"
+	}
+	return uint64(headBytes) + 32*uint64(fields+5)
 }
 
 // unavailable carries the session's reason text while matching the

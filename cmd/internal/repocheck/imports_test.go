@@ -17,7 +17,7 @@ var importRules = map[string][]string{
 	module + "/httpio/h3": {module + "/httpio", "github.com/quic-go/qpack"},
 	module + "/config":    {"github.com/knadh/koanf", "github.com/go-viper/mapstructure"},
 	module + "/pipeline":  {module + "/httpio"},
-	module + "/session":   {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec"},
+	module + "/session":   {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec", module + "/httpio"},
 	// The FEC layer is a net.PacketConn: it knows no QUIC, only datagrams.
 	module + "/session/fec": {"github.com/klauspost/reedsolomon"},
 }
