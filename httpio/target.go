@@ -17,7 +17,7 @@ func parseTarget(req *Request) *Error {
 	case req.Method == "CONNECT":
 		// RFC 9112 3.2.3: authority-form = uri-host ":" port, CONNECT only,
 		// and CONNECT only with it.
-		if !validAuthority(t, true) {
+		if !ValidAuthority(t, true) {
 			return bad(ErrBadTarget, "CONNECT target %q is not host:port", excerpt(t))
 		}
 		req.Form, req.Host, req.Path = AuthorityForm, t, t
@@ -63,7 +63,7 @@ func parseAbsolute(req *Request) *Error {
 	if strings.IndexByte(auth, '@') >= 0 {
 		return bad(ErrBadTarget, "userinfo in request-target %q", excerpt(t))
 	}
-	if !validAuthority(auth, false) {
+	if !ValidAuthority(auth, false) {
 		return bad(ErrBadTarget, "authority %q in request-target", excerpt(auth))
 	}
 	req.Form, req.Host = AbsoluteForm, auth
@@ -129,7 +129,7 @@ func checkHost(req *Request) *Error {
 	}
 	// RFC 9112 3.2: an empty Host is what a client sends when the target
 	// URI has no authority, so it is valid.
-	if host != "" && !validAuthority(host, false) {
+	if host != "" && !ValidAuthority(host, false) {
 		return bad(ErrBadHost, "Host %q is not a valid authority", excerpt(host))
 	}
 	if req.Form == OriginForm || req.Form == AsteriskForm {
@@ -138,7 +138,7 @@ func checkHost(req *Request) *Error {
 	return nil
 }
 
-// validAuthority reports whether s is uri-host [ ":" port ]
+// ValidAuthority reports whether s is uri-host [ ":" port ]
 // (RFC 9110 7.2, RFC 3986 3.2.2-3.2.3), stricter than RFC 3986 in ways no
 // real client notices: the host is non-empty; a reg-name (or IPv4 address)
 // uses only unreserved and sub-delims characters (no percent-encoding); an
@@ -146,7 +146,7 @@ func checkHost(req *Request) *Error {
 // present, is 1 to 5 digits. needPort demands the port (authority-form).
 // Every string accepted here is also accepted by net/http's
 // httpguts.ValidHostHeader and url.Parse.
-func validAuthority(s string, needPort bool) bool {
+func ValidAuthority(s string, needPort bool) bool {
 	host, port := s, ""
 	if strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')

@@ -346,24 +346,7 @@ type plainConn struct{ net.Conn }
 // at.
 func startClientPlain(t *testing.T, tun Tunnel) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go ServeClientConn(ctx, plainConn{c}, &ClientOptions{Tunnel: tun, Now: fixedNow})
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); cancel(); <-done })
-	return ln.Addr().String()
+	return serveClient(t, &ClientOptions{Tunnel: tun, Now: fixedNow}, func(c net.Conn) net.Conn { return plainConn{c} })
 }
 
 // TestHangupWatchWithoutPeek: where the watch reads a byte ahead instead

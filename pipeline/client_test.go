@@ -23,6 +23,13 @@ func startClient(t *testing.T, tun Tunnel) string {
 // startClientWith is startClient with all the options given.
 func startClientWith(t *testing.T, o *ClientOptions) string {
 	t.Helper()
+	return serveClient(t, o, func(c net.Conn) net.Conn { return c })
+}
+
+// serveClient serves the client pipeline on a loopback listener, each
+// accepted connection passed through wrap, and returns its address.
+func serveClient(t *testing.T, o *ClientOptions, wrap func(net.Conn) net.Conn) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,7 @@ func startClientWith(t *testing.T, o *ClientOptions) string {
 			if err != nil {
 				return
 			}
-			go ServeClientConn(ctx, c, o)
+			go ServeClientConn(ctx, wrap(c), o)
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); cancel(); <-done })

@@ -1,7 +1,6 @@
 package h3
 
 import (
-	"net/netip"
 	"strings"
 
 	"github.com/ptproxy/ptproxy/httpio"
@@ -192,68 +191,11 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// validAuthority reports whether s is uri-host [ ":" port ] with the same
-// strictness as httpio's Host check (reg-name of unreserved and sub-delims,
-// or a bracketed IPv6 address without zone; 1-5 digit port), so userinfo
-// (RFC 9114 section 4.3.1 forbids it for http and https) and anything that
-// could redirect the HTTP/1.1 Host is refused. needPort is for CONNECT.
-func validAuthority(s string, needPort bool) bool {
-	host, port := s, ""
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return false
-		}
-		host, port = s[:end+1], s[end+1:]
-		if port != "" && port[0] != ':' {
-			return false
-		}
-		a, err := netip.ParseAddr(host[1 : len(host)-1])
-		if err != nil || !a.Is6() || a.Zone() != "" {
-			return false
-		}
-	} else {
-		if i := strings.IndexByte(s, ':'); i >= 0 {
-			host, port = s[:i], s[i:]
-		}
-		if host == "" {
-			return false
-		}
-		for i := 0; i < len(host); i++ {
-			if !regNameTable[host[i]] {
-				return false
-			}
-		}
-	}
-	if port == "" {
-		return !needPort
-	}
-	port = port[1:]
-	if len(port) == 0 || len(port) > 5 {
-		return false
-	}
-	for i := 0; i < len(port); i++ {
-		if port[i] < '0' || port[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// regNameTable: unreserved / sub-delims (RFC 3986 section 3.2.2), no "%".
-var regNameTable = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=" {
-		t[c] = true
-	}
-	return t
-}()
+// validAuthority is httpio's Host rule (ValidAuthority): the same
+// strictness on both hops, so userinfo (RFC 9114 4.3.1 forbids it for
+// http and https) and anything that could redirect the HTTP/1.1 Host is
+// refused. needPort is for CONNECT.
+func validAuthority(s string, needPort bool) bool { return httpio.ValidAuthority(s, needPort) }
 
 // statusDigits holds "100101102...599" so that statusText can hand out the
 // three digits of any status as a substring instead of formatting one.

@@ -285,16 +285,16 @@ func (in *Instance) startServer() error {
 		Observer:        in.observer(),
 	})
 	srv, err := session.NewServer(session.ServerOptions{
-		BindAddress:  cfg.General.BindAddress,
-		Port:         cfg.General.QUICPort,
-		TLS:          tlsConf,
-		Transport:    transportOf(cfg),
-		Handler:      session.HandlerFunc(func(s *session.ServerStream) { handler.ServeStream(s) }),
+		BindAddress: cfg.General.BindAddress,
+		Port:        cfg.General.QUICPort,
+		TLS:         tlsConf,
+		Transport:   transportOf(cfg),
+		Handler:     session.HandlerFunc(func(s *session.ServerStream) { handler.ServeStream(s) }),
 		// The client relays caller heads up to its own bounds.
 		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxHeaderBytes), cfg.Transport.MaxHeaderCount),
 		Logger:              in.log,
-		PeerHostname: cfg.General.PeerHostname,
-		OnTransition: in.onTransition,
+		PeerHostname:        cfg.General.PeerHostname,
+		OnTransition:        in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
 		return err
