@@ -21,3 +21,8 @@ var readerPool = sync.Pool{New: func() any {
 var writerPool = sync.Pool{New: func() any {
 	return &Writer{bw: bufio.NewWriterSize(nil, writeBufSize)}
 }}
+
+// bufioPool holds the buffers of parked writers (Writer.Park).
+var bufioPool = sync.Pool{New: func() any {
+	return bufio.NewWriterSize(nil, writeBufSize)
+}}

@@ -212,3 +212,33 @@ func TestWriterAllocs(t *testing.T) {
 		t.Errorf("writer allocates %v per head", n)
 	}
 }
+
+// A parked writer holds no buffer and takes one again at the next write;
+// Park with unflushed bytes keeps them.
+func TestWriterPark(t *testing.T) {
+	var out strings.Builder
+	w := NewWriter(&out, AsReceived)
+	defer w.Release()
+	w.Park()
+	if w.bw != nil {
+		t.Fatal("parked writer still holds its buffer")
+	}
+	if err := w.WriteResponseHead(204, "No Content", Header{{Name: "a", Value: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.Park() // bytes are buffered: a no-op
+	if w.Buffered() == 0 {
+		t.Fatal("Park dropped unflushed bytes")
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.Park()
+	if err := w.WriteResponseHead(204, "No Content", nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	if want := "HTTP/1.1 204 No Content\r\na: 1\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"; out.String() != want {
+		t.Fatalf("wrote %q, want %q", out.String(), want)
+	}
+}
