@@ -386,6 +386,29 @@ const (
 	pStatus
 )
 
+// sectionFields decodes a field section field by field, bounding its size
+// as RFC 9114 section 4.2.2 measures it (name + value + 32 per field);
+// the errors are the section's (QPACK failure, too large), io.EOF at its
+// end.
+func (r *Reader) sectionFields(p []byte) func() (qpack.HeaderField, error) {
+	next := r.dec.Decode(p)
+	var size uint64
+	return func() (qpack.HeaderField, error) {
+		f, err := next()
+		if err == io.EOF {
+			return f, err
+		}
+		if err != nil {
+			return f, qpackErr(err)
+		}
+		size += uint64(len(f.Name)) + uint64(len(f.Value)) + 32
+		if size > r.limit {
+			return f, tooLarge(r.limit)
+		}
+		return f, nil
+	}
+}
+
 func qpackErr(err error) *Error {
 	return &Error{Code: ErrCodeQPACKDecompressionFailed, Conn: true, Reason: "decoding a field section", Err: err}
 }
@@ -402,8 +425,7 @@ func (r *Reader) decodeHead(p []byte) error {
 	clear(r.head.Fields)
 	h := &r.head
 	*h = Head{Fields: h.Fields[:0], ContentLength: -1}
-	next := r.dec.Decode(p)
-	var size uint64
+	next := r.sectionFields(p)
 	var seen uint
 	regular := false
 	hosts := 0
@@ -414,11 +436,7 @@ func (r *Reader) decodeHead(p []byte) error {
 			break
 		}
 		if err != nil {
-			return qpackErr(err)
-		}
-		size += uint64(len(f.Name)) + uint64(len(f.Value)) + 32
-		if size > r.limit {
-			return tooLarge(r.limit)
+			return err
 		}
 		if len(f.Name) > 0 && f.Name[0] == ':' {
 			// Section 4.3: pseudo-fields come first, each at most once,
@@ -572,19 +590,14 @@ func checkRequest(h *Head, hosts int, host string) error {
 func (r *Reader) decodeTrailers(p []byte) error {
 	clear(r.trailers)
 	t := r.trailers[:0]
-	next := r.dec.Decode(p)
-	var size uint64
+	next := r.sectionFields(p)
 	for {
 		f, err := next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return qpackErr(err)
-		}
-		size += uint64(len(f.Name)) + uint64(len(f.Value)) + 32
-		if size > r.limit {
-			return tooLarge(r.limit)
+			return err
 		}
 		if len(f.Name) > 0 && f.Name[0] == ':' {
 			return streamErr("pseudo-field " + f.Name + " in trailers")
