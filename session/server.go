@@ -326,6 +326,9 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	s.conns[conn] = sc
 	s.connsMu.Unlock()
 	sc.acceptRequests()
+	// Accept fails once the connection is closing; its context carries the
+	// reason a moment later.
+	<-conn.Context().Done()
 	hc.wait()
 	s.log.Info("connection closed", KeyRemoteAddr, remote, KeyReason, serverCloseReason(context.Cause(conn.Context())).Error(), KeyPeer, s.o.PeerHostname)
 }
