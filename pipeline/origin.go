@@ -64,10 +64,11 @@ type originConn struct {
 	conn net.Conn
 	r    *httpio.Reader
 	w    *httpio.Writer
-	// expires is when the idle connection is retired (set by put).
-	expires time.Time
-	reused  bool
-	rc      syscall.RawConn // for the liveness check, once it ran
+	// idleSince and expires are when the connection went idle and when it
+	// is retired (set by put).
+	idleSince, expires time.Time
+	reused             bool
+	rc                 syscall.RawConn // for the liveness check, once it ran
 }
 
 // NewOriginPool returns a pool for o.
@@ -90,8 +91,22 @@ func NewOriginPool(o OriginOptions) *OriginPool {
 // errPoolClosed is what get returns once the server is shutting down.
 var errPoolClosed = errors.New("origin pool closed")
 
+// unsafeReuseIdle bounds how long a connection may have been idle to carry
+// a request that cannot be sent again (see get).
+const unsafeReuseIdle = time.Second
+
 // get returns an idle connection that is still open, or a new one.
-func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
+//
+// replayable says whether the request may be sent again on a new connection
+// if this one turns out closed. The liveness check cannot see an origin
+// that closes its idle connection at the moment the request is on its way
+// (nginx closes at exactly keepalive_timeout, which it does not announce);
+// a request that cannot be replayed then fails with a 502 that talking to
+// the origin directly, on a new connection, would not have met. Such a
+// request therefore takes only a connection that was busy within the last
+// unsafeReuseIdle, far from any common keep-alive timeout; otherwise a new
+// one, which costs a local connect.
+func (p *OriginPool) get(ctx context.Context, replayable bool) (*originConn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -104,9 +119,16 @@ func (p *OriginPool) get(ctx context.Context) (*originConn, error) {
 			break
 		}
 		c := p.idle[n-1]
+		now := time.Now()
+		if !replayable && now.Sub(c.idleSince) >= unsafeReuseIdle {
+			// The most recently used is the best there is; it stays
+			// for a replayable request.
+			p.mu.Unlock()
+			break
+		}
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if time.Now().Before(c.expires) && c.alive() {
+		if now.Before(c.expires) && c.alive() {
 			c.reused = true
 			return c, nil
 		}
@@ -138,7 +160,8 @@ func (p *OriginPool) put(c *originConn, keepAlive string) {
 		c.close()
 		return
 	}
-	c.expires = time.Now().Add(idleTime(p.o.IdleTime, keepAlive))
+	c.idleSince = time.Now()
+	c.expires = c.idleSince.Add(idleTime(p.o.IdleTime, keepAlive))
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.o.MaxIdle {
 		p.mu.Unlock()

@@ -109,8 +109,9 @@ func (x *serverExchange) forward(ctx context.Context) {
 	// A body of length 0 is sent as "Content-Length: 0" with nothing to
 	// upload, like a request without a body.
 	bodiless := h.Body.Kind == httpio.NoBody || h.Body.Kind == httpio.LengthBody && h.Body.Length == 0
+	replayable := bodiless && retryable(h)
 	for attempt := 0; ; attempt++ {
-		oc, err := o.Origin.get(ctx)
+		oc, err := o.Origin.get(ctx, replayable)
 		if err != nil {
 			x.failOrigin(ctx, err)
 			return
@@ -119,10 +120,11 @@ func (x *serverExchange) forward(ctx context.Context) {
 		if res.failed == nil {
 			return
 		}
-		if attempt == 0 && res.stale && bodiless && retryable(h) && ctx.Err() == nil {
+		if attempt == 0 && res.stale && replayable && ctx.Err() == nil {
 			// RFC 9110 9.2.2: only an idempotent request may be sent again
 			// without asking; a POST that met a closed connection is answered
-			// 502 even though the origin most likely never saw it.
+			// 502 even though the origin most likely never saw it (which get
+			// makes unlikely).
 			if o.Logger != nil {
 				o.Logger.Debug("origin closed a reused connection; retrying on a new one", "method", h.Method, "error", res.failed)
 			}

@@ -289,6 +289,75 @@ func TestStaleConnectionRetryRules(t *testing.T) {
 	}
 }
 
+// TestUnreplayableRequestAvoidsLongIdleConnection: an origin may close an
+// idle connection at the moment a request arrives on it (nginx at exactly
+// keepalive_timeout); the liveness check cannot see that coming. A request
+// that could not be sent again therefore takes a new connection rather than
+// one idle for unsafeReuseIdle or more, and reaches the origin; a replayable
+// one still reuses it (and would be retried).
+func TestUnreplayableRequestAvoidsLongIdleConnection(t *testing.T) {
+	for _, tc := range []struct {
+		method, body string
+		newConn      bool
+	}{
+		{"POST", "data", true},
+		{"POST", "", true},
+		{"PUT", "data", true},
+		{"GET", "", false},
+	} {
+		t.Run(tc.method+"-"+tc.body, func(t *testing.T) {
+			o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
+				if n == 1 {
+					req, _, err := o.read(br)
+					if err != nil {
+						return
+					}
+					ok(c, req)
+					o.read(br) // the keep-alive timer fires as the next request arrives
+					return
+				}
+				o.serveAll(c, br)
+			})
+			h, pool := newTestHandler(o.ln.Addr().String(), nil)
+			defer pool.Close()
+			wantStatus(t, "first", get(t, h, "/first"), 200)
+			pool.mu.Lock()
+			if len(pool.idle) != 1 {
+				pool.mu.Unlock()
+				t.Fatalf("%d idle connections after the first exchange, want 1", len(pool.idle))
+			}
+			pool.idle[0].idleSince = time.Now().Add(-unsafeReuseIdle)
+			pool.mu.Unlock()
+
+			var r h3Result
+			if tc.method == "GET" {
+				r = get(t, h, "/second")
+			} else {
+				r = post(t, h, tc.method, "/second", tc.body)
+			}
+			wantStatus(t, "second", r, 200)
+			sent := 0
+			for _, l := range o.requests() {
+				if l == tc.method+" /second" {
+					sent++
+				}
+			}
+			// Sent once on a new connection, or (GET) on the idle one and
+			// then again on a new one.
+			want := 2
+			if tc.newConn {
+				want = 1
+			}
+			if sent != want {
+				t.Fatalf("origin saw the request %d times, want %d", sent, want)
+			}
+			if n := o.conns.Load(); n != 2 {
+				t.Fatalf("%d origin connections, want 2", n)
+			}
+		})
+	}
+}
+
 // TestOriginFailuresMidMessage: a close mid-head is a 502; a close or reset
 // mid-body after the head was relayed resets the stream (the caller sees a
 // cut response, never a complete-looking one).
@@ -539,7 +608,7 @@ func TestPooledConnectionDeadlineCleared(t *testing.T) {
 	h, pool := newTestHandler(o.ln.Addr().String(), nil)
 	defer pool.Close()
 	wantStatus(t, "first", get(t, h, "/1"), 200)
-	c, err := pool.get(t.Context())
+	c, err := pool.get(t.Context(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -389,6 +389,9 @@ func TestDrainClientWithInflightRequests(t *testing.T) {
 		t.Fatalf("client exit %d, want 0", code)
 	}
 
+	// The process has exited, but its last datagrams may still sit in the
+	// socket queue ahead of our reader.
+	eventually(t, "client STATUS=stopped read", func() bool { return cliSock.index("STATUS=stopped") >= 0 })
 	// Order: STATUS (first attempt) -> READY with "tunnel established" ->
 	// WATCHDOG pings -> STOPPING with the in-flight count -> STATUS stopped.
 	msgs := cliSock.all()
@@ -417,10 +420,11 @@ func TestDrainClientWithInflightRequests(t *testing.T) {
 	if code := server.exitCode(t); code != 0 {
 		t.Fatalf("server exit %d, want 0", code)
 	}
+	eventually(t, "server STATUS=stopped read", func() bool { return srvSock.index("STATUS=stopped") >= 0 })
 	if i := srvSock.index("READY=1"); i < 0 || !strings.Contains(srvSock.all()[i], "STATUS=accepting connections") {
 		t.Errorf("server READY: %q", srvSock.all())
 	}
-	if srvSock.index("STOPPING=1") < 0 || srvSock.index("STATUS=stopped") < 0 {
+	if srvSock.index("STOPPING=1") < 0 {
 		t.Errorf("server STOPPING/stopped missing")
 	}
 }
