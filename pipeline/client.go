@@ -6,10 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 )
 
 // ClientOptions configure the client side: HTTP/1.1 in, HTTP/3 out.
@@ -258,6 +260,12 @@ type publicClasser interface {
 // tunnel. bodyDone reports whether the whole request body went out.
 func tunnelError(err error, bodyDone bool) *Error {
 	switch {
+	case errors.Is(err, h3.ErrFieldSectionTooLarge):
+		// Nothing was sent: the server side announced a smaller
+		// SETTINGS_MAX_FIELD_SECTION_SIZE than this head needs.
+		e := NewError(KindBadRequest, ClientSide, MsgBadRequest, err)
+		e.Status, e.Public = http.StatusRequestHeaderFieldsTooLarge, "request header section larger than the server side accepts"
+		return e
 	case errors.Is(err, ErrTunnelDown):
 		e := NewError(KindUnavailable, ClientSide, MsgTunnelDown, err)
 		if pc, ok := errors.AsType[publicClasser](err); ok {

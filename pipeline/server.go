@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/httpio/h3"
 )
 
 // ServerOptions configure the server side: HTTP/3 in, HTTP/1.1 to the
@@ -170,6 +171,8 @@ func originError(err error) *Error {
 		class = "origin unreachable"
 	case errors.As(err, &ne) && ne.Timeout():
 		kind, class = KindUpstreamTimeout, "origin did not answer in time"
+	case errors.Is(err, h3.ErrFieldSectionTooLarge):
+		class = "origin's response head is larger than the client side accepts"
 	case errors.Is(err, errSwitchedProtocols):
 		class = "origin switched protocols, which is not supported"
 	case isTruncated(err):
@@ -282,7 +285,12 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 	reusable := up == nil || up.finished()
 	rh := ResponseHead(&resp)
 	rh.ex = h.ex
-	if werr := k.head(rh); werr != nil {
+	if werr := k.head(rh); errors.Is(werr, h3.ErrFieldSectionTooLarge) {
+		// Nothing was written: the caller gets a 502 instead.
+		x.stopUpload(up, oc)
+		oc.close()
+		return roundTripResult{failed: werr}
+	} else if werr != nil {
 		// The stream is gone: nobody to answer, the connection is
 		// mid-message.
 		x.stopUpload(up, oc)
@@ -538,10 +546,14 @@ type streamSink struct {
 // interim writes a 1xx head.
 func (k *streamSink) interim(h *Head) error { return k.s.WriteHead(ResponseH3Head(h)) }
 
-// head writes the final response head.
+// head writes the final response head. A head over the peer's field
+// section limit is not written, and the stream still needs an answer.
 func (k *streamSink) head(h *Head) error {
-	k.cur = h
-	return k.s.WriteHead(ResponseH3Head(h))
+	err := k.s.WriteHead(ResponseH3Head(h))
+	if !errors.Is(err, h3.ErrFieldSectionTooLarge) {
+		k.cur = h
+	}
+	return err
 }
 
 // data writes one DATA frame of the body.

@@ -358,6 +358,42 @@ func TestUnreplayableRequestAvoidsLongIdleConnection(t *testing.T) {
 	}
 }
 
+// TestResponseHeadOverPeerLimit: a response head larger than the client
+// side's SETTINGS_MAX_FIELD_SECTION_SIZE is not sent (the client would
+// reject the stream as malformed); the caller gets a 502 that says why,
+// and the connection that carried it is not reused.
+func TestResponseHeadOverPeerLimit(t *testing.T) {
+	big := strings.Repeat("v", 3000)
+	o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := o.read(br)
+			if err != nil {
+				return
+			}
+			if req.RequestURI == "/big" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\n\r\nok", big)
+				continue
+			}
+			ok(c, req)
+		}
+	})
+	h, pool := newTestHandler(o.ln.Addr().String(), nil)
+	defer pool.Close()
+	m := newMemStream(t.Context())
+	m.sw.SetPeerLimit(1000)
+	r := serveH3On(m, h, "GET", "/big", nil, nil, 0)
+	wantStatus(t, "head over the peer's limit", r, 502)
+	if !strings.Contains(r.body, "larger than the client side accepts") {
+		t.Fatalf("502 body %q: want the reason", r.body)
+	}
+	m = newMemStream(t.Context())
+	m.sw.SetPeerLimit(1000)
+	wantStatus(t, "a small head after it", serveH3On(m, h, "GET", "/small", nil, nil, 0), 200)
+	if n := o.conns.Load(); n != 2 {
+		t.Fatalf("%d origin connections, want 2 (the one left mid-body is not reused)", n)
+	}
+}
+
 // TestOriginFailuresMidMessage: a close mid-head is a 502; a close or reset
 // mid-body after the head was relayed resets the stream (the caller sees a
 // cut response, never a complete-looking one).

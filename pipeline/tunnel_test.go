@@ -531,7 +531,11 @@ type h3Result struct {
 // is one DATA frame. The request body is sent while the handler runs;
 // StopReading closes body if it is an io.Closer.
 func serveH3(ctx context.Context, h *Handler, method, target string, hdr http.Header, body io.Reader, length int64) h3Result {
-	m := newMemStream(ctx)
+	return serveH3On(newMemStream(ctx), h, method, target, hdr, body, length)
+}
+
+// serveH3On is serveH3 on a stream the caller prepared.
+func serveH3On(m *memStream, h *Handler, method, target string, hdr http.Header, body io.Reader, length int64) h3Result {
 	head := &h3.Head{Method: method, Scheme: "https", Authority: "example.org", Path: target, ContentLength: -1}
 	if body != nil && length >= 0 {
 		head.ContentLength = length

@@ -287,7 +287,7 @@ func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duratio
 		return nil, nil, early, primaryErr
 	}
 	if win.h3 == nil {
-		hc, err := newH3Conn(win.conn, false, c.log)
+		hc, err := newH3Conn(win.conn, false, c.o.MaxFieldSectionSize, c.log)
 		if err != nil {
 			return nil, nil, early, err
 		}
@@ -335,7 +335,7 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 		if err != nil {
 			return dialResult{err: err}
 		}
-		hc, err := newH3Conn(conn, false, c.log)
+		hc, err := newH3Conn(conn, false, c.o.MaxFieldSectionSize, c.log)
 		if err != nil {
 			return dialResult{err: err}
 		}
@@ -345,7 +345,7 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 	if err != nil {
 		return dialResult{err: err}
 	}
-	hc, err := newH3Conn(conn, false, c.log)
+	hc, err := newH3Conn(conn, false, c.o.MaxFieldSectionSize, c.log)
 	if err != nil {
 		return dialResult{err: err}
 	}
@@ -395,7 +395,7 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 			return dialResult{early: e, err: err}
 		}
 		conn = next
-		if hc, err = newH3Conn(conn, false, c.log); err != nil {
+		if hc, err = newH3Conn(conn, false, c.o.MaxFieldSectionSize, c.log); err != nil {
 			return dialResult{early: e, err: err}
 		}
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -110,6 +111,10 @@ func (x *Exchange) start() error {
 		if x.ctx.Err() != nil {
 			return x.ctx.Err()
 		}
+		if errors.Is(err, h3.ErrFieldSectionTooLarge) {
+			// Over the server's limit: no session would take it.
+			return err
+		}
 		if s != nil && (s.conn.Context().Err() != nil || isConnError(err)) {
 			s.refuse(lostReason(connCause(s.conn, err)))
 		}
@@ -141,6 +146,11 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 	}
 	qs := qstream{str}
 	w := h3.NewWriter(qs)
+	if e != nil {
+		w.SetPeerLimit(e.h3.peerFieldLimit())
+	} else {
+		w.SetPeerLimit(s.h3.peerFieldLimit())
+	}
 	if err = w.WriteHead(x.head); err == nil && x.bodiless {
 		err = w.Close()
 	}

@@ -14,9 +14,17 @@ import (
 )
 
 // localSettings is what both ends announce: a static-table-only QPACK
-// (capacity 0, so no encoder or decoder stream is needed, RFC 9204 3.2.3)
-// and extended CONNECT (RFC 9220), so upgrades can follow.
-var localSettings = h3.Settings{EnableConnectProtocol: true}
+// (capacity 0, so no encoder or decoder stream is needed, RFC 9204 3.2.3),
+// extended CONNECT (RFC 9220), so upgrades can follow, and the field
+// section limit our reader enforces (0: the reader's default), so the
+// peer can refuse an oversized head itself with a clear status instead of
+// sending it into a stream error.
+func localSettings(maxFieldSection uint64) h3.Settings {
+	if maxFieldSection == 0 {
+		maxFieldSection = h3.DefaultMaxFieldSectionSize
+	}
+	return h3.Settings{EnableConnectProtocol: true, MaxFieldSectionSize: maxFieldSection}
+}
 
 // h3Conn is the connection-level HTTP/3 layer of one QUIC connection, for
 // either role: our control stream with SETTINGS, and the peer's
@@ -51,7 +59,7 @@ type h3Conn struct {
 
 // newH3Conn opens our control stream and starts reading the peer's
 // unidirectional streams. On error the connection was closed.
-func newH3Conn(conn *quic.Conn, server bool, log *slog.Logger) (*h3Conn, error) {
+func newH3Conn(conn *quic.Conn, server bool, maxFieldSection uint64, log *slog.Logger) (*h3Conn, error) {
 	c := &h3Conn{conn: conn, log: log, server: server,
 		settings: make(chan struct{}), goaway: make(chan struct{}), acceptDone: make(chan struct{})}
 	ctrl, err := conn.OpenUniStream()
@@ -60,7 +68,7 @@ func newH3Conn(conn *quic.Conn, server bool, log *slog.Logger) (*h3Conn, error) 
 		return nil, fmt.Errorf("opening the HTTP/3 control stream: %w", err)
 	}
 	c.ctrl = ctrl
-	if _, err := ctrl.Write(h3.AppendControlPreface(nil, localSettings)); err != nil {
+	if _, err := ctrl.Write(h3.AppendControlPreface(nil, localSettings(maxFieldSection))); err != nil {
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeInternalError), "")
 		return nil, fmt.Errorf("sending HTTP/3 SETTINGS: %w", err)
 	}
@@ -77,6 +85,18 @@ func (c *h3Conn) ReceivedSettings() <-chan struct{} { return c.settings }
 // PeerSettings returns the peer's SETTINGS; only valid once
 // ReceivedSettings is closed.
 func (c *h3Conn) PeerSettings() h3.Settings { return c.peerSettings }
+
+// peerFieldLimit is the peer's SETTINGS_MAX_FIELD_SECTION_SIZE, or 0 (no
+// limit) while its SETTINGS have not arrived: RFC 9114 7.2.4.2 has an
+// endpoint use the default, unlimited, until then.
+func (c *h3Conn) peerFieldLimit() uint64 {
+	select {
+	case <-c.settings:
+		return c.peerSettings.MaxFieldSectionSize
+	default:
+		return 0
+	}
+}
 
 // GoAway is closed when the peer sent GOAWAY: no new request may be sent
 // (client), or the peer will take no more pushes (server; unused).

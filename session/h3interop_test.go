@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,5 +371,50 @@ func TestClientClosesAfterGoAway(t *testing.T) {
 	closed := ts.logs.find("connection closed", func(r map[string]any) bool { return r[KeyReason] == ErrClientClosed.Error() })
 	if len(closed) != 1 {
 		t.Fatalf("the server did not see the client close: %v", ts.logs.find("connection closed", nil))
+	}
+}
+
+// TestRequestHeadOverServerLimit: once the server's SETTINGS announced
+// SETTINGS_MAX_FIELD_SECTION_SIZE, a request head over it is refused by the
+// client before anything is sent (ErrFieldSectionTooLarge, not retried);
+// the server never sees it, and the session carries the next request.
+func TestRequestHeadOverServerLimit(t *testing.T) {
+	cs := newCertSet(t)
+	var seen atomic.Int32
+	srv := startServerMod(t, cs.serverTLS(t, "client.test", "server.test"), 0,
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.Add(1)
+			io.WriteString(w, "ok")
+		}),
+		func(o *ServerOptions) { o.MaxFieldSectionSize = 2000 })
+	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.port(), nil)
+	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	small := func() *h3.Head {
+		return &h3.Head{Method: "GET", Scheme: "https", Authority: "server.test", Path: "/small"}
+	}
+	// The first exchange's answer comes after the server's SETTINGS (its
+	// control stream opens before any request is accepted).
+	x := openExchange(t, cl.Client, small(), true)
+	if h := finalHead(t, x); h.Status != 200 {
+		t.Fatalf("small request: %d", h.Status)
+	}
+	readAll(t, x)
+
+	big := small()
+	big.Path = "/big"
+	big.Fields = httpio.Header{{Name: "x-big", Value: strings.Repeat("v", 3000)}}
+	if x, err := cl.Open(context.Background(), big, true); !errors.Is(err, h3.ErrFieldSectionTooLarge) {
+		if x != nil {
+			x.Close()
+		}
+		t.Fatalf("Open with a head over the server's limit: %v, want ErrFieldSectionTooLarge", err)
+	}
+	x = openExchange(t, cl.Client, small(), true)
+	if h := finalHead(t, x); h.Status != 200 {
+		t.Fatalf("small request after the refusal: %d", h.Status)
+	}
+	readAll(t, x)
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("server saw %d requests, want 2 (the oversized one never sent)", n)
 	}
 }

@@ -179,14 +179,24 @@ type testServer struct {
 
 func startServer(t *testing.T, tlsConf *tls.Config, port int, h http.Handler) *testServer {
 	t.Helper()
+	return startServerMod(t, tlsConf, port, h, nil)
+}
+
+// startServerMod is startServer with options changed by mod.
+func startServerMod(t *testing.T, tlsConf *tls.Config, port int, h http.Handler, mod func(*ServerOptions)) *testServer {
+	t.Helper()
 	if port == 0 {
 		port = freePort(t)
 	}
 	log, logs := newLogger(t)
-	s, err := NewServer(ServerOptions{
+	o := ServerOptions{
 		BindAddress: "127.0.0.1", Port: port, TLS: tlsConf, Transport: testTransport,
 		Handler: httpHandler(h), Logger: log.With("side", "server"), PeerHostname: "client.test",
-	})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	s, err := NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -316,7 +316,7 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	st := conn.ConnectionState()
 	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname,
 		KeyResumed, st.TLS.DidResume, KeyEarlyData, st.Used0RTT, KeyGSO, st.GSO)
-	hc, err := newH3Conn(conn, true, s.log)
+	hc, err := newH3Conn(conn, true, s.o.MaxFieldSectionSize, s.log)
 	if err != nil {
 		s.log.Warn("connection closed", KeyRemoteAddr, remote, KeyReason, err.Error(), KeyPeer, s.o.PeerHostname)
 		return

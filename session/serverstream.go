@@ -142,6 +142,7 @@ func (sc *serverConn) serveStream(str *quic.Stream) {
 	})
 	defer stop()
 	ss := &ServerStream{ctx: ctx, conn: sc.conn, str: str, req: head, r: r, w: h3.NewWriter(qs)}
+	ss.w.SetPeerLimit(sc.h3.peerFieldLimit())
 	s.o.Handler.ServeStream(ss)
 	ss.finish()
 }

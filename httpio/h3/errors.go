@@ -115,7 +115,9 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // ErrFieldSectionTooLarge is the cause (Error.Err) when a header or
-// trailer section exceeds Limits.MaxFieldSectionSize. It is a stream error
+// trailer section exceeds Limits.MaxFieldSectionSize, and what
+// Writer.WriteHead and WriteTrailers return (wrapped, nothing written) for
+// a section over the peer's limit (Writer.SetPeerLimit). It is a stream error
 // with H3_MESSAGE_ERROR on the wire, but a server may prefer to answer 431
 // (RFC 6585) first, so it is told apart from other malformed messages.
 var ErrFieldSectionTooLarge = errors.New("field section too large")

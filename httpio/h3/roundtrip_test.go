@@ -411,3 +411,51 @@ func TestLargeHead(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterPeerLimit: the writer counts a section as RFC 9114 4.2.2 does
+// (name + value + 32 per field, pseudo-fields included), so a section the
+// peer's reader with the same limit accepts is written, and one byte more
+// is refused with nothing written; the same writer then works again.
+func TestWriterPeerLimit(t *testing.T) {
+	h := &Head{Method: "GET", Scheme: "https", Authority: "a.test", Path: "/p",
+		Fields: httpio.Header{{Name: "X-Big", Value: string(bytes.Repeat([]byte("v"), 1000))}}}
+	size := uint64(len(":method")+len("GET")+len(":scheme")+len("https")+len(":authority")+len("a.test")+
+		len(":path")+len("/p")+len("x-big")+1000) + 5*32
+	for _, c := range []struct {
+		limit   uint64
+		written bool
+	}{{0, true}, {size, true}, {size - 1, false}} {
+		s := &memStream{}
+		w := NewWriter(s)
+		w.SetPeerLimit(c.limit)
+		err := w.WriteHead(h)
+		if c.written {
+			if err != nil {
+				t.Fatalf("limit %d: %v", c.limit, err)
+			}
+			r := NewReader(&memStream{in: s.out}, ReadsRequest, Limits{MaxFieldSectionSize: max(c.limit, size)})
+			if got, err := r.ReadHead(); err != nil || got.Fields.Get("x-big") != h.Fields.Get("X-Big") {
+				t.Fatalf("limit %d: read back: %v", c.limit, err)
+			}
+			r.Release()
+		} else {
+			if !errors.Is(err, ErrFieldSectionTooLarge) || len(s.out) != 0 {
+				t.Fatalf("limit %d: err %v, %d bytes written; want ErrFieldSectionTooLarge and nothing", c.limit, err, len(s.out))
+			}
+			if err := w.WriteHead(&Head{Method: "GET", Scheme: "https", Authority: "a.test", Path: "/"}); err != nil {
+				t.Fatalf("after the refusal: %v", err)
+			}
+		}
+		w.Release()
+	}
+	// Trailers count on their own.
+	w := NewWriter(&memStream{})
+	defer w.Release()
+	w.SetPeerLimit(50) // the head: 7 + 3 + 32 = 42
+	if err := w.WriteHead(&Head{Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteTrailers(httpio.Header{{Name: "x", Value: "12345678901234567890"}}); !errors.Is(err, ErrFieldSectionTooLarge) {
+		t.Fatalf("trailer section of 53 bytes under a limit of 50: %v", err)
+	}
+}

@@ -35,6 +35,10 @@ type Writer struct {
 	data  []byte // frame header scratch, and small DATA frames whole
 	final bool   // a request or final response head has been written
 	done  bool   // trailers written
+	// limit is the peer's SETTINGS_MAX_FIELD_SECTION_SIZE (0: none
+	// announced); size is the section being written, counted as RFC 9114
+	// 4.2.2 does.
+	limit, size uint64
 }
 
 var writerPool = sync.Pool{New: func() any {
@@ -47,9 +51,16 @@ var writerPool = sync.Pool{New: func() any {
 // NewWriter returns a Writer, possibly a recycled one, writing onto s.
 func NewWriter(s Stream) *Writer {
 	w := writerPool.Get().(*Writer)
-	w.s, w.final, w.done = s, false, false
+	w.s, w.final, w.done, w.limit = s, false, false, 0
 	return w
 }
+
+// SetPeerLimit sets the largest field section the peer accepts, from its
+// SETTINGS_MAX_FIELD_SECTION_SIZE (0: no limit). RFC 9114 4.2.2: a larger
+// section should not be sent; the peer would reject the message anyway,
+// and a local error lets the caller answer with a clear status instead of
+// a reset stream.
+func (w *Writer) SetPeerLimit(n uint64) { w.limit = n }
 
 // Release returns w to a pool; w must not be used afterwards.
 func (w *Writer) Release() {
@@ -82,7 +93,7 @@ func (w *Writer) WriteHead(h *Head) error {
 	if w.final {
 		return errHeadAgain
 	}
-	w.sec.b = w.sec.b[:maxFrameHeader]
+	w.sec.b, w.size = w.sec.b[:maxFrameHeader], 0
 	var err error
 	if h.Method != "" {
 		err = w.field(":method", h.Method)
@@ -126,7 +137,7 @@ func (w *Writer) WriteTrailers(f httpio.Header) error {
 	if len(f) == 0 {
 		return nil
 	}
-	w.sec.b = w.sec.b[:maxFrameHeader]
+	w.sec.b, w.size = w.sec.b[:maxFrameHeader], 0
 	err := w.fields(f, true)
 	w.enc.Close()
 	if err != nil {
@@ -137,6 +148,10 @@ func (w *Writer) WriteTrailers(f httpio.Header) error {
 }
 
 func (w *Writer) field(name, value string) error {
+	w.size += uint64(len(name)+len(value)) + 32
+	if w.limit > 0 && w.size > w.limit {
+		return fmt.Errorf("h3: %w: over %d bytes, the peer's limit", ErrFieldSectionTooLarge, w.limit)
+	}
 	// The encoder writes into sec, which never fails.
 	return w.enc.WriteField(qpack.HeaderField{Name: name, Value: value})
 }

@@ -508,3 +508,57 @@ func TestEndToEndExpectContinue(t *testing.T) {
 		t.Fatalf("final: %d %q", resp.StatusCode, b)
 	}
 }
+
+// TestEndToEndHeadOverServerLimit: a client configured to accept larger
+// heads than its server (transport.max_header_bytes differs) refuses a
+// request the server would reject, from the server's SETTINGS: 431 from
+// "ptproxy client", the origin never sees it, and the caller's next request
+// on a new connection goes through.
+func TestEndToEndHeadOverServerLimit(t *testing.T) {
+	var seen atomic.Int32
+	p := &pair{pki: newTestPKI(t)}
+	p.origin = startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		io.WriteString(w, "ok")
+	}))
+	slog, _ := newTestLogger(t)
+	scfg := p.pki.serverConfig(p.origin)
+	scfg.Transport.MaxHeaderBytes = 4096
+	p.server = startInstance(t, scfg, slog)
+	clog, _ := newTestLogger(t)
+	p.client = startInstance(t, p.pki.clientConfig(p.server.QUICAddr().(*net.UDPAddr).Port), clog)
+	waitReady(t, p.client)
+	url := "http://" + p.client.HTTPAddr().String()
+	c := callerClient()
+
+	get := func(field string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+"/x", nil)
+		if field != "" {
+			req.Header.Set("X-Big", field)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	// The first exchange brings the server's SETTINGS, if they had not
+	// come yet.
+	if resp, _ := get(""); resp.StatusCode != 200 {
+		t.Fatalf("small request: %d", resp.StatusCode)
+	}
+	resp, body := get(strings.Repeat("v", 8000))
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get("Server") != "ptproxy client" ||
+		!strings.Contains(body, "larger than the server side accepts") {
+		t.Fatalf("oversized head: %d %q %q; want 431 from ptproxy client saying why", resp.StatusCode, resp.Header.Get("Server"), body)
+	}
+	if resp, _ := get(""); resp.StatusCode != 200 {
+		t.Fatalf("small request after the refusal: %d", resp.StatusCode)
+	}
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("origin saw %d requests, want 2", n)
+	}
+}
