@@ -3,6 +3,7 @@ module github.com/ptproxy/ptproxy
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/klauspost/reedsolomon v1.14.2

@@ -170,7 +170,7 @@ func forbiddenTrailer(name string) bool {
 }
 
 // parseResponse parses a response head (RFC 9112 4) into resp.
-func parseResponse(s string, resp *Response, reqMethod string) *Error {
+func parseResponse(s string, resp *Response, reqMethod, upgrade string) *Error {
 	line, rest := nextLine(s)
 	if err := parseStatusLine(line, resp); err != nil {
 		return err
@@ -181,6 +181,14 @@ func parseResponse(s string, resp *Response, reqMethod string) *Error {
 		return err
 	}
 	switch {
+	case resp.Status == 101 && upgrade != "":
+		// RFC 9110 7.8: the Upgrade field names the protocol switched to,
+		// which must be the one asked for.
+		if !upgradesTo(resp.Header, upgrade) {
+			return newErr(ErrUnsupportedResponse, 502, "101 Switching Protocols to another protocol than %s", upgrade)
+		}
+		resp.Body = Framing{Kind: NoBody}
+		return nil
 	case resp.Status == 101:
 		return newErr(ErrUnsupportedResponse, 502, "101 Switching Protocols: protocol upgrades are not supported")
 	case reqMethod == "CONNECT" && resp.Status/100 == 2:

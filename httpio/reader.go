@@ -305,6 +305,12 @@ func (r *Reader) ReadRequest(req *Request) error {
 // Like ReadRequest, it returns io.EOF unwrapped when src ends before the
 // first byte.
 func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
+	return r.readResponse(resp, reqMethod, "")
+}
+
+// readResponse is ReadResponse, accepting a 101 to upgrade when it is set
+// (see ReadUpgradeResponse).
+func (r *Reader) readResponse(resp *Response, reqMethod, upgrade string) error {
 	if err := r.begin(); err != nil {
 		return err
 	}
@@ -314,7 +320,7 @@ func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	}
 	s := string(r.buf[r.r : r.r+n])
 	r.r += n
-	if err := parseResponse(s, resp, reqMethod); err != nil {
+	if err := parseResponse(s, resp, reqMethod, upgrade); err != nil {
 		return r.fail(err)
 	}
 	r.startBody(resp.Body)

@@ -105,7 +105,8 @@ func (x *clientExchange) run(h *Head) (keep bool, err error) {
 	// a body is sent it must not be touched.
 	c.watch.arm(x, h.Close && !x.hasBody)
 	c.sink.beforeRead()
-	ts, oerr := c.o.Tunnel.Open(ctx, RequestH3Head(h), !x.hasBody)
+	// An upgrade's stream stays open: it carries the new protocol.
+	ts, oerr := c.o.Tunnel.Open(ctx, RequestH3Head(h), !x.hasBody && h.Upgrade == "")
 	if werr := c.sink.afterRead(); werr != nil && oerr == nil {
 		ts.Close()
 		x.endWatch()
@@ -186,6 +187,14 @@ func (x *clientExchange) relay(ts TunnelStream) (keep bool, err error) {
 			x.abort(werr)
 			return false, nil
 		}
+	}
+	if h.Upgrade != "" {
+		if fh.Status/100 == 2 {
+			return false, x.switchProtocols(ts, fh)
+		}
+		// Refused (the origin answered without switching): an ordinary
+		// response, and the stream's request side ends here.
+		ts.CloseWrite(nil)
 	}
 	if x.hasBody && x.up.bad.Load() != nil {
 		// The answer raced the cancellation of a malformed body: it is

@@ -28,16 +28,25 @@ import (
 //
 // ContentLength is n for LengthBody, else -1. The Head shares h.Header's
 // array when no framing field is added.
+//
+// A request that switches protocols (h.Upgrade) becomes an extended
+// CONNECT (RFC 9220): :method CONNECT and :protocol h.Upgrade, the rest as
+// above; its stream then carries the new protocol's bytes as DATA.
 func RequestH3Head(h *Head) *h3.Head {
 	cl := int64(-1)
 	if h.Body.Kind == httpio.LengthBody {
 		cl = h.Body.Length
 	}
+	method := h.Method
+	if h.Upgrade != "" {
+		method = http.MethodConnect
+	}
 	return &h3.Head{
-		Method:        h.Method,
+		Method:        method,
 		Scheme:        "https",
 		Authority:     h.Authority,
 		Path:          h.Path,
+		Protocol:      h.Upgrade,
 		Fields:        h3Fields(h),
 		ContentLength: cl,
 	}
@@ -103,13 +112,23 @@ func joinTrailerNames(names []string) string {
 // LengthBody for a content-length, else ChunkedBody; ServeStream makes it
 // NoBody when the stream ends right after the head. The version is 1.1:
 // the next hop is HTTP/1.1.
+//
+// An extended CONNECT (RFC 9220) becomes the HTTP/1.1 request it stands
+// for: a GET with Upgrade set to its :protocol and no body (the stream's
+// DATA is the new protocol's, relayed once the origin switched).
 func HeadFromH3Request(r *h3.Head, peer Peer) *Head {
 	body := httpio.Framing{Kind: httpio.ChunkedBody}
 	if r.ContentLength >= 0 {
 		body = httpio.Framing{Kind: httpio.LengthBody, Length: r.ContentLength}
 	}
+	method, upgrade := r.Method, ""
+	if r.Method == http.MethodConnect && r.Protocol != "" {
+		method, upgrade = http.MethodGet, r.Protocol
+		body = httpio.Framing{Kind: httpio.NoBody}
+	}
 	return &Head{
-		Method:    r.Method,
+		Upgrade:   upgrade,
+		Method:    method,
 		Authority: r.Authority,
 		Path:      r.Path,
 		Header:    r.Fields,
@@ -232,11 +251,16 @@ func forwardTrailers(t httpio.Header) httpio.Header {
 // except "Content-Length: 0" for a bodiless POST, PUT or PATCH (RFC 9110
 // 8.6: a user agent normally sends it for a method that defines a meaning
 // for content; net/http's client does, and some origins answer 411 without
-// it).
+// it). A request that switches protocols (Upgrade) ends with
+// "Connection: Upgrade" and "Upgrade: <protocol>" instead of framing.
 func OriginRequestFields(h *Head) httpio.Header {
 	out := make(httpio.Header, 0, len(h.Header)+3)
 	out = append(out, httpio.Field{Name: "Host", Value: h.Authority})
 	out = append(out, h.Header...)
+	if h.Upgrade != "" {
+		// RFC 9110 7.8: the upgrade is hop-by-hop, so each hop asks anew.
+		return append(out, httpio.Field{Name: "Connection", Value: "Upgrade"}, httpio.Field{Name: "Upgrade", Value: h.Upgrade})
+	}
 	if h.Body.Kind == httpio.NoBody && (h.Method == http.MethodPost || h.Method == http.MethodPut || h.Method == http.MethodPatch) {
 		return append(out, httpio.Field{Name: "Content-Length", Value: "0"})
 	}

@@ -49,6 +49,10 @@ type Head struct {
 	Close bool
 	// Trailer lists the trailer field names the sender declared, if any.
 	Trailer []string
+	// Upgrade is the protocol a request switches its connection to
+	// ("websocket"), or "": an HTTP/1.1 Upgrade on the caller's and the
+	// origin's side, an extended CONNECT (RFC 9220) across the tunnel.
+	Upgrade string
 
 	// Peer carries addresses for the Forwarded rules.
 	Peer Peer

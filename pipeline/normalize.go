@@ -49,8 +49,10 @@ var hopByHop = []string{
 // connected to, which is what it would have sent as Host (ClientOptions'
 // DefaultHost overrides it). Close is set for
 // "Connection: close" and for HTTP/1.0 without "Connection: keep-alive"
-// (RFC 9112 9.3). Header is a copy of req.Header: Normalize removes what is
-// not forwarded.
+// (RFC 9112 9.3). Upgrade is "websocket" for a WebSocket handshake (see
+// httpio.UpgradeProtocol): the request then crosses the tunnel as an
+// extended CONNECT. Header is a copy of req.Header: Normalize removes what
+// is not forwarded (Connection and Upgrade included).
 func RequestHead(req *httpio.Request, peer Peer) (*Head, *Error) {
 	if req.Method == "CONNECT" {
 		return nil, NewError(KindMethodNotAllowed, ClientSide, MsgConnectNotImplemented, nil)
@@ -73,6 +75,7 @@ func RequestHead(req *httpio.Request, peer Peer) (*Head, *Error) {
 		Close:     closeAfter(req.Header, req.Major, req.Minor),
 		Trailer:   trailerNames(req.Header),
 		Peer:      peer,
+		Upgrade:   httpio.UpgradeProtocol(req, upgradeWebSocket),
 	}, nil
 }
 

@@ -416,6 +416,9 @@ func rwRenderH3(t *testing.T, data []byte, method string) string {
 		b.WriteString("HEADERS\n")
 		if method == "" {
 			fmt.Fprintf(&b, ":method: %s\n:scheme: %s\n:authority: %s\n:path: %s\n", h.Method, h.Scheme, h.Authority, h.Path)
+			if h.Protocol != "" {
+				fmt.Fprintf(&b, ":protocol: %s\n", h.Protocol)
+			}
 		} else {
 			fmt.Fprintf(&b, ":status: %d\n", h.Status)
 		}

@@ -60,6 +60,12 @@ func (h *Handler) ServeStream(s ServerStream) {
 		x.k.fail(nerr)
 		return
 	}
+	if head.Upgrade != "" && head.Upgrade != upgradeWebSocket {
+		e := NewError(KindBadRequest, ServerSide, MsgBadRequest, nil)
+		e.Status, e.Public = http.StatusNotImplemented, "extended CONNECT for a protocol other than websocket"
+		x.k.fail(e)
+		return
+	}
 	x.forward(ctx)
 }
 
@@ -242,13 +248,23 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		if o.UpstreamTimeout > 0 {
 			oc.conn.SetReadDeadline(time.Now().Add(o.UpstreamTimeout))
 		}
-		err = oc.r.ReadResponse(&resp, h.Method)
+		if h.Upgrade != "" {
+			err = oc.r.ReadUpgradeResponse(&resp, h.Upgrade)
+		} else {
+			err = oc.r.ReadResponse(&resp, h.Method)
+		}
 		if err != nil || resp.Status >= 200 {
 			break
 		}
 		if resp.Status == http.StatusSwitchingProtocols {
-			err = errSwitchedProtocols
-			break
+			if h.Upgrade == "" {
+				err = errSwitchedProtocols
+				break
+			}
+			// The stream going away still interrupts the origin side
+			// (stop runs when the splice is over).
+			x.switched(oc, &resp)
+			return roundTripResult{}
 		}
 		interim = true
 		if werr := k.interim(&Head{Status: resp.Status, Header: RemoveHopByHop(resp.Header.Clone())}); werr != nil {
