@@ -130,7 +130,7 @@ func (c *clientConn) serve() error {
 			if err := c.sink.w.Flush(); err != nil {
 				return nil
 			}
-			c.sink.w.Park() // an idle caller holds no write buffer
+			c.sink.park() // an idle caller holds no write or copy buffer
 			idle.Store(true)
 			if draining != nil && draining.Err() != nil {
 				return nil
