@@ -135,6 +135,13 @@ func (c *clientConn) serve() error {
 			if draining != nil && draining.Err() != nil {
 				return nil
 			}
+			// Nor a read buffer: it waits for its next request without
+			// one, and the reader takes one once there is something to
+			// read (the end of the stream included). A deadline (the
+			// header timeout, a drain, the end of ctx) ends the wait
+			// too, and ReadRequest then reports it.
+			c.r.Park()
+			c.watch.idleWait()
 		}
 		err := c.r.ReadRequest(&c.req)
 		idle.Store(false)
