@@ -14,8 +14,14 @@ const (
 	writeBufSize = 16 << 10
 )
 
-var readerPool = sync.Pool{New: func() any {
-	return &Reader{buf: make([]byte, readBufSize)}
+// readerPool holds Readers without their buffers: a Reader takes a buffer
+// from readBufPool when it first reads, and gives it back when parked
+// (Reader.Park) or released.
+var readerPool = sync.Pool{New: func() any { return new(Reader) }}
+
+var readBufPool = sync.Pool{New: func() any {
+	b := make([]byte, readBufSize)
+	return &b
 }}
 
 var writerPool = sync.Pool{New: func() any {

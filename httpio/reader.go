@@ -18,8 +18,10 @@ type Reader struct {
 	// buf[r:w] holds bytes read from src and not yet consumed. A head
 	// being parsed always starts at buf[r], so compaction (which moves
 	// buf[r:w] to the front) keeps head offsets, which are relative to r,
-	// valid.
+	// valid. buf is nil until the first read and while parked (Park); bp
+	// is the pooled buffer buf is, nil when buf grew past it.
 	buf  []byte
+	bp   *[]byte
 	r, w int
 
 	srcErr error // sticky error from src (io.EOF included)
@@ -73,14 +75,43 @@ func (r *Reader) Reset(src io.Reader) {
 // afterwards.
 func (r *Reader) Release() {
 	r.Reset(nil)
-	if cap(r.buf) != readBufSize {
-		// Grown for a large head: do not keep the big buffer pooled.
-		r.buf = make([]byte, readBufSize)
-	}
+	r.putBuf()
 	if cap(r.trailers) > 64 {
 		r.trailers = nil
 	}
 	readerPool.Put(r)
+}
+
+// Park gives the read buffer back to a pool while nothing is buffered, so
+// that a connection waiting for its next message holds no read buffer
+// (1,000 idle keep-alive callers would otherwise hold 16 MiB); the next
+// read takes one again. A buffer that grew for a large head is dropped.
+// With bytes buffered (a pipelined request) it does nothing. It saves
+// memory only if the caller then waits for src to become readable before
+// reading: a read blocks holding the buffer it reads into.
+func (r *Reader) Park() {
+	if r.r != r.w {
+		return
+	}
+	r.r, r.w = 0, 0
+	r.putBuf()
+}
+
+// getBuf takes a buffer from the pool unless r has one.
+func (r *Reader) getBuf() {
+	if r.buf == nil {
+		r.bp = readBufPool.Get().(*[]byte)
+		r.buf = *r.bp
+	}
+}
+
+// putBuf gives r's buffer back: the pooled one to the pool, a grown one to
+// the garbage collector (a big buffer is not kept pooled).
+func (r *Reader) putBuf() {
+	if r.bp != nil {
+		readBufPool.Put(r.bp)
+	}
+	r.buf, r.bp = nil, nil
 }
 
 // Buffered returns the number of bytes read from src but not consumed yet,
@@ -123,6 +154,7 @@ func (r *Reader) more() error {
 	if r.r == r.w {
 		r.r, r.w = 0, 0
 	}
+	r.getBuf()
 	if r.w == len(r.buf) {
 		if r.r > 0 {
 			r.w = copy(r.buf, r.buf[r.r:r.w])
@@ -132,6 +164,11 @@ func (r *Reader) more() error {
 			// fill the whole buffer.
 			nb := make([]byte, 2*len(r.buf))
 			copy(nb, r.buf[:r.w])
+			if r.bp != nil {
+				// The pooled buffer is not needed any more.
+				readBufPool.Put(r.bp)
+				r.bp = nil
+			}
 			r.buf = nb
 		}
 	}
@@ -399,6 +436,7 @@ func (r *Reader) readSome(p []byte) (int, error) {
 		if r.srcErr != nil {
 			return 0, r.srcErr
 		}
+		r.getBuf()
 		if len(p) >= len(r.buf) {
 			for range 100 {
 				n, err := r.src.Read(p)

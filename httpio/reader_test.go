@@ -713,3 +713,95 @@ func TestErrorKindString(t *testing.T) {
 		t.Error("excerpt not bounded")
 	}
 }
+
+// pieceReader returns one scripted piece per Read (the rest of a piece
+// that does not fit in p on the next Read), then io.EOF: each piece is
+// what one read of a socket would return.
+type pieceReader struct{ pieces []string }
+
+func (s *pieceReader) Read(p []byte) (int, error) {
+	if len(s.pieces) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.pieces[0])
+	if s.pieces[0] = s.pieces[0][n:]; s.pieces[0] == "" {
+		s.pieces = s.pieces[1:]
+	}
+	return n, nil
+}
+
+// TestParkBetweenMessages: Park gives the buffer back only when nothing is
+// buffered, and the Reader carries on with a new one from the next read:
+// a head after a park, pipelined requests (kept through Park), a
+// Content-Length and a chunked body parked in the middle, and a buffer that
+// grew for a large head (dropped).
+func TestParkBetweenMessages(t *testing.T) {
+	big := "GET /big HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 2*readBufSize) + "\r\n\r\n"
+	src := &pieceReader{pieces: []string{
+		"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /2 HTTP/1.1\r\nHo", "st: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234", "56789",
+		"POST /5 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "cde\r\n0\r\nT: 1\r\n\r\n",
+		big,
+		"GET /7 HTTP/1.1\r\nHost: a\r\n\r\n",
+	}}
+	r := NewReader(src, Limits{MaxHeaderBytes: 4 * readBufSize})
+	defer r.Release()
+	if r.buf != nil {
+		t.Fatal("a new Reader holds a buffer before its first read")
+	}
+	var req Request
+	read := func(target string) {
+		t.Helper()
+		if err := r.ReadRequest(&req); err != nil || req.Target != target {
+			t.Fatalf("want %s: got %q, %v", target, req.Target, err)
+		}
+	}
+	parked := func(want bool) {
+		t.Helper()
+		r.Park()
+		if got := r.buf == nil; got != want {
+			t.Fatalf("parked = %v with %d bytes buffered, want %v", got, r.Buffered(), want)
+		}
+	}
+	read("/1")
+	parked(true)
+	read("/2")
+	parked(false) // /3 is buffered, pipelined
+	read("/3")
+	parked(true)
+	read("/4")
+	var p [3]byte
+	if n, _, err := r.ReadBody(p[:]); err != nil || string(p[:n]) != "012" {
+		t.Fatalf("%q %v", p[:n], err)
+	}
+	parked(false) // "34" is buffered
+	if n, _, err := r.ReadBody(p[:2]); err != nil || string(p[:n]) != "34" {
+		t.Fatalf("%q %v", p[:n], err)
+	}
+	parked(true) // mid-body, nothing buffered
+	if b, err := readBody(r); err != nil || string(b) != "56789" {
+		t.Fatalf("%q %v", b, err)
+	}
+	read("/5")
+	if n, _, err := r.ReadBody(p[:2]); err != nil || string(p[:n]) != "ab" {
+		t.Fatalf("%q %v", p[:n], err)
+	}
+	parked(true) // mid-chunk, nothing buffered
+	if b, err := readBody(r); err != nil || string(b) != "cde" || r.Trailers().Get("T") != "1" {
+		t.Fatalf("%q %v %v", b, err, r.Trailers())
+	}
+	read("/big")
+	if cap(r.buf) <= readBufSize || r.bp != nil {
+		t.Fatalf("buffer of %d bytes for a large head (pooled: %v)", cap(r.buf), r.bp != nil)
+	}
+	parked(true)
+	read("/7")
+	if cap(r.buf) != readBufSize || r.bp == nil {
+		t.Fatalf("buffer of %d bytes after a park (pooled: %v)", cap(r.buf), r.bp != nil)
+	}
+	parked(true)
+	if err := r.ReadRequest(&req); err != io.EOF {
+		t.Fatalf("err = %v, want io.EOF", err)
+	}
+}

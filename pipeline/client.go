@@ -132,11 +132,18 @@ func (c *clientConn) serve() error {
 			if err := c.sink.w.Flush(); err != nil {
 				return nil
 			}
-			c.sink.w.Park() // an idle caller holds no write buffer
+			c.sink.park() // an idle caller holds no write or copy buffer
 			idle.Store(true)
 			if draining != nil && draining.Err() != nil {
 				return nil
 			}
+			// Nor a read buffer: it waits for its next request without
+			// one, and the reader takes one once there is something to
+			// read (the end of the stream included). A deadline (the
+			// header timeout, a drain, the end of ctx) ends the wait
+			// too, and ReadRequest then reports it.
+			c.r.Park()
+			c.watch.idleWait()
 		}
 		err := c.r.ReadRequest(&c.req)
 		idle.Store(false)

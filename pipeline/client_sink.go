@@ -41,7 +41,10 @@ type callerSink struct {
 	w      *httpio.Writer
 	now    func() time.Time
 	logger *slog.Logger
-	buf    *[]byte // copy buffer between the stream and w
+	// buf is the copy buffer between the stream and w, taken from the pool
+	// for the first body byte and given back while the caller is idle
+	// (park).
+	buf *[]byte
 
 	cur       *Head // the response whose head is out, until it ends
 	frame     Frame // how cur's body is framed
@@ -63,14 +66,27 @@ func (s *callerSink) init(conn net.Conn, o *ClientOptions) {
 		s.now = time.Now
 	}
 	s.logger = o.Logger
-	s.buf = bufPool.Get().(*[]byte)
 }
 
 func (s *callerSink) release() {
 	s.afterRead()
 	s.w.Release()
-	bufPool.Put(s.buf)
-	s.buf = nil
+	s.putBuf()
+}
+
+// park gives the buffers back to their pools while the caller is idle
+// and everything written went out: an idle keep-alive connection holds
+// neither a write buffer nor a copy buffer (16 KiB each).
+func (s *callerSink) park() {
+	s.w.Park()
+	s.putBuf()
+}
+
+func (s *callerSink) putBuf() {
+	if s.buf != nil {
+		bufPool.Put(s.buf)
+		s.buf = nil
+	}
 }
 
 func callerWrite(err error) error { return fmt.Errorf("%w: %w", errCallerWrite, err) }
@@ -195,6 +211,9 @@ func (s *callerSink) frameData(ts TunnelStream, n int64) error {
 		// Nothing may follow the head; bytes sent anyway do not reach
 		// the connection.
 		keep = 0
+	}
+	if s.buf == nil {
+		s.buf = bufPool.Get().(*[]byte)
 	}
 	buf := *s.buf
 	for left := n; left > 0; {

@@ -33,6 +33,9 @@ type hangupWatch struct {
 	// pb takes a byte and hands it back to the reader.
 	rc syscall.RawConn
 	pb *pushbackConn
+	// readable is rc's callback for idleWait, made once per connection
+	// so that a wait allocates nothing.
+	readable func(fd uintptr) bool
 
 	t       *time.Timer
 	done    chan struct{} // a fired watch ended
@@ -48,6 +51,7 @@ func (w *hangupWatch) init(conn net.Conn) io.Reader {
 	if sc, ok := conn.(syscall.Conn); ok && peekSupported {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.rc = rc
+			w.readable = readableFunc()
 			return conn
 		}
 	}
@@ -113,6 +117,23 @@ func (w *hangupWatch) watch(x *clientExchange, consume bool) {
 	if gone {
 		x.abort(errCallerGone)
 	}
+}
+
+// idleWait blocks, between two requests of a keep-alive connection and
+// without consuming anything, until the caller sends something, closes or
+// resets its connection, or the read deadline passes: the connection's
+// reader then reads whatever it is. Not a watch (there is no exchange to
+// abort), and never run while one is: both read the connection.
+func (w *hangupWatch) idleWait() {
+	if w.rc != nil {
+		// The error is the deadline's or the connection's, and the read
+		// that follows meets it too.
+		_ = w.rc.Read(w.readable)
+		return
+	}
+	// A byte read ahead goes to the reader first; a failure is met
+	// again by the reader's read.
+	w.pb.readAhead()
 }
 
 // pushbackConn is the caller's connection where the watch cannot peek: the

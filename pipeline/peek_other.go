@@ -27,3 +27,5 @@ func quietConn(conn net.Conn, _ *syscall.RawConn) bool {
 const peekSupported = false
 
 func peekHangup(syscall.RawConn) bool { return false }
+
+func readableFunc() func(fd uintptr) bool { return nil }

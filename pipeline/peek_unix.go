@@ -66,3 +66,20 @@ func peekHangup(rc syscall.RawConn) (gone bool) {
 	}
 	return err != nil || n == 0
 }
+
+// readableFunc returns a RawConn.Read callback that is done once the
+// socket is readable (bytes, the end of the stream or an error are
+// there) without consuming anything, and otherwise has Read wait for
+// readiness in the runtime's poller, like any read; the read deadline
+// ends the wait.
+func readableFunc() func(fd uintptr) bool {
+	var b [1]byte
+	return func(fd uintptr) bool {
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err != syscall.EINTR {
+				return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+			}
+		}
+	}
+}
