@@ -35,6 +35,7 @@ const usage = `ptproxy: point-to-point HTTP/1.1 reverse proxy over one persisten
 Usage:
   ptproxy [-c FILE]        run as configured (mode = "Client" or "Server")
   ptproxy demo             run a client, a server and an origin on loopback
+  ptproxy check [-c FILE]  validate the configuration and certificates, print the effective setup
   ptproxy certs [flags]    write a CA and client/server certificates
   ptproxy status [-c FILE | --admin HOST:PORT]
                            print a running instance's state (needs [system] admin_address)
@@ -47,6 +48,17 @@ Options:
 Environment variables PTPROXY_<SECTION>__<FIELD> override the file; see docs/config.md.
 `
 
+// defaultConfig is the configuration file read without -c.
+const defaultConfig = "/etc/ptproxy/config.toml"
+
+// configFlag defines -c and its long form --config on fs.
+func configFlag(fs *flag.FlagSet, usage string) *string {
+	path := new(string)
+	fs.StringVar(path, "c", defaultConfig, usage)
+	fs.StringVar(path, "config", defaultConfig, usage)
+	return path
+}
+
 // Main runs the command line and returns the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
@@ -57,15 +69,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return runCerts(args[1:], stdout, stderr)
 		case "status":
 			return runStatus(args[1:], stdout, stderr)
+		case "check":
+			return runCheck(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("ptproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	var path string
 	var version bool
-	fs.StringVar(&path, "c", "/etc/ptproxy/config.toml", "configuration file")
-	fs.StringVar(&path, "config", "/etc/ptproxy/config.toml", "configuration file")
+	path := configFlag(fs, "configuration file")
 	fs.BoolVar(&version, "V", false, "print the version")
 	fs.BoolVar(&version, "version", false, "print the version")
 	if err := fs.Parse(args); err != nil {
@@ -83,9 +95,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "ptproxy %s\n", Version)
 		return ExitOK
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", path, err)
+		fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", *path, err)
 		return ExitFatal
 	}
 	log, err := newLogger(stderr, string(cfg.System.LogFormat), string(cfg.System.LogLevel))
