@@ -373,8 +373,15 @@ func (k *checker) checkLeaf(chain []*x509.Certificate, roots *x509.CertPool, caA
 			k.warn("tls.cert", "the certificate carries %q, general.peer_hostname, the name of the %s: is it the %s's certificate?", g.PeerHostname, peer, peer)
 		}
 	}
-	k.r.item("cert valid", "%s to %s (%s left)", stamp(leaf.NotBefore), stamp(leaf.NotAfter), daysLeft(leaf.NotAfter.Sub(k.now)))
 	note, severe := k.validity(leaf)
+	left := daysLeft(leaf.NotAfter.Sub(k.now)) + " left"
+	switch {
+	case k.now.Before(leaf.NotBefore):
+		left = "not yet valid"
+	case k.now.After(leaf.NotAfter):
+		left = "expired"
+	}
+	k.r.item("cert valid", "%s to %s (%s)", stamp(leaf.NotBefore), stamp(leaf.NotAfter), left)
 	switch {
 	case severe:
 		k.problem("tls.cert", "certificate for %q %s: the peer will refuse it", strings.Join(names, ","), note)
@@ -472,10 +479,5 @@ func keyType(k crypto.Signer) string {
 // stamp formats a certificate time as the session's refusal messages do.
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
-// daysLeft formats a remaining duration in whole days (negative: ago).
-func daysLeft(d time.Duration) string {
-	if d < 0 {
-		return "0 days"
-	}
-	return plural(int(d/(24*time.Hour)), "day")
-}
+// daysLeft formats a remaining duration in whole days.
+func daysLeft(d time.Duration) string { return plural(int(d/(24*time.Hour)), "day") }
