@@ -337,13 +337,13 @@ func (c *Config) NonDefault(section string) []Setting {
 		if v.Equal(dv) {
 			continue
 		}
-		out = append(out, Setting{Key: f.Key, Value: tomlValue(v), Default: tomlValue(dv), Env: c.env[f.Key]})
+		out = append(out, Setting{Key: f.Key, Value: tomlLiteral(v), Default: tomlLiteral(dv), Env: c.env[f.Key]})
 	}
 	return out
 }
 
-// tomlValue formats a field's value as a TOML literal.
-func tomlValue(v reflect.Value) string {
+// tomlLiteral renders a field's value the way it is written in a TOML file.
+func tomlLiteral(v reflect.Value) string {
 	switch v.Kind() {
 	case reflect.String:
 		return strconv.Quote(v.String())

@@ -80,14 +80,7 @@ func NewCAWith(opts CAOptions) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	notBefore := opts.NotBefore
-	if notBefore.IsZero() {
-		notBefore = time.Now().Add(-time.Hour)
-	}
-	notAfter := opts.NotAfter
-	if notAfter.IsZero() {
-		notAfter = notBefore.AddDate(10, 0, 0)
-	}
+	notBefore, notAfter := window(opts.NotBefore, opts.NotAfter, 10)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: opts.CommonName, Organization: []string{"ptproxy"}},
@@ -143,14 +136,7 @@ func (ca *CA) Leaf(opts LeafOptions) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	notBefore := opts.NotBefore
-	if notBefore.IsZero() {
-		notBefore = time.Now().Add(-time.Hour)
-	}
-	notAfter := opts.NotAfter
-	if notAfter.IsZero() {
-		notAfter = notBefore.AddDate(1, 0, 0)
-	}
+	notBefore, notAfter := window(opts.NotBefore, opts.NotAfter, 1)
 	usages := opts.ExtKeyUsage
 	if len(usages) == 0 {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -191,6 +177,18 @@ func (ca *CA) Leaf(opts LeafOptions) (*Leaf, error) {
 		KeyPEM:  keyPEM,
 		TLS:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
 	}, nil
+}
+
+// window fills in a validity window: a zero notBefore is an hour ago, a
+// zero notAfter the given number of years after notBefore.
+func window(notBefore, notAfter time.Time, years int) (time.Time, time.Time) {
+	if notBefore.IsZero() {
+		notBefore = time.Now().Add(-time.Hour)
+	}
+	if notAfter.IsZero() {
+		notAfter = notBefore.AddDate(years, 0, 0)
+	}
+	return notBefore, notAfter
 }
 
 // Pool returns a certificate pool holding only this CA.

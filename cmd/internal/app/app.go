@@ -59,6 +59,27 @@ func configFlag(fs *flag.FlagSet, usage string) *string {
 	return path
 }
 
+// parseArgs parses args with fs, a command that takes no positional
+// argument and whose help is help. done is set when the command must exit
+// with code: 0 after -h (the help goes to stdout), exitUsage after a
+// mistake (said on stderr).
+func parseArgs(fs *flag.FlagSet, args []string, help string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, help) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help)
+			return ExitOK, true
+		}
+		return exitUsage, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n\n%s", fs.Name(), fs.Arg(0), help)
+		return exitUsage, true
+	}
+	return 0, false
+}
+
 // Main runs the command line and returns the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
@@ -74,22 +95,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fs := flag.NewFlagSet("ptproxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	var version bool
 	path := configFlag(fs, "configuration file")
 	fs.BoolVar(&version, "V", false, "print the version")
 	fs.BoolVar(&version, "version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return ExitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ptproxy: unexpected argument %q\n\n%s", fs.Arg(0), usage)
-		return exitUsage
+	if code, done := parseArgs(fs, args, usage, stdout, stderr); done {
+		return code
 	}
 	if version {
 		fmt.Fprintf(stdout, "ptproxy %s\n", Version)

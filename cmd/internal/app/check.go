@@ -51,19 +51,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 // check is runCheck with the process environment and the clock passed in.
 func check(args []string, stdout, stderr io.Writer, environ []string, now time.Time) int {
 	fs := flag.NewFlagSet("ptproxy check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, checkUsage) }
 	path := configFlag(fs, "configuration file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, checkUsage)
-			return ExitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ptproxy check: unexpected argument %q\n\n%s", fs.Arg(0), checkUsage)
-		return exitUsage
+	if code, done := parseArgs(fs, args, checkUsage, stdout, stderr); done {
+		return code
 	}
 	r := checkConfig(*path, environ, now)
 	r.write(stdout)
