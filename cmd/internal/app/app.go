@@ -65,12 +65,13 @@ func configFlag(fs *flag.FlagSet, usage string) *string {
 // mistake (said on stderr).
 func parseArgs(fs *flag.FlagSet, args []string, help string, stdout, stderr io.Writer) (code int, done bool) {
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, help) }
+	fs.Usage = func() {} // the help is printed once, below
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, help)
 			return ExitOK, true
 		}
+		fmt.Fprint(stderr, help) // after flag's own message
 		return exitUsage, true
 	}
 	if fs.NArg() > 0 {
