@@ -21,6 +21,8 @@ package config
 
 import (
 	"fmt"
+	"reflect"
+	"strconv"
 	"time"
 )
 
@@ -308,6 +310,52 @@ func (c *Config) File() string { return c.file }
 // was given explicitly in the file or the environment, as opposed to coming
 // from the defaults.
 func (c *Config) IsSet(key string) bool { return c.set[key] }
+
+// EnvVar returns the environment variable that set key ("section.field"),
+// or "" when the value came from the file or the defaults.
+func (c *Config) EnvVar(key string) string { return c.env[key] }
+
+// Setting is one configuration key with its effective value, for display.
+type Setting struct {
+	Key     string // "section.field"
+	Value   string // as written in TOML: strings quoted
+	Default string // the built-in default, in the same form
+	Env     string // the environment variable that set it, or ""
+}
+
+// NonDefault returns the keys of section whose effective value differs
+// from [Defaults], in declaration order. Paths are shown resolved.
+func (c *Config) NonDefault(section string) []Setting {
+	d := Defaults()
+	var out []Setting
+	for i := range schema {
+		f := &schema[i]
+		if f.Section != section {
+			continue
+		}
+		v, dv := f.value(c), f.value(&d)
+		if v.Equal(dv) {
+			continue
+		}
+		out = append(out, Setting{Key: f.Key, Value: tomlLiteral(v), Default: tomlLiteral(dv), Env: c.env[f.Key]})
+	}
+	return out
+}
+
+// tomlLiteral renders a field's value the way it is written in a TOML file.
+func tomlLiteral(v reflect.Value) string {
+	switch v.Kind() {
+	case reflect.String:
+		return strconv.Quote(v.String())
+	case reflect.Int, reflect.Int64:
+		return strconv.FormatInt(v.Int(), 10)
+	case reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool())
+	}
+	return fmt.Sprint(v.Interface())
+}
 
 // SetKeys returns the explicitly set keys, in declaration order.
 func (c *Config) SetKeys() []string {

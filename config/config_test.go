@@ -656,3 +656,62 @@ func TestDecodeErrorsBackstop(t *testing.T) {
 		t.Errorf("got %+v", fes)
 	}
 }
+
+// LoadFilePartial returns LoadFile's error and, beside it, what could be
+// built: refused values at their defaults, the rest loaded and resolved.
+func TestLoadFilePartial(t *testing.T) {
+	const p = "testdata/invalid/bad-enums.toml"
+	_, want := LoadFile(p, noEnv)
+	c, err := LoadFilePartial(p, noEnv)
+	if err == nil || want == nil || err.Error() != want.Error() {
+		t.Fatalf("error = %v, want LoadFile's %v", err, want)
+	}
+	if c == nil {
+		t.Fatal("no partial configuration")
+	}
+	if c.General.Mode != ModeClient || c.General.ConnectAddress != "bar.example.org" {
+		t.Errorf("general = %+v", c.General)
+	}
+	if c.Transport.FEC != "On" || c.System.AccessLog {
+		t.Errorf("transport.fec = %q (invalid values are kept), system.access_log = %v", c.Transport.FEC, c.System.AccessLog)
+	}
+	if c, _ := LoadFilePartial("testdata/invalid/bad-types.toml", noEnv); c == nil || c.General.QUICPort != DefaultQUICPort {
+		t.Errorf("a value of the wrong type is not left at its default: %+v", c)
+	}
+	if w := filepath.Join("testdata", "invalid", "c.pem"); c.TLS.Cert != w {
+		t.Errorf("tls.cert = %q, want %q", c.TLS.Cert, w)
+	}
+	if c, err := LoadFilePartial("testdata/invalid/syntax.toml", noEnv); c != nil || err == nil {
+		t.Errorf("syntax error: config %v, error %v", c, err)
+	}
+	if c, err := LoadFilePartial("testdata/valid/client.toml", noEnv); c == nil || err != nil {
+		t.Errorf("valid file: config %v, error %v", c, err)
+	}
+}
+
+func TestNonDefault(t *testing.T) {
+	env := []string{"PTPROXY_TRANSPORT__FEC=on", "PTPROXY_SYSTEM__ADMIN_ADDRESS=127.0.0.1:9090"}
+	c := mustLoad(t, "testdata/valid/tuning.toml", env)
+	got := slices.Concat(c.NonDefault("transport"), c.NonDefault("system"))
+	want := []Setting{
+		{Key: "transport.initial_rtt", Value: "150", Default: "0"},
+		{Key: "transport.initial_window", Value: "487500", Default: "14720"},
+		{Key: "transport.fec", Value: `"on"`, Default: `"off"`, Env: "PTPROXY_TRANSPORT__FEC"},
+		{Key: "system.admin_address", Value: `"127.0.0.1:9090"`, Default: `""`, Env: "PTPROXY_SYSTEM__ADMIN_ADDRESS"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("NonDefault =\n%+v\nwant\n%+v", got, want)
+	}
+	if v := c.EnvVar("transport.fec"); v != "PTPROXY_TRANSPORT__FEC" {
+		t.Errorf("EnvVar(transport.fec) = %q", v)
+	}
+	if v := c.EnvVar("general.mode"); v != "" {
+		t.Errorf("EnvVar(general.mode) = %q for a file value", v)
+	}
+	d := mustLoad(t, "testdata/valid/full-server.toml", noEnv)
+	for _, s := range d.NonDefault("system") {
+		if s.Key == "system.watchdog_factor" && s.Value != "0.5" {
+			t.Errorf("float formatting: %+v", s)
+		}
+	}
+}

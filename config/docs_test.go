@@ -4,7 +4,6 @@ import (
 	"os"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -82,21 +81,6 @@ func readDocTable(t *testing.T) map[string]docRow {
 		}
 	}
 	return rows
-}
-
-// tomlLiteral renders a default the way it is written in a TOML file.
-func tomlLiteral(v reflect.Value) string {
-	switch v.Kind() {
-	case reflect.String:
-		return strconv.Quote(v.String())
-	case reflect.Int, reflect.Int64:
-		return strconv.FormatInt(v.Int(), 10)
-	case reflect.Float64:
-		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
-	case reflect.Bool:
-		return strconv.FormatBool(v.Bool())
-	}
-	panic("unsupported kind " + v.Kind().String())
 }
 
 // defaultDocumented reports whether a documented default (a table cell)

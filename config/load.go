@@ -50,12 +50,27 @@ func Load(path string) (*Config, error) {
 // LoadFile is [Load] with an explicit environment (a list of "KEY=value"
 // strings as returned by os.Environ), for tests and embedding.
 func LoadFile(path string, environ []string) (*Config, error) {
+	c, err := LoadFilePartial(path, environ)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadFilePartial is [LoadFile] for ptproxy check: the same layers, the
+// same validation and the same error, but when the file could be parsed it
+// also returns the configuration as far as it could be built despite the
+// problems, so that the rest of it can still be examined. A value of the
+// wrong type is left at its default, a value that fails validation is kept:
+// do not trust a field that one of the error's [FieldError]s names. The
+// Config is nil only when the file cannot be read or parsed.
+func LoadFilePartial(path string, environ []string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		// Keep the *PathError reachable (errors.Is(err, fs.ErrNotExist)).
 		return nil, fmt.Errorf("reading configuration file: %w", err)
 	}
-	return LoadBytes(data, "", path, environ)
+	return loadBytes(data, "", path, environ)
 }
 
 // LoadBytes parses data as a configuration file and builds a validated
@@ -71,6 +86,16 @@ func LoadFile(path string, environ []string) (*Config, error) {
 // Every problem found is returned as a *FieldError, several joined with
 // errors.Join.
 func LoadBytes(data []byte, format Format, path string, environ []string) (*Config, error) {
+	c, err := loadBytes(data, format, path, environ)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// loadBytes is LoadBytes returning, with the problems, the configuration as
+// far as it was built (nil when data could not be parsed).
+func loadBytes(data []byte, format Format, path string, environ []string) (*Config, error) {
 	if format == "" {
 		format = FormatFromPath(path)
 	}
@@ -168,11 +193,8 @@ func LoadBytes(data []byte, format Format, path string, environ []string) (*Conf
 	// mistakes at once; refused values were left at their defaults and are
 	// not reported a second time.
 	errs = append(errs, c.validate(present, bad)...)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
 	c.finish(filepathDir(path))
-	return c, nil
+	return c, errors.Join(errs...)
 }
 
 // filepathDir is filepath.Dir, except that no name gives no directory.

@@ -200,6 +200,21 @@ func loadRoots(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil
 	}
+	certs, err := LoadCACerts(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// LoadCACerts reads the PEM bundle caFile (tls.ca) as [ClientTLS] and
+// [ServerTLS] do, with the same error wording, for callers that inspect the
+// CA certificates (ptproxy check).
+func LoadCACerts(caFile string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading root CA certificates (%s): %w", caFile, err)
@@ -208,11 +223,7 @@ func loadRoots(caFile string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading root CA certificates (%s): %w", caFile, err)
 	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
+	return certs, nil
 }
 
 func parseCerts(data []byte) ([]*x509.Certificate, error) {
@@ -242,30 +253,63 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 // ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") and SEC1 ("EC PRIVATE KEY")
 // are accepted; the original accepted only PKCS#8.
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
-	data, err := os.ReadFile(certFile)
+	certs, err := LoadCertChain(certFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+		return tls.Certificate{}, err
 	}
-	certs, err := parseCerts(data)
+	key, err := LoadPrivateKey(keyFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+		return tls.Certificate{}, err
 	}
-	keyData, err := os.ReadFile(keyFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
-	}
-	key, err := parseOneKey(keyData)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
-	}
-	if !publicKeyMatches(certs[0].PublicKey, key) {
-		return tls.Certificate{}, fmt.Errorf("loading certificate key (%s): private key does not match certificate %s", keyFile, certFile)
+	if err := CheckKeyMatch(certs[0], key, certFile, keyFile); err != nil {
+		return tls.Certificate{}, err
 	}
 	out := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
 	for _, c := range certs {
 		out.Certificate = append(out.Certificate, c.Raw)
 	}
 	return out, nil
+}
+
+// LoadCertChain reads the PEM certificate chain certFile (tls.cert), leaf
+// first, as [ClientTLS] and [ServerTLS] do, with the same error wording.
+// LoadCertChain, [LoadPrivateKey] and [CheckKeyMatch] are the three steps of
+// loading the key pair, apart so that a caller (ptproxy check) can report a
+// problem with each file.
+func LoadCertChain(certFile string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+	}
+	certs, err := parseCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("loading certificate (%s): %w", certFile, err)
+	}
+	return certs, nil
+}
+
+// LoadPrivateKey reads the one PEM private key of keyFile (tls.key) as
+// [ClientTLS] and [ServerTLS] do, with the same error wording.
+func LoadPrivateKey(keyFile string) (crypto.Signer, error) {
+	keyData, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
+	}
+	key, err := parseOneKey(keyData)
+	if err != nil {
+		return nil, fmt.Errorf("loading certificate key (%s): %w", keyFile, err)
+	}
+	return key, nil
+}
+
+// CheckKeyMatch reports, as [ClientTLS] and [ServerTLS] do, an error when
+// key (read from keyFile) is not the private key of leaf (read from
+// certFile).
+func CheckKeyMatch(leaf *x509.Certificate, key crypto.Signer, certFile, keyFile string) error {
+	if !publicKeyMatches(leaf.PublicKey, key) {
+		return fmt.Errorf("loading certificate key (%s): private key does not match certificate %s", keyFile, certFile)
+	}
+	return nil
 }
 
 func parseOneKey(data []byte) (crypto.Signer, error) {

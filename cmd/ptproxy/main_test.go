@@ -515,3 +515,47 @@ func TestFatalErrorStatus(t *testing.T) {
 		t.Fatal("READY sent before a fatal error")
 	}
 }
+
+// ptproxy check on configuration files: exit 0 for a good pair (and
+// nothing is started: the process ends by itself), 1 for the README's
+// example without its certificates and for an invalid file, with the
+// problems on standard output.
+func TestCheckCommand(t *testing.T) {
+	s := writeConfigs(t, "127.0.0.1:1", 1000)
+	readme := filepath.Join("..", "..", "config", "testdata", "valid", "client.toml")
+	invalid := filepath.Join("..", "..", "config", "testdata", "invalid", "bad-enums.toml")
+	for _, tc := range []struct {
+		config string
+		exit   int
+		want   string
+	}{
+		{s.serverCfg, 0, "result:      OK\n"},
+		{s.client, 0, "result:      OK\n"},
+		{readme, 1, "tls.ca: loading root CA certificates (" + filepath.Join(filepath.Dir(readme), "rootCA.pem") + ")"},
+		{invalid, 1, `transport.fec: invalid value "On"`},
+	} {
+		cmd := exec.Command(binPath, "check", "-c", tc.config)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "PTPROXY_") && !strings.HasPrefix(kv, "SSLKEYLOGFILE=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(safety):
+			cmd.Process.Kill() // by pid: only the process this test started
+			<-done
+			t.Fatalf("check -c %s did not exit", tc.config)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != tc.exit || !strings.Contains(stdout.String(), tc.want) {
+			t.Errorf("check -c %s: exit %d (want %d), output lacks %q:\n%s%s", tc.config, code, tc.exit, tc.want, stdout.String(), stderr.String())
+		}
+	}
+}

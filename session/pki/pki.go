@@ -56,8 +56,22 @@ type LeafOptions struct {
 	ExtKeyUsage []x509.ExtKeyUsage
 }
 
+// CAOptions control [NewCAWith]. The zero value of a time field means the
+// default (NotBefore one hour ago, NotAfter ten years after NotBefore).
+type CAOptions struct {
+	CommonName string
+	NotBefore  time.Time
+	NotAfter   time.Time
+}
+
 // NewCA creates a self-signed ECDSA P-256 CA valid for ten years.
 func NewCA(commonName string) (*CA, error) {
+	return NewCAWith(CAOptions{CommonName: commonName})
+}
+
+// NewCAWith creates a self-signed ECDSA P-256 CA with explicit options
+// (a fixed validity window makes output that shows dates reproducible).
+func NewCAWith(opts CAOptions) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating CA key: %w", err)
@@ -66,12 +80,12 @@ func NewCA(commonName string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	notBefore, notAfter := window(opts.NotBefore, opts.NotAfter, 10)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"ptproxy"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
+		Subject:               pkix.Name{CommonName: opts.CommonName, Organization: []string{"ptproxy"}},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -122,14 +136,7 @@ func (ca *CA) Leaf(opts LeafOptions) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	notBefore := opts.NotBefore
-	if notBefore.IsZero() {
-		notBefore = time.Now().Add(-time.Hour)
-	}
-	notAfter := opts.NotAfter
-	if notAfter.IsZero() {
-		notAfter = notBefore.AddDate(1, 0, 0)
-	}
+	notBefore, notAfter := window(opts.NotBefore, opts.NotAfter, 1)
 	usages := opts.ExtKeyUsage
 	if len(usages) == 0 {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -170,6 +177,18 @@ func (ca *CA) Leaf(opts LeafOptions) (*Leaf, error) {
 		KeyPEM:  keyPEM,
 		TLS:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
 	}, nil
+}
+
+// window fills in a validity window: a zero notBefore is an hour ago, a
+// zero notAfter the given number of years after notBefore.
+func window(notBefore, notAfter time.Time, years int) (time.Time, time.Time) {
+	if notBefore.IsZero() {
+		notBefore = time.Now().Add(-time.Hour)
+	}
+	if notAfter.IsZero() {
+		notAfter = notBefore.AddDate(years, 0, 0)
+	}
+	return notBefore, notAfter
 }
 
 // Pool returns a certificate pool holding only this CA.

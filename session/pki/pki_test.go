@@ -69,6 +69,24 @@ func TestExpiredLeaf(t *testing.T) {
 	}
 }
 
+func TestCAValidityWindow(t *testing.T) {
+	nb := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ca, err := NewCAWith(CAOptions{CommonName: "fixed CA", NotBefore: nb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.Cert.NotBefore.Equal(nb) || !ca.Cert.NotAfter.Equal(nb.AddDate(10, 0, 0)) || ca.Cert.Subject.CommonName != "fixed CA" {
+		t.Fatalf("CA %q valid %v to %v", ca.Cert.Subject.CommonName, ca.Cert.NotBefore, ca.Cert.NotAfter)
+	}
+	l, err := ca.Leaf(LeafOptions{Names: []string{"x.example"}, NotBefore: nb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: nb.AddDate(0, 6, 0)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestWriteFiles(t *testing.T) {
 	ca, err := NewCA("test CA")
 	if err != nil {

@@ -35,6 +35,7 @@ const usage = `ptproxy: point-to-point HTTP/1.1 reverse proxy over one persisten
 Usage:
   ptproxy [-c FILE]        run as configured (mode = "Client" or "Server")
   ptproxy demo             run a client, a server and an origin on loopback
+  ptproxy check [-c FILE]  validate the configuration and certificates, print the effective setup
   ptproxy certs [flags]    write a CA and client/server certificates
   ptproxy status [-c FILE | --admin HOST:PORT]
                            print a running instance's state (needs [system] admin_address)
@@ -47,6 +48,39 @@ Options:
 Environment variables PTPROXY_<SECTION>__<FIELD> override the file; see docs/config.md.
 `
 
+// defaultConfig is the configuration file read without -c.
+const defaultConfig = "/etc/ptproxy/config.toml"
+
+// configFlag defines -c and its long form --config on fs.
+func configFlag(fs *flag.FlagSet, usage string) *string {
+	path := new(string)
+	fs.StringVar(path, "c", defaultConfig, usage)
+	fs.StringVar(path, "config", defaultConfig, usage)
+	return path
+}
+
+// parseArgs parses args with fs, a command that takes no positional
+// argument and whose help is help. done is set when the command must exit
+// with code: 0 after -h (the help goes to stdout), exitUsage after a
+// mistake (said on stderr).
+func parseArgs(fs *flag.FlagSet, args []string, help string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // the help is printed once, below
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help)
+			return ExitOK, true
+		}
+		fmt.Fprint(stderr, help) // after flag's own message
+		return exitUsage, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n\n%s", fs.Name(), fs.Arg(0), help)
+		return exitUsage, true
+	}
+	return 0, false
+}
+
 // Main runs the command line and returns the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
@@ -57,35 +91,25 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return runCerts(args[1:], stdout, stderr)
 		case "status":
 			return runStatus(args[1:], stdout, stderr)
+		case "check":
+			return runCheck(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("ptproxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	var path string
 	var version bool
-	fs.StringVar(&path, "c", "/etc/ptproxy/config.toml", "configuration file")
-	fs.StringVar(&path, "config", "/etc/ptproxy/config.toml", "configuration file")
+	path := configFlag(fs, "configuration file")
 	fs.BoolVar(&version, "V", false, "print the version")
 	fs.BoolVar(&version, "version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return ExitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ptproxy: unexpected argument %q\n\n%s", fs.Arg(0), usage)
-		return exitUsage
+	if code, done := parseArgs(fs, args, usage, stdout, stderr); done {
+		return code
 	}
 	if version {
 		fmt.Fprintf(stdout, "ptproxy %s\n", Version)
 		return ExitOK
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", path, err)
+		fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", *path, err)
 		return ExitFatal
 	}
 	log, err := newLogger(stderr, string(cfg.System.LogFormat), string(cfg.System.LogLevel))

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -33,16 +34,24 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	ca, err := pki.NewCA("test CA")
+	return newTestPKIAt(t, time.Time{})
+}
+
+// newTestPKIAt is newTestPKI with every certificate valid from notBefore
+// (zero: an hour ago), the CA for ten years and the leaves for one, so that
+// output showing their dates is reproducible.
+func newTestPKIAt(t testing.TB, notBefore time.Time) *testPKI {
+	t.Helper()
+	ca, err := pki.NewCAWith(pki.CAOptions{CommonName: "test CA", NotBefore: notBefore})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &testPKI{dir: t.TempDir(), ca: ca}
-	cl, err := ca.Client(clientName)
+	cl, err := ca.Leaf(pki.LeafOptions{Names: []string{clientName}, NotBefore: notBefore, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := ca.Server(serverName)
+	sv, err := ca.Leaf(pki.LeafOptions{Names: []string{serverName}, NotBefore: notBefore, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,6 +172,22 @@ func limitsOf(cfg *config.Config) httpio.Limits {
 	}
 }
 
+// keyLogWarning is logged at startup, and printed by ptproxy check, when
+// SSLKEYLOGFILE is set.
+const keyLogWarning = "SSLKEYLOGFILE is set: TLS session secrets are written to it; anyone who reads it can decrypt captured traffic"
+
+// tlsConfig builds the TLS config of cfg's mode; its error is the fatal
+// startup message. ptproxy check calls it too, so that it refuses what
+// startup refuses.
+func tlsConfig(cfg *config.Config) (*tls.Config, error) {
+	if cfg.General.Mode == config.ModeClient {
+		c, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+		return c, step("building client TLS config", err)
+	}
+	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+	return c, step("building server TLS config", err)
+}
+
 // keyLogTo makes c write TLS secrets to SSLKEYLOGFILE when that is set, for
 // packet captures. The file stays open for the life of the process.
 func (in *Instance) keyLogTo(c *tls.Config) error {
@@ -183,15 +199,15 @@ func (in *Instance) keyLogTo(c *tls.Config) error {
 	if err != nil {
 		return step("opening key log", fmt.Errorf("SSLKEYLOGFILE %s: %w", path, err))
 	}
-	in.log.Warn("SSLKEYLOGFILE is set: TLS session secrets are written to it; anyone who reads it can decrypt captured traffic", "file", path)
+	in.log.Warn(keyLogWarning, "file", path)
 	c.KeyLogWriter = f
 	return nil
 }
 
 func (in *Instance) startClient() error {
 	cfg := in.cfg
-	tlsConf, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
-	if err := step("building client TLS config", err); err != nil {
+	tlsConf, err := tlsConfig(cfg)
+	if err != nil {
 		return err
 	}
 	if err := in.keyLogTo(tlsConf); err != nil {
@@ -262,8 +278,8 @@ func (in *Instance) startClient() error {
 
 func (in *Instance) startServer() error {
 	cfg := in.cfg
-	tlsConf, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
-	if err := step("building server TLS config", err); err != nil {
+	tlsConf, err := tlsConfig(cfg)
+	if err != nil {
 		return err
 	}
 	if err := in.keyLogTo(tlsConf); err != nil {

@@ -15,9 +15,8 @@ import (
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ptproxy status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var path, admin string
-	fs.StringVar(&path, "c", "/etc/ptproxy/config.toml", "configuration file whose [system] admin_address to ask")
-	fs.StringVar(&path, "config", "/etc/ptproxy/config.toml", "configuration file whose [system] admin_address to ask")
+	var admin string
+	path := configFlag(fs, "configuration file whose [system] admin_address to ask")
 	fs.StringVar(&admin, "admin", "", "admin address (host:port) to ask instead of reading the configuration")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: ptproxy status [-c FILE | --admin HOST:PORT]")
@@ -27,13 +26,13 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if admin == "" {
-		cfg, err := config.Load(path)
+		cfg, err := config.Load(*path)
 		if err != nil {
-			fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", path, err)
+			fmt.Fprintf(stderr, "failed at reading configuration file (%s):\n%v\n", *path, err)
 			return ExitFatal
 		}
 		if cfg.System.AdminAddress == "" {
-			fmt.Fprintf(stderr, "%s sets no [system] admin_address: the instance serves no status\n", path)
+			fmt.Fprintf(stderr, "%s sets no [system] admin_address: the instance serves no status\n", *path)
 			return ExitFatal
 		}
 		admin = cfg.System.AdminAddress
