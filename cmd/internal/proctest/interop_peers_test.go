@@ -38,11 +38,30 @@ func needTool(t *testing.T, bin, pkg string) string {
 	if p := lookTool(bin); p != "" {
 		return p
 	}
-	msg := fmt.Sprintf("%s not found: install the Debian package %s", bin, pkg)
+	missingTool(t, fmt.Sprintf("%s not found: install the Debian package %s", bin, pkg))
+	return ""
+}
+
+// missingTool skips the test locally with msg, and fails it under CI.
+func missingTool(t *testing.T, msg string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// pythonWith returns a Python 3 interpreter that can import module: the
+// system's (where Debian installs python3-* packages) or the one on PATH
+// (which may be a version manager's without them).
+func pythonWith(t *testing.T, module, pkg string) string {
+	t.Helper()
+	for _, py := range []string{"/usr/bin/python3", lookTool("python3")} {
+		if py != "" && exec.Command(py, "-c", "import "+module).Run() == nil {
+			return py
+		}
+	}
+	missingTool(t, fmt.Sprintf("no python3 that imports %s: install the Debian package %s", module, pkg))
 	return ""
 }
 
