@@ -29,11 +29,19 @@ type ServerOptions struct {
 }
 
 // Handler serves requests arriving over the tunnel (server side).
-type Handler struct{ o *ServerOptions }
+type Handler struct{ o atomic.Pointer[ServerOptions] }
 
 // NewHandler returns the handler the session runs for every request
 // stream.
-func NewHandler(o *ServerOptions) *Handler { return &Handler{o: o} }
+func NewHandler(o *ServerOptions) *Handler {
+	h := &Handler{}
+	h.o.Store(o)
+	return h
+}
+
+// SetOptions switches the options of the streams that start afterwards (a
+// configuration reload); streams already running keep theirs.
+func (h *Handler) SetOptions(o *ServerOptions) { h.o.Store(o) }
 
 // ServeStream serves one request stream: the origin exchange runs on the
 // calling goroutine, which writes the response straight to the stream; a
@@ -43,11 +51,12 @@ func NewHandler(o *ServerOptions) *Handler { return &Handler{o: o} }
 // streamSink), and its request body is read to its end or stopped.
 func (h *Handler) ServeStream(s ServerStream) {
 	ctx := s.Context()
+	o := h.o.Load()
 	peer := Peer{For: s.RemoteAddr(), By: s.LocalAddr(), Proto: "http3"}
 	head, probeErr := streamRequestHead(s, peer)
-	x := &serverExchange{o: h.o, s: s, h: head}
-	x.k = streamSink{s: s, ctx: ctx, logger: h.o.Logger}
-	head.ex = startExchange(h.o.Observer, ServerSide, head, peer.For)
+	x := &serverExchange{o: o, s: s, h: head}
+	x.k = streamSink{s: s, ctx: ctx, logger: o.Logger}
+	head.ex = startExchange(o.Observer, ServerSide, head, peer.For)
 	x.k.reqEx = head.ex
 	defer head.ex.finish(0, Aborted, nil)
 	defer x.finish()
@@ -56,7 +65,7 @@ func (h *Handler) ServeStream(s ServerStream) {
 		x.k.reset(probeErr)
 		return
 	}
-	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: h.o.AddForwarded}); nerr != nil {
+	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: o.AddForwarded}); nerr != nil {
 		x.k.fail(nerr)
 		return
 	}

@@ -54,7 +54,9 @@ type ClientOptions struct {
 // transport and every connection; other methods only read snapshots or post
 // to the loop.
 type Client struct {
-	o        ClientOptions
+	o ClientOptions
+	// tls is the config of the next dial (o.TLS until SetTLS).
+	tls      atomic.Pointer[tls.Config]
 	log      *slog.Logger
 	m        *machine // fired only by the Run goroutine
 	udp      *net.UDPConn
@@ -212,6 +214,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		done:      make(chan struct{}),
 		sessCh:    make(chan struct{}),
 	}
+	c.tls.Store(o.TLS)
 	if c.resolve == nil {
 		c.resolve = defaultResolve
 	}
@@ -546,4 +549,13 @@ func (c *Client) stopReady(ctx context.Context, s *clientSession) error {
 func (s *clientSession) close() {
 	s.h3.close("")
 	s.h3.wait()
+}
+
+// SetTLS replaces the TLS config of the dials that follow (a reload of
+// certificates or CA); the session in use keeps its connection. c is built
+// like ClientOptions.TLS; the key log writer stays. Session tickets cached
+// under the old config are not carried over: the new CA may not trust
+// what they resume.
+func (c *Client) SetTLS(t *tls.Config) {
+	c.tls.Store(withKeyLog(t, c.o.KeyLogWriter))
 }

@@ -221,7 +221,7 @@ func (c *Client) dial(ctx context.Context, addr *net.UDPAddr, every time.Duratio
 		// primary dial keeps the full bound for a slow handshake.
 		hedgeConf = c.quicConf.Clone()
 		hedgeConf.HandshakeIdleTimeout = min(3*every, c.quicConf.HandshakeIdleTimeout)
-		hedgeTLS = hedgeTLSConfig(c.o.TLS)
+		hedgeTLS = hedgeTLSConfig(c.tls.Load())
 	}
 	var (
 		win               dialResult
@@ -331,7 +331,7 @@ func silent(err error) bool {
 // completed, so no stream is opened before.
 func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult {
 	if !c.o.ZeroRTT {
-		conn, err := c.tr.Dial(ctx, addr, c.o.TLS, c.quicConf)
+		conn, err := c.tr.Dial(ctx, addr, c.tls.Load(), c.quicConf)
 		if err != nil {
 			return dialResult{err: err}
 		}
@@ -341,7 +341,7 @@ func (c *Client) dialPrimary(ctx context.Context, addr *net.UDPAddr) dialResult 
 		}
 		return dialResult{conn: conn, h3: hc}
 	}
-	conn, err := c.tr.DialEarly(ctx, addr, c.o.TLS, c.quicConf)
+	conn, err := c.tr.DialEarly(ctx, addr, c.tls.Load(), c.quicConf)
 	if err != nil {
 		return dialResult{err: err}
 	}

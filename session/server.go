@@ -76,6 +76,10 @@ type Server struct {
 	hMu      sync.Mutex // guards handlers and hIdle
 	handlers int        // handlers running
 	hIdle    chan struct{}
+
+	// perHS is what every handshake gets (see handshakeTLS); SetTLS
+	// replaces it for the handshakes that follow.
+	perHS atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Config, error)]
 }
 
 // NewServer validates o. Nothing is bound until Listen.
@@ -167,6 +171,22 @@ func (s *Server) Listen() error {
 // caller's VerifyConnection (the peer_hostname pin of ServerTLS).
 func (s *Server) handshakeTLS() *tls.Config {
 	base := s.o.TLS.Clone()
+	s.storeTLS(base)
+	base.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		return (*s.perHS.Load())(chi)
+	}
+	return base
+}
+
+// SetTLS replaces the TLS config of the handshakes that follow (a reload of
+// certificates or CA); connections already established keep theirs. c is
+// built like ServerOptions.TLS; the key log writer stays.
+func (s *Server) SetTLS(c *tls.Config) {
+	s.storeTLS(withKeyLog(c, s.o.KeyLogWriter).Clone())
+}
+
+// storeTLS derives the per-handshake config from base (see handshakeTLS).
+func (s *Server) storeTLS(base *tls.Config) {
 	perHS := base.Clone()
 	userVerify := base.VerifyConnection
 	var chain func(tls.ConnectionState) error
@@ -179,7 +199,7 @@ func (s *Server) handshakeTLS() *tls.Config {
 		// than "no client certificate".
 		perHS.ClientCAs = nil
 	}
-	base.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+	get := func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 		remote := "unknown"
 		if chi.Conn != nil && chi.Conn.RemoteAddr() != nil {
 			remote = chi.Conn.RemoteAddr().String()
@@ -200,7 +220,7 @@ func (s *Server) handshakeTLS() *tls.Config {
 		}
 		return cfg, nil
 	}
-	return base
+	s.perHS.Store(&get)
 }
 
 // Serve runs the accept loop until Drain or Close, or until ctx ends (which

@@ -122,19 +122,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		log.Debug("environment variables not of the PTPROXY_<SECTION>__<FIELD> shape ignored", "names", ignored)
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	return Serve(cfg, log, sigs)
+	return Serve(cfg, log, sigs, func() (*config.Config, error) { return config.Load(*path) })
 }
 
-// Serve runs an instance until the first signal, drains it, and returns the
-// exit status. A second signal during the drain returns ExitForced at once.
-// It reports to systemd through sd_notify (a no-op without NOTIFY_SOCKET).
-func Serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal) int {
-	return serve(cfg, slogger, sigs, sdNotifier{})
+// Serve runs an instance until the first SIGINT or SIGTERM, drains it, and
+// returns the exit status. A second signal during the drain returns
+// ExitForced at once. SIGHUP reloads the configuration through load (nil:
+// ignored; see Instance.Reload). It reports to systemd through sd_notify (a
+// no-op without NOTIFY_SOCKET).
+func Serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, load func() (*config.Config, error)) int {
+	return serve(cfg, slogger, sigs, sdNotifier{}, load)
 }
 
-func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n notifier) int {
+func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n notifier, load func() (*config.Config, error)) int {
 	sd := newSystemd(n, slogger)
 	defer sd.close() // flushes the last STATUS before the exit
 	client := cfg.General.Mode == config.ModeClient
@@ -166,6 +168,15 @@ func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n no
 	})
 
 	sig := <-sigs
+	for sig == syscall.SIGHUP {
+		if load == nil {
+			slogger.Info("SIGHUP ignored: no configuration file to reload")
+		} else {
+			sd.reloading()
+			sd.reloaded(in.reload(load))
+		}
+		sig = <-sigs
+	}
 	sd.markStopping(fmt.Sprintf("stopping: draining %d in-flight requests", in.inFlight()))
 	slogger.Info("stopping: draining in-flight requests", "signal", sig.String(), "drain_timeout_ms", cfg.System.DrainTimeout.Duration().Milliseconds())
 	ctx := context.Background()
@@ -176,16 +187,22 @@ func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n no
 	}
 	done := make(chan error, 1)
 	go func() { done <- in.Drain(ctx) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			slogger.Warn("drain ended early", "error", err)
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				slogger.Warn("drain ended early", "error", err)
+			}
+			slogger.Info("stopped")
+			return ExitOK
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				slogger.Info("SIGHUP ignored: draining")
+				continue
+			}
+			slogger.Warn("second signal: exiting at once", "signal", sig.String())
+			sd.setStatus("second signal: exiting at once")
+			return ExitForced
 		}
-		slogger.Info("stopped")
-		return ExitOK
-	case sig := <-sigs:
-		slogger.Warn("second signal: exiting at once", "signal", sig.String())
-		sd.setStatus("second signal: exiting at once")
-		return ExitForced
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,8 +59,17 @@ type Instance struct {
 	ln     net.Listener
 
 	// server mode
-	server *session.Server
+	server  *session.Server
+	handler *pipeline.Handler
+	// origin is the pool of the running configuration; a reload that
+	// changes the origin swaps it (under reloadMu) and closes the old one.
 	origin *pipeline.OriginPool
+
+	// reloadMu serialises reloads; live is the configuration in force
+	// (cfg with what reloads switched; the rest needs a restart).
+	reloadMu sync.Mutex
+	live     *config.Config
+	keyLog   io.Writer // SSLKEYLOGFILE, kept across reloads
 
 	ready    chan struct{} // closed when the instance counts as started (systemd READY)
 	stopOnce sync.Once
@@ -81,9 +91,9 @@ type Instance struct {
 
 // observer is what the pipeline reports exchanges to: metrics, the
 // in-flight count of /status and, when enabled, the access log.
-func (in *Instance) observer() pipeline.Observer {
+func (in *Instance) observer(cfg *config.Config) pipeline.Observer {
 	obs := observers{in.metrics, inflightCounter{&in.inflight}}
-	if in.cfg.System.AccessLog {
+	if cfg.System.AccessLog {
 		obs = append(obs, accessLog{in.log.With("log", "access")})
 	}
 	return obs
@@ -109,7 +119,7 @@ func WithTransitionHook(h func(session.Transition)) Option {
 // Start builds and starts an instance from cfg. The returned instance runs
 // until Drain or Close.
 func Start(cfg *config.Config, log *slog.Logger, opts ...Option) (*Instance, error) {
-	in := &Instance{cfg: cfg, log: log, ready: make(chan struct{}), started: time.Now()}
+	in := &Instance{cfg: cfg, live: cfg, log: log, ready: make(chan struct{}), started: time.Now()}
 	in.metrics = newMetrics(string(cfg.General.Mode))
 	in.transitionHooks = append(in.transitionHooks, in.metrics.transition, in.recordFailure)
 	for _, o := range opts {
@@ -201,6 +211,7 @@ func (in *Instance) keyLogTo(c *tls.Config) error {
 	}
 	in.log.Warn(keyLogWarning, "file", path)
 	c.KeyLogWriter = f
+	in.keyLog = f
 	return nil
 }
 
@@ -249,17 +260,8 @@ func (in *Instance) startClient() error {
 		noDelay: cfg.System.TCPNodelay,
 		maxConn: cfg.System.MaxConnections,
 		log:     in.log,
-		opts: &pipeline.ClientOptions{
-			Tunnel:            tunnel{client},
-			AddForwarded:      cfg.System.AddForwarded,
-			Limits:            limitsOf(cfg),
-			HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
-			DefaultHost:       cfg.System.DefaultHost,
-			Logger:            in.log,
-			Draining:          in.drainCtx,
-			Observer:          in.observer(),
-		},
 	}
+	in.lis.opts.Store(in.clientOptions(cfg))
 	in.wg.Go(func() { in.lis.serve(in.runCtx) })
 	in.log.Info("listening for HTTP/1.1", "address", ln.Addr().String())
 	if cfg.System.WaitForFirstAttempt {
@@ -285,21 +287,9 @@ func (in *Instance) startServer() error {
 	if err := in.keyLogTo(tlsConf); err != nil {
 		return err
 	}
-	in.origin = pipeline.NewOriginPool(pipeline.OriginOptions{
-		Address:   cfg.General.HTTPConnectAddress,
-		NoDelay:   cfg.System.TCPNodelay,
-		KeepAlive: 15 * time.Second,
-		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
-		IdleTime:  cfg.System.OriginIdleTimeout.Duration(),
-		Limits:    pipeline.ResponseLimits(cfg.Transport.MaxResponseHeaderBytes),
-	})
-	handler := pipeline.NewHandler(&pipeline.ServerOptions{
-		Origin:          in.origin,
-		AddForwarded:    cfg.System.AddForwarded,
-		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
-		Logger:          in.log,
-		Observer:        in.observer(),
-	})
+	in.origin = originPool(cfg)
+	handler := pipeline.NewHandler(in.serverOptions(cfg, in.origin))
+	in.handler = handler
 	srv, err := session.NewServer(session.ServerOptions{
 		BindAddress: cfg.General.BindAddress,
 		Port:        cfg.General.QUICPort,
@@ -327,6 +317,45 @@ func (in *Instance) startServer() error {
 	})
 	in.markReady()
 	return nil
+}
+
+// clientOptions are the pipeline options of the caller connections under
+// cfg (client mode; in.client is set).
+func (in *Instance) clientOptions(cfg *config.Config) *pipeline.ClientOptions {
+	return &pipeline.ClientOptions{
+		Tunnel:            tunnel{in.client},
+		AddForwarded:      cfg.System.AddForwarded,
+		Limits:            limitsOf(cfg),
+		HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
+		DefaultHost:       cfg.System.DefaultHost,
+		Logger:            in.log,
+		Draining:          in.drainCtx,
+		Observer:          in.observer(cfg),
+	}
+}
+
+// originPool is the pool of connections to cfg's origin (server mode).
+func originPool(cfg *config.Config) *pipeline.OriginPool {
+	return pipeline.NewOriginPool(pipeline.OriginOptions{
+		Address:   cfg.General.HTTPConnectAddress,
+		NoDelay:   cfg.System.TCPNodelay,
+		KeepAlive: 15 * time.Second,
+		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
+		IdleTime:  cfg.System.OriginIdleTimeout.Duration(),
+		Limits:    pipeline.ResponseLimits(cfg.Transport.MaxResponseHeaderBytes),
+	})
+}
+
+// serverOptions are the pipeline options of the request streams under cfg
+// (server mode).
+func (in *Instance) serverOptions(cfg *config.Config, pool *pipeline.OriginPool) *pipeline.ServerOptions {
+	return &pipeline.ServerOptions{
+		Origin:          pool,
+		AddForwarded:    cfg.System.AddForwarded,
+		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
+		Logger:          in.log,
+		Observer:        in.observer(cfg),
+	}
 }
 
 func (in *Instance) markReady() {
@@ -384,7 +413,9 @@ func (in *Instance) Drain(ctx context.Context) error {
 		if derr := in.server.Drain(ctx); derr != nil {
 			err = fmt.Errorf("drain: %w", derr)
 		}
+		in.reloadMu.Lock() // a reload may have swapped the pool
 		in.origin.Close()
+		in.reloadMu.Unlock()
 	}
 	in.Close()
 	return err
@@ -406,9 +437,11 @@ func (in *Instance) Close() error {
 		if in.lis != nil {
 			in.lis.wait()
 		}
+		in.reloadMu.Lock()
 		if in.origin != nil {
 			in.origin.Close()
 		}
+		in.reloadMu.Unlock()
 	})
 	return nil
 }

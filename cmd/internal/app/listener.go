@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ptproxy/ptproxy/pipeline"
@@ -15,8 +16,10 @@ import (
 // runs one pipeline per connection. It owns every connection goroutine and
 // waits for them in wait.
 type httpListener struct {
-	ln      net.Listener
-	opts    *pipeline.ClientOptions
+	ln net.Listener
+	// opts are the options of the connections accepted next; a reload
+	// swaps them, and connections keep the ones they started with.
+	opts    atomic.Pointer[pipeline.ClientOptions]
 	noDelay bool
 	maxConn int
 	log     *slog.Logger
@@ -69,7 +72,7 @@ func (l *httpListener) serve(ctx context.Context) {
 					<-sem
 				}
 			}()
-			pipeline.ServeClientConn(ctx, c, l.opts)
+			pipeline.ServeClientConn(ctx, c, l.opts.Load())
 		})
 	}
 }

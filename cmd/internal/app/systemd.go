@@ -115,6 +115,30 @@ func (s *systemd) close() {
 	<-s.done
 }
 
+// reloading brackets a configuration reload the way systemd's
+// Type=notify-reload expects: RELOADING=1 with the monotonic time, then
+// READY=1 with the outcome as STATUS once it is over.
+func (s *systemd) reloading() {
+	m := "RELOADING=1"
+	if us := monotonicUsec(); us > 0 {
+		m += fmt.Sprintf("\nMONOTONIC_USEC=%d", us)
+	}
+	s.send(m)
+}
+
+func (s *systemd) reloaded(err error) {
+	s.mu.Lock()
+	st := s.status
+	s.mu.Unlock()
+	m := daemon.SdNotifyReady
+	if err != nil {
+		m += "\nSTATUS=reload refused: " + err.Error()
+	} else if st != "" {
+		m += "\nSTATUS=" + st
+	}
+	s.send(m)
+}
+
 // setStatus sends STATUS=text.
 func (s *systemd) setStatus(text string) {
 	s.mu.Lock()

@@ -252,7 +252,7 @@ func TestServeNotifiesInOrder(t *testing.T) {
 	log, _ := newTestLogger(t)
 	sigs := make(chan os.Signal, 2)
 	code := make(chan int, 1)
-	go func() { code <- serve(cfg, log, sigs, rec) }()
+	go func() { code <- serve(cfg, log, sigs, rec, nil) }()
 	eventually(t, "READY and a WATCHDOG ping", func() bool { return rec.index("WATCHDOG=1") >= 0 && rec.index("READY=1") >= 0 })
 	sigs <- syscall.SIGTERM
 	select {
@@ -314,7 +314,7 @@ func TestServeSecondSignalExits130(t *testing.T) {
 	log, _ := newTestLogger(t)
 	sigs := make(chan os.Signal, 2)
 	code := make(chan int, 1)
-	go func() { code <- serve(cfg, log, sigs, rec) }()
+	go func() { code <- serve(cfg, log, sigs, rec, nil) }()
 	eventually(t, "READY", func() bool { return rec.index("READY=1") >= 0 })
 	reqDone := make(chan struct{})
 	go func() {
@@ -347,7 +347,7 @@ func TestServeFatalStatus(t *testing.T) {
 	cfg.TLS.Cert = filepath.Join(t.TempDir(), "missing.pem")
 	rec := &recNotifier{}
 	log, _ := newTestLogger(t)
-	if c := serve(cfg, log, make(chan os.Signal), rec); c != ExitFatal {
+	if c := serve(cfg, log, make(chan os.Signal), rec, nil); c != ExitFatal {
 		t.Fatalf("exit %d", c)
 	}
 	msgs := rec.all()

@@ -1,0 +1,113 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ptproxy/ptproxy/config"
+)
+
+// reloadable are the keys a reload switches while running. Certificates,
+// key and CA are read again on every reload, even when their paths did not
+// change (a renewal writes the same files). Every other key needs a
+// restart: a reload that changes one keeps the running value and says so.
+var reloadable = []string{
+	"general.http_connect_address",
+	"tls.ca", "tls.cert", "tls.key",
+	"system.access_log",
+	"system.add_forwarded",
+	"system.upstream_timeout",
+	"system.header_read_timeout",
+	"system.default_host",
+	"system.origin_idle_timeout",
+}
+
+// ReloadResult says what a reload did.
+type ReloadResult struct {
+	Applied []string // keys switched for new connections and requests
+	Kept    []string // keys that changed in the file but need a restart
+}
+
+// errReloadRefused marks a reload that changed nothing.
+var errReloadRefused = errors.New("reload refused; the running configuration stays")
+
+// Reload switches the running instance to cfg where it can without a
+// restart: new TLS handshakes use the certificates and CA read now (the
+// sessions and connections up keep theirs), new caller connections (client)
+// and new request streams (server) use the new pipeline options, and a new
+// origin address gets a new connection pool while exchanges on the old one
+// finish. A configuration whose certificates cannot be loaded, or that
+// switches the mode, is refused whole, and nothing changes.
+func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
+	in.reloadMu.Lock()
+	defer in.reloadMu.Unlock()
+	if in.drainCtx.Err() != nil {
+		return ReloadResult{}, fmt.Errorf("%w: the instance is stopping", errReloadRefused)
+	}
+	old := in.live
+	if cfg.General.Mode != old.General.Mode {
+		return ReloadResult{}, fmt.Errorf("%w: general.mode changed from %s to %s, which needs a restart", errReloadRefused, old.General.Mode, cfg.General.Mode)
+	}
+	var res ReloadResult
+	next := *cfg
+	for _, key := range config.Changed(old, cfg) {
+		if slices.Contains(reloadable, key) {
+			res.Applied = append(res.Applied, key)
+		} else {
+			res.Kept = append(res.Kept, key)
+			config.CopyKey(&next, old, key)
+		}
+	}
+	tlsConf, err := tlsConfig(&next)
+	if err != nil {
+		return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
+	}
+	if in.keyLog != nil {
+		tlsConf.KeyLogWriter = in.keyLog
+	}
+	if in.client != nil {
+		in.client.SetTLS(tlsConf)
+		in.lis.opts.Store(in.clientOptions(&next))
+	}
+	if in.server != nil {
+		in.server.SetTLS(tlsConf)
+		pool := in.origin
+		newPool := old.General.HTTPConnectAddress != next.General.HTTPConnectAddress ||
+			old.System.OriginIdleTimeout != next.System.OriginIdleTimeout
+		if newPool {
+			pool = originPool(&next)
+		}
+		in.handler.SetOptions(in.serverOptions(&next, pool))
+		if newPool {
+			// Idle connections close now; those in use close when their
+			// exchange ends (a closed pool takes nothing back).
+			in.origin.Close()
+			in.origin = pool
+		}
+	}
+	in.live = &next
+	return res, nil
+}
+
+// reload loads path and applies it, logging what happened: the keys
+// switched, the keys that need a restart, or why the reload was refused.
+func (in *Instance) reload(load func() (*config.Config, error)) error {
+	cfg, err := load()
+	if err != nil {
+		err = fmt.Errorf("%w: %w", errReloadRefused, err)
+		in.log.Error("configuration reload refused", "error", err.Error())
+		return err
+	}
+	res, err := in.Reload(cfg)
+	if err != nil {
+		in.log.Error("configuration reload refused", "error", err.Error())
+		return err
+	}
+	if len(res.Kept) > 0 {
+		in.log.Warn("configuration reload: these changes need a restart and are not applied", "keys", strings.Join(res.Kept, ","))
+	}
+	in.log.Info("configuration reloaded", "applied", strings.Join(res.Applied, ","), "certificates", "re-read")
+	return nil
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestSIGHUPReload: SIGHUP makes a running server re-read its file. A new
+// origin address takes effect for the next requests, systemd hears
+// RELOADING=1 then READY=1; a broken file is refused with a log line that
+// names the problem, and the process keeps serving with what it had.
+func TestSIGHUPReload(t *testing.T) {
+	a := startOrigin(t)
+	lb, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B "+r.URL.Path) })}
+	go b.Serve(lb)
+	t.Cleanup(func() { b.Close() })
+
+	s := writeConfigs(t, a.addr, 2000)
+	srvSock, cliSock := newNotifySock(t), newNotifySock(t)
+	server := startProc(t, "server", s.serverCfg, sdEnv(srvSock)...)
+	eventually(t, "server READY", func() bool { return srvSock.index("READY=1") >= 0 })
+	startProc(t, "client", s.client, sdEnv(cliSock)...)
+	eventually(t, "client READY", func() bool { return cliSock.index("READY=1") >= 0 })
+	get := func() string {
+		resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}).Get("http://" + s.httpAddr + "/x")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if got := get(); got != "done /x" {
+		t.Fatalf("before the reload: %q", got)
+	}
+
+	raw, err := os.ReadFile(s.serverCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.serverCfg, []byte(strings.Replace(string(raw), a.addr, lb.Addr().String(), 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server.signal(t, syscall.SIGHUP)
+	eventually(t, "requests at the new origin", func() bool { return get() == "B /x" })
+	eventually(t, "RELOADING=1", func() bool { return srvSock.index("RELOADING=1") >= 0 })
+	if i, j := srvSock.index("RELOADING=1"), len(srvSock.all())-1; !strings.Contains(strings.Join(srvSock.all()[i:j+1], "\n"), "READY=1") {
+		t.Errorf("no READY=1 after RELOADING=1: %q", srvSock.all()[i:])
+	}
+	if !strings.Contains(server.stderr.String(), `"msg":"configuration reloaded"`) {
+		t.Errorf("no reload log line:\n%s", server.stderr.String())
+	}
+
+	if err := os.WriteFile(s.serverCfg, []byte("[general]\nmode = \"Server\"\nquic_port = \"many\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server.signal(t, syscall.SIGHUP)
+	eventually(t, "the refusal logged", func() bool {
+		return strings.Contains(server.stderr.String(), `"msg":"configuration reload refused"`) &&
+			strings.Contains(server.stderr.String(), "general.quic_port")
+	})
+	if got := get(); got != "B /x" {
+		t.Fatalf("after a refused reload: %q", got)
+	}
+	server.signal(t, syscall.SIGTERM)
+	if code := server.exitCode(t); code != 0 {
+		t.Fatalf("server exit %d", code)
+	}
+}
