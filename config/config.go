@@ -171,6 +171,10 @@ type TLS struct {
 	Cert string `koanf:"cert" json:"cert"`
 	// Key is the PEM private key of Cert (required).
 	Key string `koanf:"key" json:"key"`
+	// ListenerCert and ListenerKey (Client only, both or neither) make the
+	// HTTP/1.1 listener speak TLS (HTTPS) to local callers that want it.
+	ListenerCert string `koanf:"listener_cert" json:"listener_cert"`
+	ListenerKey  string `koanf:"listener_key" json:"listener_key"`
 }
 
 // Transport is the [transport] section (optional). Zero values of the

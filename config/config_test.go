@@ -715,3 +715,24 @@ func TestNonDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestListenerTLSFields(t *testing.T) {
+	const client = "[general]\nmode = \"Client\"\npeer_hostname = \"p\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n"
+	c, err := loadString(t, client+"listener_cert = \"l.pem\"\nlistener_key = \"l-key.pem\"\n", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLS.ListenerCert != "/etc/ptproxy/l.pem" || c.TLS.ListenerKey != "/etc/ptproxy/l-key.pem" {
+		t.Errorf("paths not resolved against the file: %q %q", c.TLS.ListenerCert, c.TLS.ListenerKey)
+	}
+	for _, tc := range []struct{ text, field string }{
+		{client + "listener_cert = \"l.pem\"\n", "tls.listener_key"},
+		{client + "listener_key = \"l-key.pem\"\n", "tls.listener_cert"},
+		{"[general]\nmode = \"Server\"\npeer_hostname = \"p\"\nhttp_connect_address = \"localhost:1\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nlistener_cert = \"l.pem\"\nlistener_key = \"k.pem\"\n", "tls.listener_cert"},
+	} {
+		_, err := loadString(t, tc.text, noEnv)
+		if got := fields(err); len(got) != 1 || got[0] != tc.field {
+			t.Errorf("%q: errors on %v, want %s (%v)", tc.text, got, tc.field, err)
+		}
+	}
+}

@@ -139,6 +139,14 @@ func (c *Config) check() []*FieldError {
 	if t.Key == "" {
 		k.fail("tls.key", "required: path of the PEM private key of tls.cert")
 	}
+	switch {
+	case (t.ListenerCert != "" || t.ListenerKey != "") && g.Mode == ModeServer:
+		k.fail("tls.listener_cert", "only allowed in Client mode (TLS on the HTTP/1.1 listener)")
+	case t.ListenerCert != "" && t.ListenerKey == "":
+		k.fail("tls.listener_key", "required with tls.listener_cert: path of its PEM private key")
+	case t.ListenerKey != "" && t.ListenerCert == "":
+		k.fail("tls.listener_cert", "required with tls.listener_key: path of the PEM certificate chain the listener presents")
+	}
 
 	// [transport]
 	if tr.MaxIdleTimeout <= 0 {
@@ -354,6 +362,8 @@ func (c *Config) finish(dir string) {
 	c.TLS.CA = resolve(dir, c.TLS.CA)
 	c.TLS.Cert = resolve(dir, c.TLS.Cert)
 	c.TLS.Key = resolve(dir, c.TLS.Key)
+	c.TLS.ListenerCert = resolve(dir, c.TLS.ListenerCert)
+	c.TLS.ListenerKey = resolve(dir, c.TLS.ListenerKey)
 	c.Transport.QlogDir = resolve(dir, c.Transport.QlogDir)
 }
 

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -80,6 +81,9 @@ func ServeClientConn(ctx context.Context, conn net.Conn, o *ClientOptions) error
 		conn: conn,
 		o:    o,
 		peer: Peer{For: conn.RemoteAddr().String(), By: conn.LocalAddr().String(), Proto: "http"},
+	}
+	if _, ok := conn.(*tls.Conn); ok {
+		c.peer.Proto = "https"
 	}
 	src := c.watch.init(conn)
 	c.r = httpio.NewReader(src, o.Limits)

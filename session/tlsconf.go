@@ -31,7 +31,7 @@ func ClientTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 	if err != nil {
 		return nil, err
 	}
-	cert, err := loadKeyPair(certFile, keyFile)
+	cert, err := LoadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 			return nil, fmt.Errorf("loading root CA certificates (system): %w", err)
 		}
 	}
-	cert, err := loadKeyPair(certFile, keyFile)
+	cert, err := LoadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -249,10 +249,10 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// loadKeyPair loads a PEM chain and exactly one PEM private key. PKCS#8
+// LoadKeyPair loads a PEM chain and exactly one PEM private key. PKCS#8
 // ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") and SEC1 ("EC PRIVATE KEY")
 // are accepted; the original accepted only PKCS#8.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certs, err := LoadCertChain(certFile)
 	if err != nil {
 		return tls.Certificate{}, err

@@ -57,6 +57,9 @@ type Instance struct {
 	client *session.Client
 	lis    *httpListener
 	ln     net.Listener
+	// listenerCert is the certificate of a TLS listener (tls.listener_cert;
+	// nil: plain HTTP), replaced by a reload.
+	listenerCert atomic.Pointer[tls.Certificate]
 
 	// server mode
 	server  *session.Server
@@ -228,6 +231,21 @@ func (in *Instance) startClient() error {
 	if err := step("binding listener socket", err); err != nil {
 		return err
 	}
+	if cfg.TLS.ListenerCert != "" {
+		if err := in.loadListenerCert(cfg); err != nil {
+			ln.Close()
+			return err
+		}
+		// The handshake runs on the connection's goroutine, at its first
+		// read, never in the accept loop.
+		ln = tls.NewListener(ln, &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"},
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return in.listenerCert.Load(), nil
+			},
+		})
+	}
 	ln = newProbeListener(ln) // the watchdog proves the accept loop alive (systemd.go)
 	in.ln = ln
 	client, err := session.NewClient(session.ClientOptions{
@@ -317,6 +335,16 @@ func (in *Instance) startServer() error {
 	})
 	in.markReady()
 	return nil
+}
+
+// loadListenerCert loads tls.listener_cert and tls.listener_key for the
+// TLS listener.
+func (in *Instance) loadListenerCert(cfg *config.Config) error {
+	cert, err := session.LoadKeyPair(cfg.TLS.ListenerCert, cfg.TLS.ListenerKey)
+	if err == nil {
+		in.listenerCert.Store(&cert)
+	}
+	return step("loading the listener's certificate (tls.listener_cert)", err)
 }
 
 // clientOptions are the pipeline options of the caller connections under

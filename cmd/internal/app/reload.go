@@ -15,7 +15,7 @@ import (
 // restart: a reload that changes one keeps the running value and says so.
 var reloadable = []string{
 	"general.http_connect_address",
-	"tls.ca", "tls.cert", "tls.key",
+	"tls.ca", "tls.cert", "tls.key", "tls.listener_cert", "tls.listener_key",
 	"system.access_log",
 	"system.add_forwarded",
 	"system.upstream_timeout",
@@ -60,12 +60,27 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 			config.CopyKey(&next, old, key)
 		}
 	}
+	if (old.TLS.ListenerCert == "") != (next.TLS.ListenerCert == "") {
+		// Turning TLS on the listener on or off changes the listener.
+		for _, key := range []string{"tls.listener_cert", "tls.listener_key"} {
+			if i := slices.Index(res.Applied, key); i >= 0 {
+				res.Applied = slices.Delete(res.Applied, i, i+1)
+				res.Kept = append(res.Kept, key)
+			}
+			config.CopyKey(&next, old, key)
+		}
+	}
 	tlsConf, err := tlsConfig(&next)
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
 	}
 	if in.keyLog != nil {
 		tlsConf.KeyLogWriter = in.keyLog
+	}
+	if in.client != nil && next.TLS.ListenerCert != "" {
+		if err := in.loadListenerCert(&next); err != nil {
+			return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
+		}
 	}
 	if in.client != nil {
 		in.client.SetTLS(tlsConf)
