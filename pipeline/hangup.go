@@ -33,9 +33,10 @@ type hangupWatch struct {
 	// pb takes a byte and hands it back to the reader.
 	rc syscall.RawConn
 	pb *pushbackConn
-	// readable is rc's callback for idleWait, made once per connection
-	// so that a wait allocates nothing.
-	readable func(fd uintptr) bool
+	// idle is the state of idleWait's callback; ready is its method value,
+	// made once per connection so that a wait allocates nothing.
+	idle  readableWait
+	ready func(fd uintptr) bool
 
 	t       *time.Timer
 	done    chan struct{} // a fired watch ended
@@ -51,7 +52,7 @@ func (w *hangupWatch) init(conn net.Conn) io.Reader {
 	if sc, ok := conn.(syscall.Conn); ok && peekSupported {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.rc = rc
-			w.readable = readableFunc()
+			w.ready = w.idle.ready
 			return conn
 		}
 	}
@@ -128,7 +129,8 @@ func (w *hangupWatch) idleWait() {
 	if w.rc != nil {
 		// The error is the deadline's or the connection's, and the read
 		// that follows meets it too.
-		_ = w.rc.Read(w.readable)
+		w.idle.polled = false
+		_ = w.rc.Read(w.ready)
 		return
 	}
 	// A byte read ahead goes to the reader first; a failure is met

@@ -28,4 +28,8 @@ const peekSupported = false
 
 func peekHangup(syscall.RawConn) bool { return false }
 
-func readableFunc() func(fd uintptr) bool { return nil }
+// readableWait is unused where there is no peek (idleWait reads a byte
+// ahead instead).
+type readableWait struct{ polled bool }
+
+func (r *readableWait) ready(uintptr) bool { return true }

@@ -67,19 +67,30 @@ func peekHangup(rc syscall.RawConn) (gone bool) {
 	return err != nil || n == 0
 }
 
-// readableFunc returns a RawConn.Read callback that is done once the
-// socket is readable (bytes, the end of the stream or an error are
-// there) without consuming anything, and otherwise has Read wait for
-// readiness in the runtime's poller, like any read; the read deadline
-// ends the wait.
-func readableFunc() func(fd uintptr) bool {
-	var b [1]byte
-	return func(fd uintptr) bool {
-		for {
-			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if err != syscall.EINTR {
-				return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
-			}
+// readableWait is the RawConn.Read callback of idleWait: done once the
+// socket is readable (bytes, the end of the stream or an error are there)
+// without consuming anything, and otherwise waiting for readiness in the
+// runtime's poller, like any read; the read deadline ends the wait.
+//
+// Only the first call peeks: the poller's readiness was reset when the
+// Read began, so bytes that came before would never wake it. When the
+// poller calls again it has seen the socket become readable, and a second
+// peek would only repeat what the reader's read is about to learn: the
+// wait then costs no more syscalls than the blocking read it replaces.
+type readableWait struct {
+	b      [1]byte
+	polled bool
+}
+
+func (r *readableWait) ready(fd uintptr) bool {
+	if r.polled {
+		return true
+	}
+	r.polled = true
+	for {
+		_, _, err := syscall.Recvfrom(int(fd), r.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err != syscall.EINTR {
+			return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
 		}
 	}
 }
