@@ -70,9 +70,9 @@ type originConn struct {
 	conn net.Conn
 	// raw is the TCP connection under conn (the same for plain HTTP): the
 	// liveness check looks at the socket itself.
-	raw  net.Conn
-	r    *httpio.Reader
-	w    *httpio.Writer
+	raw net.Conn
+	r   *httpio.Reader
+	w   *httpio.Writer
 	// idleSince and expires are when the connection went idle and when it
 	// is retired (set by put).
 	idleSince, expires time.Time

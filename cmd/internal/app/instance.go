@@ -57,9 +57,11 @@ type Instance struct {
 	lis    *httpListener
 	ln     net.Listener
 
-	// server mode
-	server *session.Server
-	origin *pipeline.OriginPool
+	// server mode: the origin groups and endpoints are built before the
+	// session starts and never change (routes.go)
+	server    *session.Server
+	groups    []*pipeline.OriginGroup
+	endpoints []*pipeline.Endpoint
 
 	ready    chan struct{} // closed when the instance counts as started (systemd READY)
 	stopOnce sync.Once
@@ -184,7 +186,7 @@ func tlsConfig(cfg *config.Config) (*tls.Config, error) {
 		c, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
 		return c, step("building client TLS config", err)
 	}
-	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname, cfg.General.PeerHostnames...)
 	return c, step("building server TLS config", err)
 }
 
@@ -285,16 +287,11 @@ func (in *Instance) startServer() error {
 	if err := in.keyLogTo(tlsConf); err != nil {
 		return err
 	}
-	in.origin = pipeline.NewOriginPool(pipeline.OriginOptions{
-		Address:   cfg.General.HTTPConnectAddress,
-		NoDelay:   cfg.System.TCPNodelay,
-		KeepAlive: 15 * time.Second,
-		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
-		IdleTime:  cfg.System.OriginIdleTimeout.Duration(),
-		Limits:    pipeline.ResponseLimits(cfg.Transport.MaxResponseHeaderBytes),
-	})
+	if err := in.buildRoutes(); err != nil {
+		return err
+	}
 	handler := pipeline.NewHandler(&pipeline.ServerOptions{
-		Origin:          in.origin,
+		Endpoints:       in.endpoints,
 		AddForwarded:    cfg.System.AddForwarded,
 		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
 		Logger:          in.log,
@@ -310,6 +307,7 @@ func (in *Instance) startServer() error {
 		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxHeaderBytes), cfg.Transport.MaxHeaderCount),
 		Logger:              in.log,
 		PeerHostname:        cfg.General.PeerHostname,
+		PeerIdentities:      cfg.PeerIdentities(),
 		OnTransition:        in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
@@ -320,6 +318,13 @@ func (in *Instance) startServer() error {
 	}
 	in.server = srv
 	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
+	in.metrics.reg.MustRegister(newRouteCollector(in))
+	for _, g := range in.groups {
+		if g.HasHealthChecks() {
+			// Stops with runCtx (Close, also at the end of Drain).
+			in.wg.Go(func() { g.RunHealthChecks(in.runCtx) })
+		}
+	}
 	in.wg.Go(func() {
 		if err := srv.Serve(in.runCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, session.ErrClosed) {
 			in.log.Error("failed at main loop", "error", err)
@@ -384,7 +389,7 @@ func (in *Instance) Drain(ctx context.Context) error {
 		if derr := in.server.Drain(ctx); derr != nil {
 			err = fmt.Errorf("drain: %w", derr)
 		}
-		in.origin.Close()
+		in.closeGroups()
 	}
 	in.Close()
 	return err
@@ -406,11 +411,16 @@ func (in *Instance) Close() error {
 		if in.lis != nil {
 			in.lis.wait()
 		}
-		if in.origin != nil {
-			in.origin.Close()
-		}
+		in.closeGroups()
 	})
 	return nil
+}
+
+// closeGroups closes the idle origin connections of every group.
+func (in *Instance) closeGroups() {
+	for _, g := range in.groups {
+		g.Close()
+	}
 }
 
 // tunnel adapts the session client to the pipeline's Tunnel, mapping "no
