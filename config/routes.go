@@ -330,18 +330,7 @@ func (k *checker) checkRoutes() {
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		p := fmt.Sprintf("endpoints[%d]", i)
-		switch {
-		case e.Name == "":
-			k.fail(p+".name", `required: the name the client sends in the ptproxy-endpoint field (the default endpoint is [default_endpoint])`)
-		case !validName(e.Name):
-			k.fail(p+".name", "invalid name %q: use letters, digits, '.', '_' and '-'", e.Name)
-		default:
-			if j, dup := endpoints[e.Name]; dup {
-				k.fail(p+".name", "duplicate endpoint name %q (also endpoints[%d].name)", e.Name, j)
-			} else {
-				endpoints[e.Name] = i
-			}
-		}
+		k.uniqueName("endpoints", i, e.Name, "the name the client sends in the ptproxy-endpoint field (the default endpoint is [default_endpoint])", endpoints)
 		refGroup(p+".origin_group", e.OriginGroup)
 		k.checkRules(p+".allow", e.Allow, identities)
 	}
@@ -360,18 +349,7 @@ func (c *Config) routeGiven(key string) bool {
 
 func (k *checker) checkGroup(i int, og *OriginGroup, seen map[string]int) {
 	p := fmt.Sprintf("origin_groups[%d]", i)
-	switch {
-	case og.Name == "":
-		k.fail(p+".name", "required: the name endpoints refer to")
-	case !validName(og.Name):
-		k.fail(p+".name", "invalid name %q: use letters, digits, '.', '_' and '-'", og.Name)
-	default:
-		if j, dup := seen[og.Name]; dup {
-			k.fail(p+".name", "duplicate origin group name %q (also origin_groups[%d].name)", og.Name, j)
-		} else {
-			seen[og.Name] = i
-		}
-	}
+	k.uniqueName("origin_groups", i, og.Name, "the name endpoints refer to", seen)
 	if len(og.Addresses) == 0 {
 		k.fail(p+".addresses", `required: at least one origin host:port, e.g. ["10.0.0.1:8080"]`)
 	}
@@ -453,6 +431,25 @@ func (k *checker) checkRules(path string, rules []AccessRule, identities []strin
 			if !strings.HasPrefix(pp, "/") {
 				k.fail(fmt.Sprintf("%s.path_prefixes[%d]", p, j), `must start with "/", got %q`, pp)
 			}
+		}
+	}
+}
+
+// uniqueName checks the name of entry i of the array of tables list:
+// given, of the allowed characters, and not taken by an earlier entry
+// (seen maps names to entries).
+func (k *checker) uniqueName(list string, i int, name, what string, seen map[string]int) {
+	key := fmt.Sprintf("%s[%d].name", list, i)
+	switch {
+	case name == "":
+		k.fail(key, "required: %s", what)
+	case !validName(name):
+		k.fail(key, "invalid name %q: use letters, digits, '.', '_' and '-'", name)
+	default:
+		if j, dup := seen[name]; dup {
+			k.fail(key, "duplicate name %q (also %s[%d].name)", name, list, j)
+		} else {
+			seen[name] = i
 		}
 	}
 }

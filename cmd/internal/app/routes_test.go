@@ -303,11 +303,17 @@ methods = ["GET"]
 path_prefixes = ["/public/"]
 `
 	path := p.path("routes.toml")
-	if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
-		t.Fatal(err)
+	// check writes text as routes.toml and returns what ptproxy check prints.
+	check := func(text string) string {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		checkConfig(path, nil, time.Now()).write(&out)
+		return out.String()
 	}
-	var out bytes.Buffer
-	checkConfig(path, nil, time.Now()).write(&out)
+	out := check(good)
 	for _, want := range []string{
 		"identities:  client.test, ops.test (a client certificate must match one; the first it matches is its identity)",
 		"group:       api: 10.0.0.1:8080, 10.0.0.2:8080; balance sticky by cookie:sid; out after 3 consecutive failures; health check GET /healthz every 5000 ms (timeout 2000 ms, passes 200-399); TLS verified against " + p.path("ca.pem") + " for the host of each address",
@@ -316,8 +322,8 @@ path_prefixes = ["/public/"]
 		"endpoint:    api -> group api; allows [identities ops.test; methods any; paths any] or [identities any; methods GET; paths /public/]",
 		"result:      OK",
 	} {
-		if !strings.Contains(out.String(), want+"\n") {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
 
@@ -335,12 +341,7 @@ origin_group = "apii"
 [[endpoints.allow]]
 identities = ["nobody.test"]
 `
-	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out.Reset()
-	r := checkConfig(path, nil, time.Now())
-	r.write(&out)
+	out = check(bad)
 	for _, want := range []string{
 		path + ": origin_groups[0].addresses[0]: must be host:port",
 		path + ": origin_groups[0].sticky_key: required with balance = \"sticky\"",
@@ -348,18 +349,14 @@ identities = ["nobody.test"]
 		path + ": endpoints[0].allow[0].identities[0]: \"nobody.test\" never matches",
 		"result:      FAILED: 4 errors",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
 
 	// A TLS file that does not load is a problem of a valid file too.
-	if err := os.WriteFile(path, []byte(strings.Replace(good, `tls_ca = "ca.pem"`, `tls_ca = "missing.pem"`, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out.Reset()
-	checkConfig(path, nil, time.Now()).write(&out)
-	if !strings.Contains(out.String(), path+": origin_groups[0].tls_ca: loading root CA certificates") {
-		t.Errorf("missing origin CA not reported:\n%s", out.String())
+	out = check(strings.Replace(good, `tls_ca = "ca.pem"`, `tls_ca = "missing.pem"`, 1))
+	if !strings.Contains(out, path+": origin_groups[0].tls_ca: loading root CA certificates") {
+		t.Errorf("missing origin CA not reported:\n%s", out)
 	}
 }
