@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -123,6 +124,12 @@ type Config struct {
 	Transport Transport `koanf:"transport" json:"transport"`
 	System    System    `koanf:"system" json:"system"`
 
+	// Server-side routing (ptproxy-go extension, docs/routes.md): arrays of
+	// tables, decoded apart from the flat key schema (routes.go).
+	OriginGroups    []OriginGroup   `koanf:"-" json:"origin_groups,omitempty"`
+	Endpoints       []Endpoint      `koanf:"-" json:"endpoints,omitempty"`
+	DefaultEndpoint DefaultEndpoint `koanf:"-" json:"default_endpoint,omitzero"`
+
 	// file is the configuration file name used in errors ("" if none).
 	file string
 	// set holds the keys ("section.field") given explicitly in the file or the
@@ -145,6 +152,10 @@ type General struct {
 	// PeerHostname is the name the peer's certificate must match (Client: also
 	// the SNI and the default dial target). A DNS name or an IP literal.
 	PeerHostname string `koanf:"peer_hostname" json:"peer_hostname"`
+	// PeerHostnames (Server only) are further client names accepted besides
+	// PeerHostname; the name a client certificate matched is its identity
+	// for the endpoints' access rules.
+	PeerHostnames []string `koanf:"peer_hostnames" json:"peer_hostnames,omitempty"`
 	// QUICPort is the UDP port bound (Server) or dialled (Client).
 	QUICPort int `koanf:"quic_port" json:"quic_port"`
 	// BindAddress is the local IP of the QUIC UDP socket.
@@ -338,7 +349,7 @@ func (c *Config) NonDefault(section string) []Setting {
 			continue
 		}
 		v, dv := f.value(c), f.value(&d)
-		if v.Equal(dv) {
+		if reflect.DeepEqual(v.Interface(), dv.Interface()) {
 			continue
 		}
 		out = append(out, Setting{Key: f.Key, Value: tomlLiteral(v), Default: tomlLiteral(dv), Env: c.env[f.Key]})
@@ -357,6 +368,12 @@ func tomlLiteral(v reflect.Value) string {
 		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
 	case reflect.Bool:
 		return strconv.FormatBool(v.Bool())
+	case reflect.Slice:
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = tomlLiteral(v.Index(i))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
 	}
 	return fmt.Sprint(v.Interface())
 }

@@ -123,6 +123,9 @@ func loadBytes(data []byte, format Format, path string, environ []string) (*Conf
 	bad := make(map[string]bool)     // keys and sections already reported
 	var errs []error
 
+	// The routing sections are arrays of tables: decoded apart (routes.go).
+	errs = append(errs, c.decodeRoutes(raw, path, c.set, bad)...)
+
 	// File layer: refuse unknown sections and keys and wrong types here, so
 	// each problem names its key and the file; only clean values go on.
 	fileMap, ferrs := checkFile(raw, path, c.set, present, bad)
@@ -214,7 +217,7 @@ func checkFile(raw map[string]any, file string, set, present, bad map[string]boo
 	for _, sec := range sortedKeys(raw) {
 		if !isSection(sec) {
 			errs = append(errs, &FieldError{File: file, Field: sec,
-				Problem: "unknown section (allowed: " + strings.Join(sections, ", ") + ")"})
+				Problem: "unknown section (allowed: " + strings.Join(sections, ", ") + ")" + routeSectionHint(sec)})
 			continue
 		}
 		tbl, ok := raw[sec].(map[string]any)
@@ -307,6 +310,10 @@ func envField(name string) (*field, string) {
 	key := strings.ToLower(sec) + "." + strings.ToLower(fld)
 	if f := schemaByKey[key]; f != nil {
 		return f, ""
+	}
+	if isRouteSection(strings.ToLower(sec)) {
+		return nil, fmt.Sprintf("does not name a configuration field: %s holds arrays of tables, which only the configuration file can set (docs/routes.md)",
+			strings.ToLower(sec))
 	}
 	if !isSection(strings.ToLower(sec)) {
 		return nil, fmt.Sprintf("does not name a configuration field: unknown section %q (allowed: %s)",

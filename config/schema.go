@@ -37,7 +37,7 @@ func init() {
 	for i := range ct.NumField() {
 		sf := ct.Field(i)
 		sec := sf.Tag.Get("koanf")
-		if sec == "" || !sf.IsExported() {
+		if sec == "" || sec == "-" || !sf.IsExported() {
 			continue
 		}
 		sections = append(sections, sec)
@@ -79,10 +79,15 @@ func (f *field) value(c *Config) reflect.Value {
 
 var millisType = reflect.TypeFor[Millis]()
 
+var stringsType = reflect.TypeFor[[]string]()
+
 // typeName describes f's type for error messages and the docs.
 func (f *field) typeName() string {
 	if f.Type == millisType {
 		return "integer (milliseconds)"
+	}
+	if f.Type == stringsType {
+		return "array of strings"
 	}
 	switch f.Type.Kind() {
 	case reflect.Int, reflect.Int64:
@@ -139,6 +144,21 @@ func (f *field) coerce(v any) (any, string) {
 		return nil, "expected " + want + ", got null (omit the key instead)"
 	}
 	bad := func() (any, string) { return nil, "expected " + want + ", got " + describe(v) }
+	if f.Type == stringsType {
+		items, ok := v.([]any)
+		if !ok {
+			return bad()
+		}
+		out := make([]string, 0, len(items))
+		for _, it := range items {
+			s, ok := it.(string)
+			if !ok {
+				return nil, "expected " + want + ", got an element of type " + describe(it)
+			}
+			out = append(out, s)
+		}
+		return out, ""
+	}
 	switch f.Type.Kind() {
 	case reflect.Int, reflect.Int64:
 		switch x := v.(type) {
@@ -197,6 +217,16 @@ func (f *field) coerce(v any) (any, string) {
 // parseEnv parses an environment variable's text as f's type.
 func (f *field) parseEnv(s string) (any, string) {
 	want := f.typeName()
+	if f.Type == stringsType {
+		// A list from the environment is comma-separated.
+		var out []string
+		for p := range strings.SplitSeq(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out, ""
+	}
 	switch f.Type.Kind() {
 	case reflect.Int, reflect.Int64:
 		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
@@ -244,6 +274,8 @@ func defaultsMap() map[string]any {
 			raw = v.Bool()
 		case reflect.String:
 			raw = v.String()
+		case reflect.Slice:
+			continue // empty by default: the key stays out of the layer
 		}
 		m[f.Section].(map[string]any)[f.Name] = raw
 	}

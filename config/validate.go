@@ -110,7 +110,7 @@ func (c *Config) check() []*FieldError {
 		if client && c.given("general.http_connect_address") {
 			k.fail("general.http_connect_address", "only allowed in Server mode")
 		}
-		if !client && g.HTTPConnectAddress == "" {
+		if !client && g.HTTPConnectAddress == "" && !c.hasGroup(DefaultGroupName) {
 			k.fail("general.http_connect_address", `required in Server mode: the origin's host:port, e.g. "localhost:8081"`)
 		}
 	}
@@ -130,6 +130,11 @@ func (c *Config) check() []*FieldError {
 		if p := checkConnectAddress(g.HTTPConnectAddress); p != "" {
 			k.fail("general.http_connect_address", "parsing connect address: %s", p)
 		}
+	}
+
+	// general.peer_hostnames and the routing sections (routes.go)
+	if modeOK {
+		k.checkRoutes()
 	}
 
 	// [tls]
@@ -365,6 +370,20 @@ func (c *Config) finish(dir string) {
 	c.TLS.ListenerCert = resolve(dir, c.TLS.ListenerCert)
 	c.TLS.ListenerKey = resolve(dir, c.TLS.ListenerKey)
 	c.Transport.QlogDir = resolve(dir, c.Transport.QlogDir)
+	for i := range c.OriginGroups {
+		g := &c.OriginGroups[i]
+		g.TLSCA, g.TLSCert, g.TLSKey = resolve(dir, g.TLSCA), resolve(dir, g.TLSCert), resolve(dir, g.TLSKey)
+	}
+}
+
+// hasGroup reports whether an [[origin_groups]] entry is called name.
+func (c *Config) hasGroup(name string) bool {
+	for _, g := range c.OriginGroups {
+		if g.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // resolve makes a relative path relative to dir, as the original does for

@@ -297,7 +297,8 @@ func logFailure(l *slog.Logger, e *Error) {
 		return
 	}
 	switch e.Kind {
-	case KindBadRequest, KindMethodNotAllowed:
+	case KindBadRequest, KindMethodNotAllowed, KindNotFound, KindForbidden:
+		// (The last two were logged at WARN with the endpoint by route.)
 		l.Debug("request rejected", "status", e.Status, "side", e.Side.String(), "error", e.Error())
 	default:
 		l.Warn("request failed", "status", e.Status, "side", e.Side.String(), "error", e.Error())

@@ -38,6 +38,8 @@ const (
 	KindDraining                     // 503: shutting down
 	KindUpstream                     // 502: proxying failed (tunnel/origin errors, bad origin response)
 	KindUpstreamTimeout              // 504: the origin did not answer in time
+	KindNotFound                     // 404: the request names an endpoint the server does not have
+	KindForbidden                    // 403: the endpoint's access rules refuse the request
 )
 
 // kindNames are snake_case: they are also metric label values.
@@ -48,6 +50,8 @@ var kindNames = [...]string{
 	KindDraining:         "draining",
 	KindUpstream:         "upstream",
 	KindUpstreamTimeout:  "upstream_timeout",
+	KindNotFound:         "unknown_endpoint",
+	KindForbidden:        "forbidden",
 }
 
 func (k Kind) String() string {
@@ -69,6 +73,10 @@ func (k Kind) status() int {
 		return http.StatusBadGateway
 	case KindUpstreamTimeout:
 		return http.StatusGatewayTimeout
+	case KindNotFound:
+		return http.StatusNotFound
+	case KindForbidden:
+		return http.StatusForbidden
 	}
 	return http.StatusBadRequest
 }

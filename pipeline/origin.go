@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +30,10 @@ type OriginOptions struct {
 	Limits      httpio.Limits // for response heads: see ResponseLimits
 	Names       httpio.NameCase
 	DialTimeout time.Duration // default 10 s
+	// TLS, when set, makes the connections HTTPS: the handshake is part
+	// of connecting (its failure is a connect failure: nothing was sent).
+	// ServerName must be set (the caller derives it from the address).
+	TLS *tls.Config
 }
 
 // DefaultOriginIdleTime is below the idle timeouts of the common origin
@@ -61,9 +66,13 @@ type OriginPool struct {
 }
 
 type originConn struct {
+	pool *OriginPool // where it goes back after a clean exchange
 	conn net.Conn
-	r    *httpio.Reader
-	w    *httpio.Writer
+	// raw is the TCP connection under conn (the same for plain HTTP): the
+	// liveness check looks at the socket itself.
+	raw net.Conn
+	r   *httpio.Reader
+	w   *httpio.Writer
 	// idleSince and expires are when the connection went idle and when it
 	// is retired (set by put).
 	idleSince, expires time.Time
@@ -141,7 +150,16 @@ func (p *OriginPool) get(ctx context.Context, replayable bool) (*originConn, err
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(p.o.NoDelay)
 	}
-	return &originConn{conn: conn, r: httpio.NewReader(conn, p.o.Limits), w: httpio.NewWriter(conn, p.o.Names)}, nil
+	raw := conn
+	if p.o.TLS != nil {
+		tc := tls.Client(conn, p.o.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, &originDialError{err: &originTLSError{err: err}}
+		}
+		conn = tc
+	}
+	return &originConn{pool: p, conn: conn, raw: raw, r: httpio.NewReader(conn, p.o.Limits), w: httpio.NewWriter(conn, p.o.Names)}, nil
 }
 
 // originDialError is a failure to open a connection to the origin: nothing
@@ -150,6 +168,13 @@ type originDialError struct{ err error }
 
 func (e *originDialError) Error() string { return fmt.Sprintf("connecting to origin: %v", e.err) }
 func (e *originDialError) Unwrap() error { return e.err }
+
+// originTLSError is a failed TLS handshake with the origin (unknown
+// authority, wrong name, no common protocol).
+type originTLSError struct{ err error }
+
+func (e *originTLSError) Error() string { return fmt.Sprintf("TLS handshake: %v", e.err) }
+func (e *originTLSError) Unwrap() error { return e.err }
 
 // put returns a connection whose exchange completed cleanly. keepAlive is
 // the response's Keep-Alive field value, whose timeout parameter (RFC 2068
@@ -217,7 +242,7 @@ func (c *originConn) alive() bool {
 	if c.r.Buffered() > 0 {
 		return false
 	}
-	return quietConn(c.conn, &c.rc)
+	return quietConn(c.raw, &c.rc)
 }
 
 func (c *originConn) close() {

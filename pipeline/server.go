@@ -18,6 +18,11 @@ import (
 // ServerOptions configure the server side: HTTP/3 in, HTTP/1.1 to the
 // origin.
 type ServerOptions struct {
+	// Endpoints are the server's endpoints, the one named "" being the
+	// default (requests without EndpointField). When none is named "",
+	// Origin, if set, is the default endpoint's only origin (the original
+	// single-origin setup).
+	Endpoints    []*Endpoint
 	Origin       *OriginPool
 	AddForwarded bool
 	// UpstreamTimeout bounds the wait for the origin's response head after
@@ -29,19 +34,36 @@ type ServerOptions struct {
 }
 
 // Handler serves requests arriving over the tunnel (server side).
-type Handler struct{ o atomic.Pointer[ServerOptions] }
+type Handler struct{ cur atomic.Pointer[handlerState] }
+
+// handlerState is what a stream is served with: the options, and the
+// endpoints by name ("" the default one). A reload replaces it whole.
+type handlerState struct {
+	o         *ServerOptions
+	endpoints map[string]*Endpoint
+}
 
 // NewHandler returns the handler the session runs for every request
 // stream.
 func NewHandler(o *ServerOptions) *Handler {
 	h := &Handler{}
-	h.o.Store(o)
+	h.SetOptions(o)
 	return h
 }
 
-// SetOptions switches the options of the streams that start afterwards (a
-// configuration reload); streams already running keep theirs.
-func (h *Handler) SetOptions(o *ServerOptions) { h.o.Store(o) }
+// SetOptions switches the options and endpoints of the streams that start
+// afterwards (a configuration reload); streams already running keep
+// theirs.
+func (h *Handler) SetOptions(o *ServerOptions) {
+	st := &handlerState{o: o, endpoints: make(map[string]*Endpoint, len(o.Endpoints)+1)}
+	for _, e := range o.Endpoints {
+		st.endpoints[e.Name] = e
+	}
+	if _, ok := st.endpoints[""]; !ok && o.Origin != nil {
+		st.endpoints[""] = &Endpoint{Group: poolGroup("default", o.Origin)}
+	}
+	h.cur.Store(st)
+}
 
 // ServeStream serves one request stream: the origin exchange runs on the
 // calling goroutine, which writes the response straight to the stream; a
@@ -51,7 +73,8 @@ func (h *Handler) SetOptions(o *ServerOptions) { h.o.Store(o) }
 // streamSink), and its request body is read to its end or stopped.
 func (h *Handler) ServeStream(s ServerStream) {
 	ctx := s.Context()
-	o := h.o.Load()
+	st := h.cur.Load()
+	o := st.o
 	peer := Peer{For: s.RemoteAddr(), By: s.LocalAddr(), Proto: "http3"}
 	head, probeErr := streamRequestHead(s, peer)
 	x := &serverExchange{o: o, s: s, h: head}
@@ -65,6 +88,14 @@ func (h *Handler) ServeStream(s ServerStream) {
 		x.k.reset(probeErr)
 		return
 	}
+	// The endpoint field is ptproxy's own: it is taken out before
+	// anything else looks at the request, and never reaches an origin.
+	ep, rerr := st.route(head, s.PeerIdentity())
+	if rerr != nil {
+		x.k.fail(rerr)
+		return
+	}
+	x.ep = ep
 	if nerr := Normalize(head, Policy{Side: ServerSide, AddForwarded: o.AddForwarded}); nerr != nil {
 		x.k.fail(nerr)
 		return
@@ -99,10 +130,11 @@ func streamRequestHead(s ServerStream, peer Peer) (*Head, error) {
 
 // serverExchange is one request stream's exchange with the origin.
 type serverExchange struct {
-	o *ServerOptions
-	s ServerStream
-	h *Head
-	k streamSink
+	o  *ServerOptions
+	s  ServerStream
+	h  *Head
+	k  streamSink
+	ep *Endpoint // the request's endpoint, once routed
 	// bodyRead is set once the request body was read to its end (by the
 	// upload, joined before it is looked at).
 	bodyRead bool
@@ -117,24 +149,72 @@ func (x *serverExchange) finish() {
 	}
 }
 
-// forward runs the exchange with the origin: a pooled connection, one
-// retry on a new one when a reused connection turns out stale (see
-// roundTrip), the origin's answer or a synthetic one.
+// forward runs the exchange with the endpoint's origin group: an origin
+// picked by the group's balancing, the next one when connecting to it
+// fails (nothing was sent: each origin of the group is tried at most
+// once), and a 502 naming the group when none could take the request.
 func (x *serverExchange) forward(ctx context.Context) {
+	g := x.ep.Group
+	tried := make([]bool, len(g.origins))
+	attempts := 0
+	var last error
+	for {
+		og := g.pick(x.h, tried)
+		if og == nil {
+			break
+		}
+		tried[og.idx] = true
+		attempts++
+		err := x.forwardTo(ctx, g, og)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		last = err
+		if x.o.Logger != nil && len(g.origins) > 1 {
+			x.o.Logger.Debug("connecting to an origin failed; trying the next one", "group", g.o.Name, "origin", og.addr, "error", err)
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if len(g.origins) == 1 && attempts == 1 {
+		// The only origin: its own failure class, as without groups.
+		x.failOrigin(ctx, last)
+		return
+	}
+	x.k.fail(noOriginError(g, attempts, last))
+}
+
+// forwardTo runs the exchange with one origin of g: a pooled connection,
+// one retry on a new one when a reused connection turns out stale (see
+// roundTrip), the origin's answer or a synthetic one. It returns the
+// error of a failed connect, which leaves the request unanswered for the
+// next origin; nil when the exchange was answered (or abandoned).
+func (x *serverExchange) forwardTo(ctx context.Context, g *OriginGroup, og *groupOrigin) error {
 	h, o := x.h, x.o
+	og.inflight.Add(1)
+	defer og.inflight.Add(-1)
 	// A body of length 0 is sent as "Content-Length: 0" with nothing to
 	// upload, like a request without a body.
 	bodiless := h.Body.Kind == httpio.NoBody || h.Body.Kind == httpio.LengthBody && h.Body.Length == 0
 	replayable := bodiless && retryable(h)
 	for attempt := 0; ; attempt++ {
-		oc, err := o.Origin.get(ctx, replayable)
+		oc, err := og.pool.get(ctx, replayable)
 		if err != nil {
+			if isDialError(err) && ctx.Err() == nil {
+				g.failed(og, err)
+				return err
+			}
 			x.failOrigin(ctx, err)
-			return
+			return nil
 		}
 		res := x.roundTrip(ctx, oc, bodiless)
 		if res.failed == nil {
-			return
+			g.succeeded(og)
+			return nil
+		}
+		if res.dead && ctx.Err() == nil {
+			g.failed(og, res.failed)
 		}
 		if attempt == 0 && res.stale && replayable && ctx.Err() == nil {
 			// RFC 9110 9.2.2: only an idempotent request may be sent again
@@ -147,7 +227,7 @@ func (x *serverExchange) forward(ctx context.Context) {
 			continue
 		}
 		x.failOrigin(ctx, res.failed)
-		return
+		return nil
 	}
 }
 
@@ -230,6 +310,10 @@ type roundTripResult struct {
 	// closed before the origin sent any byte of a response and before any
 	// interim response was relayed: the origin did not process the request.
 	stale bool
+	// dead is the same on a new connection: the origin accepted it and
+	// closed or reset it without a byte, a failure of the origin (passive
+	// health check).
+	dead bool
 }
 
 // roundTrip runs one exchange on oc and always disposes of oc (returned to
@@ -291,8 +375,8 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		oc.close()
 		// io.EOF (not ErrUnexpectedEOF) means the connection ended before
 		// the first byte of a response.
-		stale := oc.reused && !interim && (errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err))
-		return roundTripResult{failed: err, stale: stale}
+		unanswered := !interim && (errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err))
+		return roundTripResult{failed: err, stale: oc.reused && unanswered, dead: !oc.reused && unanswered}
 	}
 	if o.UpstreamTimeout > 0 {
 		oc.conn.SetReadDeadline(time.Time{})
@@ -339,7 +423,7 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		reusable = false
 	}
 	if reusable {
-		o.Origin.put(oc, resp.Header.Get("Keep-Alive"))
+		oc.pool.put(oc, resp.Header.Get("Keep-Alive"))
 	} else {
 		oc.close()
 	}

@@ -43,6 +43,12 @@ func startScriptOrigin(t *testing.T, script func(o *scriptOrigin, n int, c net.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveScriptOrigin(t, ln, script)
+}
+
+// serveScriptOrigin is startScriptOrigin on a listener the caller opened.
+func serveScriptOrigin(t *testing.T, ln net.Listener, script func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader)) *scriptOrigin {
+	t.Helper()
 	o := &scriptOrigin{t: t, ln: ln, script: script}
 	o.wg.Go(func() {
 		for {

@@ -20,6 +20,8 @@ const (
 	MsgStreamingBody         = "error when streaming request body"                                       // 502, client
 	MsgReceivingResponse     = "error when receiving response"                                           // 502, client
 	MsgCouldNotProxy         = "could not proxy request"                                                 // 502/504, server
+	MsgUnknownEndpoint       = "unknown endpoint"                                                        // 404, server
+	MsgForbidden             = "request refused"                                                         // 403, server
 )
 
 // Server field values of synthetic responses, by the side that made them.

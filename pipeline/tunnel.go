@@ -70,6 +70,10 @@ type ServerStream interface {
 	Context() context.Context // ends when the stream or its connection is gone
 	RemoteAddr() string
 	LocalAddr() string
+	// PeerIdentity is the client's identity: the accepted client name
+	// (general.peer_hostname or one of general.peer_hostnames) its
+	// certificate matched, for the endpoints' access rules.
+	PeerIdentity() string
 	Request() *h3.Head
 	NextData() (int64, error) // request body, h3.Reader semantics
 	ReadData(p []byte) (int, error)

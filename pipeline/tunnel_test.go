@@ -91,6 +91,7 @@ type memStream struct {
 	ctx              context.Context // the server side's
 	cancelCtx        context.CancelFunc
 	head             *h3.Head // the request head, as the server read it
+	identity         string   // the client identity the server sees
 
 	// handlerErr is what a tunnelFunc's handler returned; ReadHead returns it.
 	handlerErr atomic.Pointer[error]
@@ -239,6 +240,7 @@ type memServer memStream
 func (s *memServer) Context() context.Context { return s.ctx }
 func (s *memServer) RemoteAddr() string       { return "192.0.2.1:4433" }
 func (s *memServer) LocalAddr() string        { return "198.51.100.2:443" }
+func (s *memServer) PeerIdentity() string     { return s.identity }
 func (s *memServer) Request() *h3.Head        { return s.head }
 func (s *memServer) NextData() (int64, error) {
 	n, err := s.sr.NextData()

@@ -14,6 +14,7 @@ const (
 	KeyRemoteAddr = "remote_addr" // server: remote UDP address of a connection or handshake
 	KeyLocalAddr  = "local_addr"  // bound UDP address
 	KeySubject    = "subject"     // server: client certificate subject of an accepted connection
+	KeyIdentity   = "identity"    // server: the accepted client name (peer_hostname or one of peer_hostnames) the certificate matched
 	KeyAddress    = "address"     // client: resolved address dialled
 	KeyRequested  = "requested"   // socket buffer size asked for (bytes)
 	KeyGranted    = "granted"     // socket buffer size the kernel reports granting (bytes, un-doubled)

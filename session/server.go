@@ -29,8 +29,13 @@ type ServerOptions struct {
 	MaxFieldSectionSize uint64
 	Logger              *slog.Logger // default slog.Default()
 	OnTransition        func(Transition)
-	PeerHostname        string    // the pinned client name, for logs
-	KeyLogWriter        io.Writer // when non-nil, receives TLS secrets (SSLKEYLOGFILE)
+	PeerHostname        string // the pinned client name, for logs
+	// PeerIdentities are the accepted client names in order (the names
+	// given to ServerTLS); the first one a connection's certificate
+	// matches is its identity (ServerStream.PeerIdentity). Default
+	// [PeerHostname].
+	PeerIdentities []string
+	KeyLogWriter   io.Writer // when non-nil, receives TLS secrets (SSLKEYLOGFILE)
 }
 
 // drainLinger bounds how long Drain waits, after the last handler returned,
@@ -334,14 +339,15 @@ func (s *Server) serveConn(conn *quic.Conn) {
 		}
 	}
 	st := conn.ConnectionState()
-	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyPeer, s.o.PeerHostname,
+	identity := s.identity(st.TLS)
+	s.log.Info("connection established", KeyRemoteAddr, remote, KeySubject, clientSubject(conn), KeyIdentity, identity, KeyPeer, s.o.PeerHostname,
 		KeyResumed, st.TLS.DidResume, KeyEarlyData, st.Used0RTT, KeyGSO, st.GSO)
 	hc, err := newH3Conn(conn, true, s.o.MaxFieldSectionSize, s.log)
 	if err != nil {
 		s.log.Warn("connection closed", KeyRemoteAddr, remote, KeyReason, err.Error(), KeyPeer, s.o.PeerHostname)
 		return
 	}
-	sc := &serverConn{s: s, conn: conn, h3: hc}
+	sc := &serverConn{s: s, conn: conn, h3: hc, identity: identity}
 	s.connsMu.Lock()
 	s.conns[conn] = sc
 	s.connsMu.Unlock()
@@ -351,6 +357,21 @@ func (s *Server) serveConn(conn *quic.Conn) {
 	<-conn.Context().Done()
 	hc.wait()
 	s.log.Info("connection closed", KeyRemoteAddr, remote, KeyReason, serverCloseReason(context.Cause(conn.Context())).Error(), KeyPeer, s.o.PeerHostname)
+}
+
+// identity is the accepted client name the connection's certificate
+// matched (the handshake refused any other). A connection without a
+// certificate (a test server without client authentication) has none.
+func (s *Server) identity(st tls.ConnectionState) string {
+	if len(st.PeerCertificates) == 0 {
+		return ""
+	}
+	names := s.o.PeerIdentities
+	if len(names) == 0 {
+		names = []string{s.o.PeerHostname}
+	}
+	id, _ := PeerIdentity(st.PeerCertificates[0], names)
+	return id
 }
 
 func clientSubject(conn *quic.Conn) string {

@@ -28,9 +28,10 @@ func (f HandlerFunc) ServeStream(s *ServerStream) { f(s) }
 // serverConn is the HTTP/3 side of one accepted connection: its request
 // streams and its GOAWAY.
 type serverConn struct {
-	s    *Server
-	conn *quic.Conn
-	h3   *h3Conn
+	s        *Server
+	conn     *quic.Conn
+	h3       *h3Conn
+	identity string // the client name its certificate matched
 
 	mu       sync.Mutex // guards the three fields below
 	next     quic.StreamID
@@ -141,7 +142,7 @@ func (sc *serverConn) serveStream(str *quic.Stream) {
 		}
 	})
 	defer stop()
-	ss := &ServerStream{ctx: ctx, conn: sc.conn, str: str, req: head, r: r, w: h3.NewWriter(qs)}
+	ss := &ServerStream{ctx: ctx, conn: sc.conn, identity: sc.identity, str: str, req: head, r: r, w: h3.NewWriter(qs)}
 	ss.w.SetPeerLimit(sc.h3.peerFieldLimit())
 	s.o.Handler.ServeStream(ss)
 	ss.finish()
@@ -169,12 +170,13 @@ func (sc *serverConn) refuseStream(qs qstream, err error) {
 // ServerStream is one request stream seen by the handler: the request head
 // (already read and validated), its body, and the response to write.
 type ServerStream struct {
-	ctx  context.Context
-	conn *quic.Conn
-	str  *quic.Stream
-	req  *h3.Head
-	r    *h3.Reader
-	w    *h3.Writer
+	ctx      context.Context
+	conn     *quic.Conn
+	identity string
+	str      *quic.Stream
+	req      *h3.Head
+	r        *h3.Reader
+	w        *h3.Writer
 
 	bodyDone bool // the request body was read to its end
 	ended    bool // Close or Reset was called
@@ -194,6 +196,10 @@ func (s *ServerStream) Context() context.Context { return s.ctx }
 
 func (s *ServerStream) RemoteAddr() string { return s.conn.RemoteAddr().String() }
 func (s *ServerStream) LocalAddr() string  { return s.conn.LocalAddr().String() }
+
+// PeerIdentity is the accepted client name (ServerOptions.PeerIdentities)
+// the connection's certificate matched.
+func (s *ServerStream) PeerIdentity() string { return s.identity }
 
 // Request is the request head, fields in the order they arrived.
 func (s *ServerStream) Request() *h3.Head { return s.req }

@@ -53,9 +53,10 @@ func ClientTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 // server certificate from certFile/keyFile, and mandatory client
 // certificates verified against caFile (clientAuth usage) whose SAN must
 // match peerHostname (DNS or IP SAN; the CN is ignored), as the original's
-// custom verifier did. A certificate from the right CA issued to another
-// name is refused. VerifyConnection also runs on resumed sessions, so the
-// pin holds there too.
+// custom verifier did, or one of morePeers (general.peer_hostnames). A
+// certificate from the right CA issued to another name is refused.
+// VerifyConnection also runs on resumed sessions, so the pin holds there
+// too. [PeerIdentity] tells which of the names a certificate matched.
 //
 // caFile "" means the system roots: then any publicly trusted certificate
 // for peerHostname would be accepted as a client.
@@ -63,7 +64,7 @@ func ClientTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 // [Server] installs a per-handshake variant of this config (same rules) to
 // log refusals with the remote address; the returned config is safe on its
 // own.
-func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, error) {
+func ServerTLS(caFile, certFile, keyFile, peerHostname string, morePeers ...string) (*tls.Config, error) {
 	pool, err := loadRoots(caFile)
 	if err != nil {
 		return nil, err
@@ -77,8 +78,11 @@ func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPeerHostname(peerHostname); err != nil {
-		return nil, err
+	names := append([]string{peerHostname}, morePeers...)
+	for _, n := range names {
+		if err := checkPeerHostname(n); err != nil {
+			return nil, err
+		}
 	}
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS13,
@@ -87,7 +91,7 @@ func ServerTLS(caFile, certFile, keyFile, peerHostname string) (*tls.Config, err
 		Certificates:     []tls.Certificate{cert},
 		ClientAuth:       tls.RequireAndVerifyClientCert,
 		ClientCAs:        pool,
-		VerifyConnection: peerNameVerifier(peerHostname),
+		VerifyConnection: peerNameVerifier(names),
 	}, nil
 }
 
@@ -102,25 +106,51 @@ func withKeyLog(cfg *tls.Config, w io.Writer) *tls.Config {
 	return cfg
 }
 
-// peerNameVerifier checks the client leaf against peerHostname. It runs
-// after crypto/tls verified the chain (RequireAndVerifyClientCert).
-func peerNameVerifier(peerHostname string) func(tls.ConnectionState) error {
+// peerNameVerifier checks the client leaf against the accepted names
+// (peer_hostname, then peer_hostnames). It runs after crypto/tls verified
+// the chain (RequireAndVerifyClientCert).
+func peerNameVerifier(names []string) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return &PeerRejectedError{Reason: "no client certificate"}
 		}
-		return matchPeer(cs.PeerCertificates[0], peerHostname)
+		return matchPeer(cs.PeerCertificates[0], names...)
 	}
 }
 
-func matchPeer(leaf *x509.Certificate, peerHostname string) error {
-	if err := leaf.VerifyHostname(peerHostname); err != nil {
+// matchPeer accepts leaf when it matches one of names.
+func matchPeer(leaf *x509.Certificate, names ...string) error {
+	if _, err := PeerIdentity(leaf, names); err != nil {
+		what := fmt.Sprintf("peer_hostname %q", names[0])
+		if len(names) > 1 {
+			what = fmt.Sprintf("any of peer_hostname and peer_hostnames %q", names)
+		}
 		return &PeerRejectedError{
-			Reason: fmt.Sprintf("client certificate for %q does not match peer_hostname %q", certNames(leaf), peerHostname),
+			Reason: fmt.Sprintf("client certificate for %q does not match %s", certNames(leaf), what),
 			Err:    err,
 		}
 	}
 	return nil
+}
+
+// PeerIdentity returns the first of names that leaf is valid for (a DNS or
+// IP SAN, as crypto/x509 matches host names): the client's identity. The
+// error is the first name's mismatch.
+func PeerIdentity(leaf *x509.Certificate, names []string) (string, error) {
+	var first error
+	for _, n := range names {
+		err := leaf.VerifyHostname(n)
+		if err == nil {
+			return n, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = errors.New("no accepted client name configured")
+	}
+	return "", first
 }
 
 // strictClientVerifier verifies the whole client chain itself (used with

@@ -34,8 +34,12 @@ type Status struct {
 	InFlight         int64    `json:"requests_in_flight"`
 	// FEC is the FEC layer (transport.fec): always with fec = "on", and
 	// with "off" once a peer's FEC-framed datagram was dropped.
-	FEC     *FECStatus `json:"fec,omitempty"`
-	Version string     `json:"version"`
+	FEC *FECStatus `json:"fec,omitempty"`
+	// Origins and Endpoints (server mode): every origin's health and every
+	// endpoint's request count.
+	Origins   []OriginStatus   `json:"origins,omitempty"`
+	Endpoints []EndpointStatus `json:"endpoints,omitempty"`
+	Version   string           `json:"version"`
 }
 
 // FECStatus is the FEC part of Status. Counters run since the start.
@@ -76,6 +80,7 @@ func (in *Instance) status() Status {
 	case in.server != nil:
 		state = in.server.State()
 		st.Since = in.server.Since()
+		in.routeStatus(&st)
 	}
 	st.State = state.String()
 	st.Ready = state == session.Ready

@@ -170,6 +170,9 @@ func checkConfig(path string, environ []string, now time.Time) *checkReport {
 			k.r.warnings = append(k.r.warnings, w)
 		}
 	}
+	if valid && cfg.General.Mode == config.ModeServer {
+		k.originTLSFiles()
+	}
 	if loaded := k.certificates(); valid && loaded {
 		// What startup does with the files: it must accept them too.
 		if _, err := tlsConfig(cfg); err != nil {
@@ -198,10 +201,15 @@ func (k *checker) summary() {
 		k.r.item("origin", "the server's general.http_connect_address")
 		k.r.item("route", "default: listener %s -> peer %s at %s -> origin on the server", g.HTTPBindAddress, g.PeerHostname, peer)
 	} else {
+		origin := g.HTTPConnectAddress
+		if origin == "" {
+			origin = "group " + config.DefaultGroupName
+		}
 		k.r.item("listen", "%s (QUIC)", quic)
-		k.r.item("origin", "%s (HTTP/1.1)", g.HTTPConnectAddress)
+		k.r.item("origin", "%s (HTTP/1.1)", origin)
 		k.r.item("peer", "%s (the client's certificate must carry this name as a DNS or IP SAN, be issued for clientAuth and chain to tls.ca; the CN is ignored)", g.PeerHostname)
-		k.r.item("route", "default: listener %s -> peer %s -> origin %s", quic, g.PeerHostname, g.HTTPConnectAddress)
+		k.r.item("route", "default: listener %s -> peer %s -> origin %s", quic, g.PeerHostname, origin)
+		k.routes()
 	}
 	if t := c.Transport; t.FEC == config.FECOn {
 		k.r.item("fec", "on (%d datagrams per group, %d repair; the peer must set fec = \"on\" too)", t.FECGroupSize, t.FECRepair)

@@ -64,9 +64,12 @@ type Instance struct {
 	// server mode
 	server  *session.Server
 	handler *pipeline.Handler
-	// origin is the pool of the running configuration; a reload that
-	// changes the origin swaps it (under reloadMu) and closes the old one.
-	origin *pipeline.OriginPool
+	// routesMu guards the origin groups and endpoints in force (routes.go),
+	// which a reload replaces; stopHealth ends their health checks.
+	routesMu   sync.RWMutex
+	groups     []*pipeline.OriginGroup
+	endpoints  []*pipeline.Endpoint
+	stopHealth context.CancelFunc
 
 	// reloadMu serialises reloads; live is the configuration in force
 	// (cfg with what reloads switched; the rest needs a restart).
@@ -197,7 +200,7 @@ func tlsConfig(cfg *config.Config) (*tls.Config, error) {
 		c, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
 		return c, step("building client TLS config", err)
 	}
-	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
+	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname, cfg.General.PeerHostnames...)
 	return c, step("building server TLS config", err)
 }
 
@@ -305,8 +308,11 @@ func (in *Instance) startServer() error {
 	if err := in.keyLogTo(tlsConf); err != nil {
 		return err
 	}
-	in.origin = originPool(cfg)
-	handler := pipeline.NewHandler(in.serverOptions(cfg, in.origin))
+	groups, endpoints, err := in.buildRoutes(cfg)
+	if err != nil {
+		return err
+	}
+	handler := pipeline.NewHandler(in.serverOptions(cfg, endpoints))
 	in.handler = handler
 	srv, err := session.NewServer(session.ServerOptions{
 		BindAddress: cfg.General.BindAddress,
@@ -318,6 +324,7 @@ func (in *Instance) startServer() error {
 		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxHeaderBytes), cfg.Transport.MaxHeaderCount),
 		Logger:              in.log,
 		PeerHostname:        cfg.General.PeerHostname,
+		PeerIdentities:      cfg.PeerIdentities(),
 		OnTransition:        in.onTransition,
 	})
 	if err := step("creating QUIC endpoint", err); err != nil {
@@ -328,6 +335,8 @@ func (in *Instance) startServer() error {
 	}
 	in.server = srv
 	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
+	in.metrics.reg.MustRegister(newRouteCollector(in))
+	in.useRoutes(groups, endpoints)
 	in.wg.Go(func() {
 		if err := srv.Serve(in.runCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, session.ErrClosed) {
 			in.log.Error("failed at main loop", "error", err)
@@ -362,23 +371,11 @@ func (in *Instance) clientOptions(cfg *config.Config) *pipeline.ClientOptions {
 	}
 }
 
-// originPool is the pool of connections to cfg's origin (server mode).
-func originPool(cfg *config.Config) *pipeline.OriginPool {
-	return pipeline.NewOriginPool(pipeline.OriginOptions{
-		Address:   cfg.General.HTTPConnectAddress,
-		NoDelay:   cfg.System.TCPNodelay,
-		KeepAlive: 15 * time.Second,
-		MaxIdle:   cfg.Transport.MaxConcurrentHTTPStreams,
-		IdleTime:  cfg.System.OriginIdleTimeout.Duration(),
-		Limits:    pipeline.ResponseLimits(cfg.Transport.MaxResponseHeaderBytes),
-	})
-}
-
 // serverOptions are the pipeline options of the request streams under cfg
 // (server mode).
-func (in *Instance) serverOptions(cfg *config.Config, pool *pipeline.OriginPool) *pipeline.ServerOptions {
+func (in *Instance) serverOptions(cfg *config.Config, endpoints []*pipeline.Endpoint) *pipeline.ServerOptions {
 	return &pipeline.ServerOptions{
-		Origin:          pool,
+		Endpoints:       endpoints,
 		AddForwarded:    cfg.System.AddForwarded,
 		UpstreamTimeout: cfg.System.UpstreamTimeout.Duration(),
 		Logger:          in.log,
@@ -441,9 +438,7 @@ func (in *Instance) Drain(ctx context.Context) error {
 		if derr := in.server.Drain(ctx); derr != nil {
 			err = fmt.Errorf("drain: %w", derr)
 		}
-		in.reloadMu.Lock() // a reload may have swapped the pool
-		in.origin.Close()
-		in.reloadMu.Unlock()
+		in.closeGroups()
 	}
 	in.Close()
 	return err
@@ -465,13 +460,18 @@ func (in *Instance) Close() error {
 		if in.lis != nil {
 			in.lis.wait()
 		}
-		in.reloadMu.Lock()
-		if in.origin != nil {
-			in.origin.Close()
-		}
-		in.reloadMu.Unlock()
+		in.closeGroups()
 	})
 	return nil
+}
+
+// closeGroups closes the idle origin connections of every group.
+func (in *Instance) closeGroups() {
+	in.routesMu.RLock()
+	defer in.routesMu.RUnlock()
+	for _, g := range in.groups {
+		g.Close()
+	}
 }
 
 // tunnel adapts the session client to the pipeline's Tunnel, mapping "no

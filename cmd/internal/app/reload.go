@@ -3,10 +3,12 @@ package app
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/pipeline"
 )
 
 // reloadable are the keys a reload switches while running. Certificates,
@@ -87,19 +89,33 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 		in.lis.opts.Store(in.clientOptions(&next))
 	}
 	if in.server != nil {
-		in.server.SetTLS(tlsConf)
-		pool := in.origin
-		newPool := old.General.HTTPConnectAddress != next.General.HTTPConnectAddress ||
-			old.System.OriginIdleTimeout != next.System.OriginIdleTimeout
-		if newPool {
-			pool = originPool(&next)
+		routesChanged := old.General.HTTPConnectAddress != next.General.HTTPConnectAddress ||
+			old.System.OriginIdleTimeout != next.System.OriginIdleTimeout ||
+			!reflect.DeepEqual(old.OriginGroups, next.OriginGroups) ||
+			!reflect.DeepEqual(old.Endpoints, next.Endpoints) ||
+			!reflect.DeepEqual(old.DefaultEndpoint, next.DefaultEndpoint)
+		in.routesMu.RLock()
+		endpoints := in.endpoints
+		in.routesMu.RUnlock()
+		var groups []*pipeline.OriginGroup
+		if routesChanged {
+			groups, endpoints, err = in.buildRoutes(&next)
+			if err != nil {
+				return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
+			}
+			for _, sec := range []string{"origin_groups", "endpoints", "default_endpoint"} {
+				if !reflect.DeepEqual(routingSection(old, sec), routingSection(&next, sec)) {
+					res.Applied = append(res.Applied, sec)
+				}
+			}
 		}
-		in.handler.SetOptions(in.serverOptions(&next, pool))
-		if newPool {
-			// Idle connections close now; those in use close when their
-			// exchange ends (a closed pool takes nothing back).
-			in.origin.Close()
-			in.origin = pool
+		in.server.SetTLS(tlsConf)
+		in.handler.SetOptions(in.serverOptions(&next, endpoints))
+		if routesChanged {
+			// The old groups' idle connections close now; those in use
+			// close when their exchange ends (a closed pool takes nothing
+			// back).
+			in.useRoutes(groups, endpoints)
 		}
 	}
 	in.live = &next
@@ -125,4 +141,17 @@ func (in *Instance) reload(load func() (*config.Config, error)) error {
 	}
 	in.log.Info("configuration reloaded", "applied", strings.Join(res.Applied, ","), "certificates", "re-read")
 	return nil
+}
+
+// routingSection is the routing section sec of c ([[origin_groups]],
+// [[endpoints]], [default_endpoint]), which the flat key schema does not
+// cover.
+func routingSection(c *config.Config, sec string) any {
+	switch sec {
+	case "origin_groups":
+		return c.OriginGroups
+	case "endpoints":
+		return c.Endpoints
+	}
+	return c.DefaultEndpoint
 }

@@ -82,6 +82,20 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 	if st.LastFailure != "" {
 		line("last error", "%s", st.LastFailure)
 	}
+	for _, o := range st.Origins {
+		state := "up"
+		if !o.Up {
+			state = "DOWN"
+		}
+		line("origin", "%s %s: %s, %d consecutive failures, %d in flight", o.Group, o.Address, state, o.Fails, o.InFlight)
+	}
+	for _, e := range st.Endpoints {
+		name := e.Name
+		if name == "" {
+			name = "(default)"
+		}
+		line("endpoint", "%s -> group %s: %d requests", name, e.Group, e.Requests)
+	}
 	line("version", "%s", st.Version)
 }
 
