@@ -129,6 +129,10 @@ type Config struct {
 	OriginGroups    []OriginGroup   `koanf:"-" json:"origin_groups,omitempty"`
 	Endpoints       []Endpoint      `koanf:"-" json:"endpoints,omitempty"`
 	DefaultEndpoint DefaultEndpoint `koanf:"-" json:"default_endpoint,omitzero"`
+	// Client mode: extra listeners, and routes to named endpoints
+	// (client_routes.go).
+	Listeners []Listener `koanf:"-" json:"listeners,omitempty"`
+	Routes    []Route    `koanf:"-" json:"routes,omitempty"`
 
 	// file is the configuration file name used in errors ("" if none).
 	file string

@@ -101,7 +101,7 @@ type AccessRule struct {
 }
 
 // routeSections are the structured sections, in documentation order.
-var routeSections = []string{"origin_groups", "endpoints", "default_endpoint"}
+var routeSections = []string{"origin_groups", "endpoints", "default_endpoint", "listeners", "routes"}
 
 func isRouteSection(name string) bool { return slices.Contains(routeSections, name) }
 
@@ -151,6 +151,7 @@ func (c *Config) decodeRoutes(raw map[string]any, file string, set, bad map[stri
 			c.Endpoints = append(c.Endpoints, e)
 		})
 	}
+	c.decodeClientRoutes(d, raw)
 	if v, ok := raw["default_endpoint"]; ok {
 		delete(raw, "default_endpoint")
 		tbl, ok := v.(map[string]any)
@@ -278,6 +279,7 @@ func closest(name string, names []string) string {
 // checkRoutes validates the structured sections and general.peer_hostnames
 // (Server mode only).
 func (k *checker) checkRoutes() {
+	k.checkClientRoutes()
 	c := k.c
 	g := &c.General
 	server := g.Mode == ModeServer

@@ -34,6 +34,9 @@ type ClientOptions struct {
 	// request boundary: in-flight exchanges finish, idle keep-alive
 	// connections close.
 	Draining context.Context
+	// Router sends requests to named endpoints of the server; nil sends
+	// them all to the default endpoint.
+	Router *Router
 	// DefaultHost is the authority given to an HTTP/1.0 request that has no
 	// Host (RFC 9112 3.2 requires Host only from HTTP/1.1 clients). Empty
 	// means the address the caller connected to, which is what it would
@@ -204,6 +207,7 @@ func (c *clientConn) exchange() (keep bool, err error) {
 		c.sink.fail(nerr, head.ex)
 		return false, nil
 	}
+	c.o.Router.route(head)
 	return c.x.run(head)
 }
 

@@ -145,7 +145,10 @@ func Normalize(h *Head, pol Policy) *Error {
 	if h.Authority == "" {
 		return NewError(KindBadRequest, pol.Side, MsgHostRequired, nil)
 	}
-	h.Header = removeFields(RemoveHopByHop(h.Header), "content-length", "host")
+	// EndpointField is ptproxy's own: one a caller sent would pick the
+	// server's endpoint in its stead (the server takes it out before
+	// Normalize, see Handler.ServeStream).
+	h.Header = removeFields(RemoveHopByHop(h.Header), "content-length", "host", EndpointField)
 	if pol.AddForwarded {
 		h.Header = AppendForwarded(h.Header, h.Peer)
 	}

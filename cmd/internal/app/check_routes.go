@@ -104,3 +104,35 @@ func (k *checker) originTLSFiles() {
 		}
 	}
 }
+
+// clientRoutes prints the client's extra listeners and its routes, in the
+// order they are tried.
+func (k *checker) clientRoutes() {
+	c := k.cfg
+	endpoint := func(e string) string {
+		if e == "" {
+			return "the default endpoint"
+		}
+		return "endpoint " + e
+	}
+	for _, l := range c.Listeners {
+		k.r.item("listen", "%s (HTTP/1.1; requests no route matches go to %s)", l.Address, endpoint(l.Endpoint))
+	}
+	for i, r := range c.Routes {
+		var match []string
+		if r.Listener != "" {
+			match = append(match, "listener "+r.Listener)
+		}
+		if r.Host != "" {
+			match = append(match, "host "+r.Host)
+		}
+		if r.PathPrefix != "" {
+			match = append(match, "path "+r.PathPrefix+"*")
+		}
+		strip := ""
+		if r.StripPrefix {
+			strip = fmt.Sprintf(" (without %s)", r.PathPrefix)
+		}
+		k.r.item("route", "%d: %s -> %s%s", i+1, strings.Join(match, ", "), endpoint(r.Endpoint), strip)
+	}
+}

@@ -55,8 +55,8 @@ type Instance struct {
 
 	// client mode
 	client *session.Client
-	lis    *httpListener
-	ln     net.Listener
+	lis    []*httpListener // general.http_bind_address first, then [[listeners]]
+	ln     net.Listener    // the first listener's
 	// listenerCert is the certificate of a TLS listener (tls.listener_cert;
 	// nil: plain HTTP), replaced by a reload.
 	listenerCert atomic.Pointer[tls.Certificate]
@@ -230,27 +230,32 @@ func (in *Instance) startClient() error {
 	if err := in.keyLogTo(tlsConf); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.General.HTTPBindAddress)
-	if err := step("binding listener socket", err); err != nil {
-		return err
-	}
 	if cfg.TLS.ListenerCert != "" {
 		if err := in.loadListenerCert(cfg); err != nil {
-			ln.Close()
 			return err
 		}
-		// The handshake runs on the connection's goroutine, at its first
-		// read, never in the accept loop.
-		ln = tls.NewListener(ln, &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			NextProtos: []string{"http/1.1"},
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-				return in.listenerCert.Load(), nil
-			},
+	}
+	// The first listener is general.http_bind_address (the original's
+	// one); [[listeners]] add more, each with its default endpoint.
+	specs := append([]config.Listener{{Address: cfg.General.HTTPBindAddress}}, cfg.Listeners...)
+	for i, spec := range specs {
+		ln, err := in.listen(cfg, spec.Address)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			ln = newProbeListener(ln) // the watchdog proves the accept loop alive (systemd.go)
+			in.ln = ln
+		}
+		in.lis = append(in.lis, &httpListener{
+			ln:       ln,
+			name:     spec.Address,
+			endpoint: spec.Endpoint,
+			noDelay:  cfg.System.TCPNodelay,
+			maxConn:  cfg.System.MaxConnections,
+			log:      in.log,
 		})
 	}
-	ln = newProbeListener(ln) // the watchdog proves the accept loop alive (systemd.go)
-	in.ln = ln
 	client, err := session.NewClient(session.ClientOptions{
 		PeerHostname:    cfg.General.PeerHostname,
 		ConnectAddress:  cfg.General.ConnectAddress,
@@ -276,15 +281,12 @@ func (in *Instance) startClient() error {
 			in.log.Error("failed at main loop", "error", err)
 		}
 	})
-	in.lis = &httpListener{
-		ln:      ln,
-		noDelay: cfg.System.TCPNodelay,
-		maxConn: cfg.System.MaxConnections,
-		log:     in.log,
+	for _, l := range in.lis {
+		l.router = pipeline.NewRouter(listenerRoutes(cfg, l.name), l.endpoint)
+		l.opts.Store(in.clientOptions(cfg, l))
+		in.wg.Go(func() { l.serve(in.runCtx) })
+		in.log.Info("listening for HTTP/1.1", "address", l.ln.Addr().String(), "endpoint", l.endpoint)
 	}
-	in.lis.opts.Store(in.clientOptions(cfg))
-	in.wg.Go(func() { in.lis.serve(in.runCtx) })
-	in.log.Info("listening for HTTP/1.1", "address", ln.Addr().String())
 	if cfg.System.WaitForFirstAttempt {
 		in.wg.Go(func() {
 			select {
@@ -346,6 +348,39 @@ func (in *Instance) startServer() error {
 	return nil
 }
 
+// listenerRoutes are the [[routes]] of the listener named name.
+func listenerRoutes(cfg *config.Config, name string) []pipeline.ClientRoute {
+	var routes []pipeline.ClientRoute
+	for _, r := range cfg.Routes {
+		if r.Listener == "" || r.Listener == name {
+			routes = append(routes, pipeline.ClientRoute{Host: r.Host, PathPrefix: r.PathPrefix, Endpoint: r.Endpoint, StripPrefix: r.StripPrefix})
+		}
+	}
+	return routes
+}
+
+// listen opens one HTTP/1.1 listener of the client, with TLS when
+// tls.listener_cert is set. A listener opened before a failure is closed
+// by Close.
+func (in *Instance) listen(cfg *config.Config, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err := step("binding listener socket "+addr, err); err != nil {
+		return nil, err
+	}
+	if cfg.TLS.ListenerCert != "" {
+		// The handshake runs on the connection's goroutine, at its first
+		// read, never in the accept loop.
+		ln = tls.NewListener(ln, &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"},
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return in.listenerCert.Load(), nil
+			},
+		})
+	}
+	return ln, nil
+}
+
 // loadListenerCert loads tls.listener_cert and tls.listener_key for the
 // TLS listener.
 func (in *Instance) loadListenerCert(cfg *config.Config) error {
@@ -358,8 +393,9 @@ func (in *Instance) loadListenerCert(cfg *config.Config) error {
 
 // clientOptions are the pipeline options of the caller connections under
 // cfg (client mode; in.client is set).
-func (in *Instance) clientOptions(cfg *config.Config) *pipeline.ClientOptions {
+func (in *Instance) clientOptions(cfg *config.Config, l *httpListener) *pipeline.ClientOptions {
 	return &pipeline.ClientOptions{
+		Router:            l.router,
 		Tunnel:            tunnel{in.client},
 		AddForwarded:      cfg.System.AddForwarded,
 		Limits:            limitsOf(cfg),
@@ -396,6 +432,30 @@ func (in *Instance) markReady() {
 // wait_for_first_attempt).
 func (in *Instance) Ready() <-chan struct{} { return in.ready }
 
+// closeListeners stops accepting on every listener.
+func (in *Instance) closeListeners() {
+	for _, l := range in.lis {
+		l.ln.Close()
+	}
+}
+
+// waitListeners waits for every caller connection to end.
+func (in *Instance) waitListeners() {
+	for _, l := range in.lis {
+		l.wait()
+	}
+}
+
+// HTTPAddrs are the addresses of every HTTP/1.1 listener (client mode),
+// general.http_bind_address's first.
+func (in *Instance) HTTPAddrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range in.lis {
+		out = append(out, l.ln.Addr())
+	}
+	return out
+}
+
 // HTTPAddr is the client's HTTP/1.1 listen address (nil in server mode).
 func (in *Instance) HTTPAddr() net.Addr {
 	if in.ln == nil {
@@ -422,9 +482,9 @@ func (in *Instance) Drain(ctx context.Context) error {
 	in.startDrain()
 	var err error
 	if in.client != nil {
-		in.ln.Close()
+		in.closeListeners()
 		done := make(chan struct{})
-		go func() { in.lis.wait(); close(done) }()
+		go func() { in.waitListeners(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -449,17 +509,13 @@ func (in *Instance) Close() error {
 	in.stopOnce.Do(func() {
 		in.startDrain()
 		in.cancelRun()
-		if in.ln != nil {
-			in.ln.Close()
-		}
+		in.closeListeners()
 		if in.server != nil {
 			in.server.Close()
 		}
 		in.stopAdmin()
 		in.wg.Wait()
-		if in.lis != nil {
-			in.lis.wait()
-		}
+		in.waitListeners()
 		in.closeGroups()
 	})
 	return nil

@@ -17,6 +17,13 @@ import (
 // waits for them in wait.
 type httpListener struct {
 	ln net.Listener
+	// name is the listener's address as the configuration writes it
+	// ([[routes]].listener refers to it); endpoint is where its requests
+	// go when no route matches.
+	name, endpoint string
+	// router is the listener's: a reload sets its routes, which apply to
+	// the next request of every connection.
+	router *pipeline.Router
 	// opts are the options of the connections accepted next; a reload
 	// swaps them, and connections keep the ones they started with.
 	opts    atomic.Pointer[pipeline.ClientOptions]

@@ -62,6 +62,15 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 			config.CopyKey(&next, old, key)
 		}
 	}
+	// The client's arrays: routes switch, listeners are sockets opened at
+	// start.
+	if !reflect.DeepEqual(old.Listeners, next.Listeners) {
+		res.Kept = append(res.Kept, "listeners")
+		next.Listeners = old.Listeners
+	}
+	if !reflect.DeepEqual(old.Routes, next.Routes) {
+		res.Applied = append(res.Applied, "routes")
+	}
 	if (old.TLS.ListenerCert == "") != (next.TLS.ListenerCert == "") {
 		// Turning TLS on the listener on or off changes the listener.
 		for _, key := range []string{"tls.listener_cert", "tls.listener_key"} {
@@ -86,7 +95,10 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 	}
 	if in.client != nil {
 		in.client.SetTLS(tlsConf)
-		in.lis.opts.Store(in.clientOptions(&next))
+		for _, l := range in.lis {
+			l.router.Set(listenerRoutes(&next, l.name), l.endpoint)
+			l.opts.Store(in.clientOptions(&next, l))
+		}
 	}
 	if in.server != nil {
 		routesChanged := old.General.HTTPConnectAddress != next.General.HTTPConnectAddress ||
