@@ -40,7 +40,7 @@ package pipeline
 // (clientUpload.send); then streamRequestHead, Normalize, writeOriginHead
 // and the server's upload (uploadBody) write what the origin gets.
 // Responses: httpio reads the origin's bytes, ResponseHead, the server
-// sink (streamSink.head, relayOriginBody); then HeadFromH3Response and the
+// sink (streamSink.head, relayOriginBody, streamSink.end); then HeadFromH3Response and the
 // client sink (callerSink.head, callerSink.body) write what the caller
 // gets.
 
@@ -331,8 +331,12 @@ func rwResponseCase(t *testing.T, pol rwPolicy, in []byte) rwResult {
 	if err := k.head(head); err != nil {
 		t.Fatal(err)
 	}
-	if err := relayOriginBody(r, k, resp.Body.Kind == httpio.ChunkedBody); err != nil {
+	trailers, err := relayOriginBody(r, k, resp.Body.Kind == httpio.ChunkedBody)
+	if err != nil {
 		return rwErr(originError(err))
+	}
+	if err := k.end(trailers); err != nil {
+		t.Fatal(err)
 	}
 	tunnel := rwRenderH3(t, tun.Bytes(), pol.method)
 

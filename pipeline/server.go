@@ -407,11 +407,12 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		k.reset(werr)
 		return roundTripResult{}
 	}
-	if relayOriginBody(oc.r, k, resp.Body.Kind == httpio.ChunkedBody) != nil {
+	trailers, rerr := relayOriginBody(oc.r, k, resp.Body.Kind == httpio.ChunkedBody)
+	if rerr != nil {
 		reusable = false
 	}
-	// The response is over (complete, or the stream reset): the rest of a
-	// body still arriving is not wanted.
+	// The response body is over (read whole, or the stream reset): the
+	// rest of a request body still arriving is not wanted.
 	if up != nil && x.stopUpload(up, oc) != nil {
 		reusable = false
 	}
@@ -422,10 +423,17 @@ func (x *serverExchange) roundTrip(ctx context.Context, oc *originConn, bodiless
 		// The cancellation fired: its deadline is on the connection.
 		reusable = false
 	}
+	keepAlive := resp.Header.Get("Keep-Alive")
+	// The connection goes back to the pool before the response ends on
+	// the stream: the caller's next request, sent as soon as it has this
+	// response, must find it there rather than open another.
 	if reusable {
-		oc.pool.put(oc, resp.Header.Get("Keep-Alive"))
+		oc.pool.put(oc, keepAlive)
 	} else {
 		oc.close()
+	}
+	if rerr == nil {
+		k.end(trailers)
 	}
 	return roundTripResult{}
 }
@@ -436,26 +444,27 @@ func writeOriginHead(w *httpio.Writer, h *Head) error {
 }
 
 // relayOriginBody sends the body of the response r last read to the
-// stream and ends the response: one DATA frame per chunk of a chunked body
-// (see maxFrameChunk), one per read otherwise, then the trailers and FIN;
-// a body cut short resets the stream. It returns nil when the response
-// ended complete.
-func relayOriginBody(r *httpio.Reader, k *streamSink, chunked bool) error {
+// stream: one DATA frame per chunk of a chunked body (see maxFrameChunk),
+// one per read otherwise. At the end of the body it returns the trailers
+// (a copy: r may serve another exchange before they are sent) for the
+// caller to end the response with (streamSink.end); a body cut short
+// resets the stream and returns why.
+func relayOriginBody(r *httpio.Reader, k *streamSink, chunked bool) (httpio.Header, error) {
 	pr := newPieceReader(r, chunked)
 	defer pr.release()
 	for {
 		p, err := pr.next()
 		if err == io.EOF {
-			return k.end(r.Trailers())
+			return r.Trailers().Clone(), nil
 		}
 		if err != nil {
 			k.reset(err)
-			return err
+			return nil, err
 		}
 		if len(p) > 0 {
 			if werr := k.data(p); werr != nil {
 				k.reset(werr)
-				return werr
+				return nil, werr
 			}
 		}
 	}
