@@ -133,6 +133,8 @@ type Config struct {
 	// (client_routes.go).
 	Listeners []Listener `koanf:"-" json:"listeners,omitempty"`
 	Routes    []Route    `koanf:"-" json:"routes,omitempty"`
+	// Client mode: servers besides general.peer_hostname's (servers.go).
+	Servers []Server `koanf:"-" json:"servers,omitempty"`
 
 	// file is the configuration file name used in errors ("" if none).
 	file string
@@ -172,6 +174,9 @@ type General struct {
 	// HTTPConnectAddress (Server only, required there) is the host:port of the
 	// plain-HTTP origin.
 	HTTPConnectAddress string `koanf:"http_connect_address" json:"http_connect_address"`
+	// ServerSelection (Client only) is how requests pick a server when
+	// [[servers]] adds more: "priority" or "active_active".
+	ServerSelection ServerSelection `koanf:"server_selection" json:"server_selection,omitempty"`
 }
 
 // TLS is the [tls] section (required).
@@ -280,6 +285,7 @@ func Defaults() Config {
 			QUICPort:        DefaultQUICPort,
 			BindAddress:     DefaultBindAddress,
 			HTTPBindAddress: DefaultHTTPBindAddress,
+			ServerSelection: SelectPriority,
 		},
 		Transport: Transport{
 			MaxIdleTimeout:           5000,

@@ -87,7 +87,8 @@ func TestReadmeServerExample(t *testing.T) {
 	want := Defaults()
 	want.General.Mode = ModeServer
 	want.General.PeerHostname = "foo.example.org"
-	want.General.HTTPBindAddress = "" // Client only
+	want.General.HTTPBindAddress = ""  // Client only
+	want.General.ServerSelection = "" // Client only
 	want.General.HTTPConnectAddress = "localhost:8081"
 	want.TLS.CA = filepath.Join(dir, "rootCA.pem")
 	want.TLS.Cert = filepath.Join(dir, "bar.example.org.pem")
@@ -108,7 +109,7 @@ func assertConfig(t *testing.T, got, want *Config) {
 func TestDefaults(t *testing.T) {
 	d := Defaults()
 	want := Config{
-		General: General{QUICPort: 20010, BindAddress: "::", HTTPBindAddress: "[::]:20080"},
+		General: General{QUICPort: 20010, BindAddress: "::", HTTPBindAddress: "[::]:20080", ServerSelection: "priority"},
 		Transport: Transport{
 			MaxIdleTimeout: 5000, KeepAliveInterval: 2000, MaxConcurrentHTTPStreams: 100,
 			StreamReceiveWindow: 1_000_000, InitialWindow: 14720, ReceiveWindow: 15 * 1024 * 1024,

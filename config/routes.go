@@ -101,7 +101,7 @@ type AccessRule struct {
 }
 
 // routeSections are the structured sections, in documentation order.
-var routeSections = []string{"origin_groups", "endpoints", "default_endpoint", "listeners", "routes"}
+var routeSections = []string{"origin_groups", "endpoints", "default_endpoint", "listeners", "routes", "servers"}
 
 func isRouteSection(name string) bool { return slices.Contains(routeSections, name) }
 
@@ -152,6 +152,7 @@ func (c *Config) decodeRoutes(raw map[string]any, file string, set, bad map[stri
 		})
 	}
 	c.decodeClientRoutes(d, raw)
+	c.decodeServers(d, raw)
 	if v, ok := raw["default_endpoint"]; ok {
 		delete(raw, "default_endpoint")
 		tbl, ok := v.(map[string]any)
@@ -280,6 +281,7 @@ func closest(name string, names []string) string {
 // (Server mode only).
 func (k *checker) checkRoutes() {
 	k.checkClientRoutes()
+	k.checkServers()
 	c := k.c
 	g := &c.General
 	server := g.Mode == ModeServer

@@ -363,6 +363,7 @@ func (c *Config) finish(dir string) {
 	case ModeServer:
 		c.General.ConnectAddress = ""
 		c.General.HTTPBindAddress = ""
+		c.General.ServerSelection = ""
 	}
 	c.TLS.CA = resolve(dir, c.TLS.CA)
 	c.TLS.Cert = resolve(dir, c.TLS.Cert)
