@@ -87,7 +87,7 @@ func TestReadmeServerExample(t *testing.T) {
 	want := Defaults()
 	want.General.Mode = ModeServer
 	want.General.PeerHostname = "foo.example.org"
-	want.General.HTTPBindAddress = ""  // Client only
+	want.General.HTTPBindAddress = "" // Client only
 	want.General.ServerSelection = "" // Client only
 	want.General.HTTPConnectAddress = "localhost:8081"
 	want.TLS.CA = filepath.Join(dir, "rootCA.pem")
