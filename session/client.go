@@ -240,6 +240,20 @@ func (c *Client) Since() time.Time { return c.m.Since() }
 // LastError returns the latest attempt or session failure, nil while ready.
 func (c *Client) LastError() error { return c.m.LastError() }
 
+// Usable reports whether a request opened now would be sent at once: a
+// session is published, it takes new requests (no GOAWAY from the server,
+// connection not gone) and the client is not draining. State can still
+// say ready while the session refuses (between the server's GOAWAY and the
+// connection's end); a caller choosing among several clients asks this
+// instead, so that it never waits on a server that is going away.
+func (c *Client) Usable() bool {
+	c.mu.Lock()
+	draining := c.draining
+	c.mu.Unlock()
+	s := c.cur.Load()
+	return !draining && s != nil && s.usable()
+}
+
 // FirstAttemptDone is closed when the first attempt ended, successfully or
 // not (systemd READY with wait_for_first_attempt), or when Run stopped.
 func (c *Client) FirstAttemptDone() <-chan struct{} { return c.firstDone }

@@ -418,3 +418,52 @@ func TestRequestHeadOverServerLimit(t *testing.T) {
 		t.Fatalf("server saw %d requests, want 2 (the oversized one never sent)", n)
 	}
 }
+
+// TestClientUsable: Usable is false before the first session, true while
+// the session takes requests, false as soon as the server's GOAWAY
+// arrived (the state still says ready until the connection ends), and
+// false once the client drains.
+func TestClientUsable(t *testing.T) {
+	cs := newCertSet(t)
+	ts := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, interopOrigin())
+	ts.linger = time.Hour
+	port := ts.port()
+	tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, nil)
+	waitFor(t, "ready", func() bool { return tc.State() == Ready })
+	if !tc.Usable() {
+		t.Fatal("ready client is not usable")
+	}
+	// An exchange in flight keeps the session open after the GOAWAY.
+	x := openExchange(t, tc.Client, &h3.Head{Method: "GET", Scheme: "https", Authority: "a", Path: "/hang"}, true)
+	finalHead(t, x)
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), safety)
+		defer cancel()
+		drained <- ts.Drain(ctx)
+	}()
+	s := tc.cur.Load()
+	waitFor(t, "the GOAWAY", func() bool { return s.away.Load() })
+	if tc.Usable() {
+		t.Fatal("usable after the server's GOAWAY")
+	}
+	x.Close()
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	waitFor(t, "session lost", func() bool { return tc.State() != Ready })
+	if tc.Usable() {
+		t.Fatal("usable without a session")
+	}
+	ts2 := startServer(t, cs.serverTLS(t, "client.test", "server.test"), port, interopOrigin())
+	defer ts2.stop()
+	waitFor(t, "usable again", tc.Usable)
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	if err := tc.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tc.Usable() {
+		t.Fatal("usable after Drain")
+	}
+}
