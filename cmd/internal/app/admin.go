@@ -35,6 +35,10 @@ type Status struct {
 	// FEC is the FEC layer (transport.fec): always with fec = "on", and
 	// with "off" once a peer's FEC-framed datagram was dropped.
 	FEC *FECStatus `json:"fec,omitempty"`
+	// Sessions (client mode): one per server, general.peer_hostname's
+	// first. The fields above describe the first ready one (the first
+	// when none is), and Ready is true while any is.
+	Sessions []SessionStatus `json:"sessions,omitempty"`
 	// Origins and Endpoints (server mode): every origin's health and every
 	// endpoint's request count.
 	Origins   []OriginStatus   `json:"origins,omitempty"`
@@ -65,25 +69,16 @@ func (in *Instance) status() Status {
 	var state session.State
 	switch {
 	case in.client != nil:
-		state = in.client.State()
-		st.Since = in.client.Since()
-		st.PeerAddress = in.cfg.General.ConnectAddress
-		if f := in.lastFailure.Load(); f != nil {
-			st.LastFailure = *f
-		}
-		if s, ok := in.client.ConnStats(); ok {
-			ms := func(d time.Duration) *float64 { v := float64(d.Microseconds()) / 1000; return &v }
-			st.SmoothedRTTms, st.MinRTTms, st.LatestRTTms = ms(s.SmoothedRTT), ms(s.MinRTT), ms(s.LatestRTT)
-			cw := s.CongestionWindow
-			st.CongestionWindow = &cw
-		}
+		in.sessionsStatus(&st)
 	case in.server != nil:
 		state = in.server.State()
 		st.Since = in.server.Since()
 		in.routeStatus(&st)
 	}
-	st.State = state.String()
-	st.Ready = state == session.Ready
+	if in.server != nil {
+		st.State = state.String()
+		st.Ready = state == session.Ready
+	}
 	t := in.cfg.Transport
 	if fs := in.fecStats(); t.FEC == config.FECOn || fs.Mismatched > 0 {
 		st.FEC = &FECStatus{Mode: string(t.FEC), Recovered: fs.Recovered, Unrecoverable: fs.Unrecoverable,

@@ -140,7 +140,13 @@ func serve(cfg *config.Config, slogger *slog.Logger, sigs <-chan os.Signal, n no
 	sd := newSystemd(n, slogger)
 	defer sd.close() // flushes the last STATUS before the exit
 	client := cfg.General.Mode == config.ModeClient
-	in, err := Start(cfg, slogger, WithTransitionHook(sd.transitionHook(client)))
+	var servers []string
+	if client {
+		for _, s := range cfg.EffectiveServers() {
+			servers = append(servers, s.Name)
+		}
+	}
+	in, err := Start(cfg, slogger, WithTransitionHook(sd.transitionHook(client, servers)))
 	if err != nil {
 		slogger.Error(err.Error())
 		sd.fatal(err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +54,11 @@ type Instance struct {
 
 	wg sync.WaitGroup
 
-	// client mode
-	client *session.Client
+	// client mode: one session per server, general.peer_hostname's first
+	// (client is its session.Client); tunnel carries the requests.
+	client   *session.Client
+	sessions []*serverSession
+	tunnel   pipeline.Tunnel
 	lis    []*httpListener // general.http_bind_address first, then [[listeners]]
 	ln     net.Listener    // the first listener's
 	// listenerCert is the certificate of a TLS listener (tls.listener_cert;
@@ -173,7 +177,19 @@ func transportOf(cfg *config.Config) session.Transport {
 func (in *Instance) fecStats() session.FECStats {
 	switch {
 	case in.client != nil:
-		return in.client.FECStats()
+		// Every session has its own socket: the sum is the instance's.
+		var sum session.FECStats
+		for _, s := range in.sessions {
+			f := s.client.FECStats()
+			sum.Recovered += f.Recovered
+			sum.Unrecoverable += f.Unrecoverable
+			sum.Mismatched += f.Mismatched
+			sum.DataSent += f.DataSent
+			sum.RepairSent += f.RepairSent
+			sum.DataReceived += f.DataReceived
+			sum.RepairReceived += f.RepairReceived
+		}
+		return sum
 	case in.server != nil:
 		return in.server.FECStats()
 	}
@@ -197,8 +213,7 @@ const keyLogWarning = "SSLKEYLOGFILE is set: TLS session secrets are written to 
 // startup refuses.
 func tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	if cfg.General.Mode == config.ModeClient {
-		c, err := session.ClientTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname)
-		return c, step("building client TLS config", err)
+		return clientTLS(cfg, cfg.General.PeerHostname)
 	}
 	c, err := session.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.General.PeerHostname, cfg.General.PeerHostnames...)
 	return c, step("building server TLS config", err)
@@ -223,13 +238,6 @@ func (in *Instance) keyLogTo(c *tls.Config) error {
 
 func (in *Instance) startClient() error {
 	cfg := in.cfg
-	tlsConf, err := tlsConfig(cfg)
-	if err != nil {
-		return err
-	}
-	if err := in.keyLogTo(tlsConf); err != nil {
-		return err
-	}
 	if cfg.TLS.ListenerCert != "" {
 		if err := in.loadListenerCert(cfg); err != nil {
 			return err
@@ -256,43 +264,47 @@ func (in *Instance) startClient() error {
 			log:      in.log,
 		})
 	}
-	client, err := session.NewClient(session.ClientOptions{
-		PeerHostname:    cfg.General.PeerHostname,
-		ConnectAddress:  cfg.General.ConnectAddress,
-		Port:            cfg.General.QUICPort,
-		BindAddress:     cfg.General.BindAddress,
-		TLS:             tlsConf,
-		Transport:       transportOf(cfg),
-		ConnectInterval: cfg.System.ConnectInterval.Duration(),
-		SessionWait:     cfg.System.SessionWaitTimeout.Duration(),
-		// The server relays origin heads up to this bound.
-		MaxFieldSectionSize: fieldSectionSize(int64(cfg.Transport.MaxResponseHeaderBytes), 0),
-		Logger:              in.log,
-		OnTransition:        in.onTransition,
-	})
-	if err := step("creating QUIC endpoint", err); err != nil {
+	sessions, err := in.newSessions(cfg)
+	if err != nil {
 		return err
 	}
-	in.client = client
-	in.metrics.reg.MustRegister(newQUICCollector(client.ConnStats))
+	in.sessions = sessions
+	in.client = sessions[0].client
+	if len(sessions) == 1 {
+		// One server: exactly the single-session tunnel of before.
+		in.tunnel = tunnel{in.client}
+	} else {
+		mt := newMultiTunnel(sessions, cfg.General.ServerSelection, cfg.System.SessionWaitTimeout.Duration(), in.drainCtx.Done())
+		in.transitionHooks = append(in.transitionHooks, mt.transition)
+		in.tunnel = mt
+	}
+	names := make([]string, len(sessions))
+	for i, s := range sessions {
+		names[i] = s.srv.Name
+		in.metrics.addServer(s.srv.Name)
+	}
+	in.metrics.reg.MustRegister(newQUICCollector(sessions))
 	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
-	in.wg.Go(func() {
-		if err := client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
-			in.log.Error("failed at main loop", "error", err)
-		}
-	})
+	for _, s := range sessions {
+		in.wg.Go(func() {
+			if err := s.client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				in.log.Error("failed at main loop", "error", err, session.KeyPeer, s.srv.Name)
+			}
+		})
+	}
 	for _, l := range in.lis {
 		l.router = pipeline.NewRouter(listenerRoutes(cfg, l.name), l.endpoint)
 		l.opts.Store(in.clientOptions(cfg, l))
 		in.wg.Go(func() { l.serve(in.runCtx) })
 		in.log.Info("listening for HTTP/1.1", "address", l.ln.Addr().String(), "endpoint", l.endpoint)
 	}
+	if len(sessions) > 1 {
+		in.log.Info("servers", "names", strings.Join(names, ","), "selection", string(cfg.General.ServerSelection))
+	}
 	if cfg.System.WaitForFirstAttempt {
+		done := firstAttemptsDone(sessions, in.runCtx.Done())
 		in.wg.Go(func() {
-			select {
-			case <-client.FirstAttemptDone():
-			case <-in.runCtx.Done():
-			}
+			<-done
 			in.markReady()
 		})
 	} else {
@@ -336,6 +348,7 @@ func (in *Instance) startServer() error {
 		return err
 	}
 	in.server = srv
+	in.metrics.addServer("")
 	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
 	in.metrics.reg.MustRegister(newRouteCollector(in))
 	in.useRoutes(groups, endpoints)
@@ -396,7 +409,7 @@ func (in *Instance) loadListenerCert(cfg *config.Config) error {
 func (in *Instance) clientOptions(cfg *config.Config, l *httpListener) *pipeline.ClientOptions {
 	return &pipeline.ClientOptions{
 		Router:            l.router,
-		Tunnel:            tunnel{in.client},
+		Tunnel:            in.tunnel,
 		AddForwarded:      cfg.System.AddForwarded,
 		Limits:            limitsOf(cfg),
 		HeaderReadTimeout: cfg.System.HeaderReadTimeout.Duration(),
@@ -472,7 +485,8 @@ func (in *Instance) QUICAddr() net.Addr {
 	return in.server.Addr()
 }
 
-// Client is the session client (nil in server mode), for status reporting.
+// Client is the session client of the first server (nil in server mode),
+// for status reporting.
 func (in *Instance) Client() *session.Client { return in.client }
 
 // Drain stops taking new work, lets in-flight requests finish until ctx
@@ -490,7 +504,7 @@ func (in *Instance) Drain(ctx context.Context) error {
 		case <-ctx.Done():
 			err = fmt.Errorf("drain: connections still busy: %w", context.Cause(ctx))
 		}
-		if derr := in.client.Drain(ctx); derr != nil && err == nil {
+		if derr := in.drainSessions(ctx); derr != nil && err == nil {
 			err = fmt.Errorf("drain: %w", derr)
 		}
 	}

@@ -20,13 +20,16 @@ import (
 // own registry, so tests (and the demo, which runs two instances) never
 // share global state.
 type metrics struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	client bool // the session metrics' server label is the peer's name
 
+	// Session metrics: label server is the server's name (client mode,
+	// one session per server), "" in server mode.
 	state       *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
-	attempts    prometheus.Counter
+	attempts    *prometheus.CounterVec
 	failures    *prometheus.CounterVec
-	handshake   prometheus.Histogram
+	handshake   *prometheus.HistogramVec
 
 	requests  *prometheus.CounterVec
 	synthetic *prometheus.CounterVec
@@ -37,24 +40,24 @@ type metrics struct {
 }
 
 func newMetrics(mode string) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: prometheus.NewRegistry(), client: mode == "Client"}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.state = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ptproxy_session_state", Help: "1 for the current state of the session FSM, 0 for the others.",
-	}, []string{"state"})
+	}, []string{"server", "state"})
 	m.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ptproxy_session_transitions_total", Help: "Session FSM transitions.",
-	}, []string{"from", "to"})
-	m.attempts = prometheus.NewCounter(prometheus.CounterOpts{
+	}, []string{"server", "from", "to"})
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ptproxy_connection_attempts_total", Help: "QUIC connection attempts (client).",
-	})
+	}, []string{"server"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ptproxy_connection_failures_total", Help: "Failed connection attempts and lost sessions, by reason class.",
-	}, []string{"reason"})
-	m.handshake = prometheus.NewHistogram(prometheus.HistogramOpts{
+	}, []string{"server", "reason"})
+	m.handshake = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ptproxy_handshake_duration_seconds", Help: "Time from the start of a connection attempt to a ready session.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-	})
+	}, []string{"server"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ptproxy_requests_total", Help: "Finished exchanges by side, method and status class.",
 	}, []string{"side", "method", "code"})
@@ -85,24 +88,35 @@ func newMetrics(mode string) *metrics {
 	f(build)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, s := range session.States() {
-		m.state.WithLabelValues(s.String())
-	}
 	return m
 }
 
-// transition records a session FSM transition.
+// addServer creates the series of one session (server is its label), so
+// that every state shows from the start.
+func (m *metrics) addServer(server string) {
+	for _, s := range session.States() {
+		m.state.WithLabelValues(server, s.String())
+	}
+	m.attempts.WithLabelValues(server)
+}
+
+// transition records a session FSM transition. In client mode t.Peer is
+// the server's name (the instance's hook sets it per session).
 func (m *metrics) transition(t session.Transition) {
-	m.state.WithLabelValues(t.From.String()).Set(0)
-	m.state.WithLabelValues(t.To.String()).Set(1)
-	m.transitions.WithLabelValues(t.From.String(), t.To.String()).Inc()
+	server := ""
+	if m.client {
+		server = t.Peer
+	}
+	m.state.WithLabelValues(server, t.From.String()).Set(0)
+	m.state.WithLabelValues(server, t.To.String()).Set(1)
+	m.transitions.WithLabelValues(server, t.From.String(), t.To.String()).Inc()
 	switch {
 	case t.To == session.Connecting:
-		m.attempts.Inc()
+		m.attempts.WithLabelValues(server).Inc()
 	case t.From == session.Connecting && t.To == session.Ready:
-		m.handshake.Observe(t.InState.Seconds())
+		m.handshake.WithLabelValues(server).Observe(t.InState.Seconds())
 	case t.Event == session.EvFail || t.Event == session.EvLost:
-		m.failures.WithLabelValues(reasonClass(t.Reason)).Inc()
+		m.failures.WithLabelValues(server, reasonClass(t.Reason)).Inc()
 	}
 }
 
@@ -171,19 +185,19 @@ func codeClass(status int) string {
 	return strconv.Itoa(status/100) + "xx"
 }
 
-// quicCollector exports the statistics of the client's current session at
-// scrape time. They restart at zero with each new session, so they are
-// gauges.
+// quicCollector exports the statistics of every client session at scrape
+// time, labelled by server. They restart at zero with each new session,
+// so they are gauges.
 type quicCollector struct {
-	stats func() (quic.ConnectionStats, bool)
-	descs map[string]*prometheus.Desc
+	sessions []*serverSession
+	descs    map[string]*prometheus.Desc
 }
 
-func newQUICCollector(stats func() (quic.ConnectionStats, bool)) *quicCollector {
+func newQUICCollector(sessions []*serverSession) *quicCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, labels, nil)
+		return prometheus.NewDesc(name, help, append([]string{"server"}, labels...), nil)
 	}
-	return &quicCollector{stats: stats, descs: map[string]*prometheus.Desc{
+	return &quicCollector{sessions: sessions, descs: map[string]*prometheus.Desc{
 		"rtt":     d("ptproxy_quic_rtt_seconds", "RTT of the current session (smoothed, min, latest).", "kind"),
 		"cwnd":    d("ptproxy_quic_congestion_window_bytes", "Congestion window of the current session."),
 		"bytes":   d("ptproxy_quic_session_bytes", "Bytes of the current session (sent, received, lost).", "direction"),
@@ -198,23 +212,25 @@ func (c *quicCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *quicCollector) Collect(ch chan<- prometheus.Metric) {
-	s, ok := c.stats()
-	if !ok {
-		return
+	for _, ss := range c.sessions {
+		s, ok := ss.client.ConnStats()
+		if !ok {
+			continue
+		}
+		g := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{ss.srv.Name}, labels...)...)
+		}
+		g(c.descs["rtt"], s.SmoothedRTT.Seconds(), "smoothed")
+		g(c.descs["rtt"], s.MinRTT.Seconds(), "min")
+		g(c.descs["rtt"], s.LatestRTT.Seconds(), "latest")
+		g(c.descs["cwnd"], float64(s.CongestionWindow))
+		g(c.descs["bytes"], float64(s.BytesSent), "sent")
+		g(c.descs["bytes"], float64(s.BytesReceived), "received")
+		g(c.descs["bytes"], float64(s.BytesLost), "lost")
+		g(c.descs["packets"], float64(s.PacketsSent), "sent")
+		g(c.descs["packets"], float64(s.PacketsReceived), "received")
+		g(c.descs["packets"], float64(s.PacketsLost), "lost")
 	}
-	g := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	g(c.descs["rtt"], s.SmoothedRTT.Seconds(), "smoothed")
-	g(c.descs["rtt"], s.MinRTT.Seconds(), "min")
-	g(c.descs["rtt"], s.LatestRTT.Seconds(), "latest")
-	g(c.descs["cwnd"], float64(s.CongestionWindow))
-	g(c.descs["bytes"], float64(s.BytesSent), "sent")
-	g(c.descs["bytes"], float64(s.BytesReceived), "received")
-	g(c.descs["bytes"], float64(s.BytesLost), "lost")
-	g(c.descs["packets"], float64(s.PacketsSent), "sent")
-	g(c.descs["packets"], float64(s.PacketsReceived), "received")
-	g(c.descs["packets"], float64(s.PacketsLost), "lost")
 }
 
 // fecCollector exports the counters of the FEC layer (transport.fec) at

@@ -102,14 +102,16 @@ func TestMetricsCountExchanges(t *testing.T) {
 			t.Errorf("%s moved by %v, want %v", ck.key, got, ck.want)
 		}
 	}
-	if after[`ptproxy_session_state{state="ready"}`] != 1 || after[`ptproxy_session_state{state="idle"}`] != 0 {
-		t.Errorf("session state gauges: ready=%v idle=%v", after[`ptproxy_session_state{state="ready"}`], after[`ptproxy_session_state{state="idle"}`])
+	// Session metrics carry the server's name (several servers: one
+	// series per session).
+	if after[`ptproxy_session_state{server="server.test",state="ready"}`] != 1 || after[`ptproxy_session_state{server="server.test",state="idle"}`] != 0 {
+		t.Errorf("session state gauges: ready=%v idle=%v", after[`ptproxy_session_state{server="server.test",state="ready"}`], after[`ptproxy_session_state{server="server.test",state="idle"}`])
 	}
-	if after[`ptproxy_quic_rtt_seconds{kind="smoothed"}`] <= 0 || after[`ptproxy_quic_congestion_window_bytes`] <= 0 {
-		t.Errorf("no session statistics: rtt=%v cwnd=%v", after[`ptproxy_quic_rtt_seconds{kind="smoothed"}`], after[`ptproxy_quic_congestion_window_bytes`])
+	if after[`ptproxy_quic_rtt_seconds{kind="smoothed",server="server.test"}`] <= 0 || after[`ptproxy_quic_congestion_window_bytes{server="server.test"}`] <= 0 {
+		t.Errorf("no session statistics: rtt=%v cwnd=%v", after[`ptproxy_quic_rtt_seconds{kind="smoothed",server="server.test"}`], after[`ptproxy_quic_congestion_window_bytes{server="server.test"}`])
 	}
-	if after[`ptproxy_connection_attempts_total`] < 1 || after[`ptproxy_handshake_duration_seconds_count`] < 1 {
-		t.Errorf("attempts=%v handshakes=%v", after[`ptproxy_connection_attempts_total`], after[`ptproxy_handshake_duration_seconds_count`])
+	if after[`ptproxy_connection_attempts_total{server="server.test"}`] < 1 || after[`ptproxy_handshake_duration_seconds_count{server="server.test"}`] < 1 {
+		t.Errorf("attempts=%v handshakes=%v", after[`ptproxy_connection_attempts_total{server="server.test"}`], after[`ptproxy_handshake_duration_seconds_count{server="server.test"}`])
 	}
 	srv := scrape(t, sm)
 	if got := srv[`ptproxy_requests_total{code="2xx",method="GET",side="server"}`]; got != 7 {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -68,6 +69,11 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 		res.Kept = append(res.Kept, "listeners")
 		next.Listeners = old.Listeners
 	}
+	if !reflect.DeepEqual(old.Servers, next.Servers) {
+		// One session (and socket) per server, made at start.
+		res.Kept = append(res.Kept, "servers")
+		next.Servers = old.Servers
+	}
 	if !reflect.DeepEqual(old.Routes, next.Routes) {
 		res.Applied = append(res.Applied, "routes")
 	}
@@ -88,13 +94,21 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 	if in.keyLog != nil {
 		tlsConf.KeyLogWriter = in.keyLog
 	}
+	var sessionsTLS []*tls.Config
+	if in.client != nil {
+		if sessionsTLS, err = in.sessionsTLS(&next); err != nil {
+			return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
+		}
+	}
 	if in.client != nil && next.TLS.ListenerCert != "" {
 		if err := in.loadListenerCert(&next); err != nil {
 			return ReloadResult{}, fmt.Errorf("%w: %w", errReloadRefused, err)
 		}
 	}
 	if in.client != nil {
-		in.client.SetTLS(tlsConf)
+		for i, s := range in.sessions {
+			s.client.SetTLS(sessionsTLS[i])
+		}
 		for _, l := range in.lis {
 			l.router.Set(listenerRoutes(&next, l.name), l.endpoint)
 			l.opts.Store(in.clientOptions(&next, l))

@@ -71,6 +71,20 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 		line("cwnd", "%d bytes", *st.CongestionWindow)
 	}
 	line("in flight", "%d requests", st.InFlight)
+	if len(st.Sessions) > 1 {
+		// Several servers: one line per session, in priority order (the
+		// lines above describe the first ready one).
+		for _, ss := range st.Sessions {
+			text := fmt.Sprintf("%s at %s: %s for %s", ss.Server, ss.PeerAddress, ss.State, round(now.Sub(ss.Since)))
+			if ss.SmoothedRTTms != nil {
+				text += fmt.Sprintf(", rtt %.2f ms", *ss.SmoothedRTTms)
+			}
+			if ss.LastFailure != "" {
+				text += "; last error: " + ss.LastFailure
+			}
+			line("session", "%s", text)
+		}
+	}
 	if f := st.FEC; f != nil {
 		if f.Mode == "on" {
 			line("fec", "on (%d+%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d",

@@ -235,7 +235,13 @@ func transitionStatus(t session.Transition, client bool, lastErr error) string {
 
 // transitionHook returns the session hook that turns transitions into
 // STATUS messages. It runs on the session actor and does not block.
-func (s *systemd) transitionHook(client bool) func(session.Transition) {
+// servers are the names of a client's servers: with more than one, STATUS
+// is one line with every session's state (tunnelsStatus).
+func (s *systemd) transitionHook(client bool, servers []string) func(session.Transition) {
+	if client && len(servers) > 1 {
+		ts := newTunnelsStatus(servers)
+		return func(t session.Transition) { s.setStatus(ts.update(t)) }
+	}
 	var lastErr error // only touched by the one actor goroutine
 	return func(t session.Transition) {
 		switch {
@@ -339,8 +345,12 @@ func (w *watchdog) probe(ctx context.Context) error {
 // HTTP/1.1 accept loop.
 func (in *Instance) probers() []namedProber {
 	var ps []namedProber
-	if in.client != nil {
-		ps = append(ps, namedProber{"session client loop", in.client})
+	for i, s := range in.sessions {
+		name := "session client loop"
+		if i > 0 || len(in.sessions) > 1 {
+			name += " (" + s.srv.Name + ")"
+		}
+		ps = append(ps, namedProber{name, s.client})
 	}
 	if in.server != nil {
 		ps = append(ps, namedProber{"session server accept loop", in.server})
@@ -354,8 +364,8 @@ func (in *Instance) probers() []namedProber {
 // inFlight is the number of requests in flight (for the STOPPING status).
 func (in *Instance) inFlight() int {
 	n := 0
-	if in.client != nil {
-		n += in.client.InFlight()
+	for _, s := range in.sessions {
+		n += s.client.InFlight()
 	}
 	if in.server != nil {
 		n += in.server.InFlight()
