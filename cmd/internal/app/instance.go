@@ -59,8 +59,8 @@ type Instance struct {
 	client   *session.Client
 	sessions []*serverSession
 	tunnel   pipeline.Tunnel
-	lis    []*httpListener // general.http_bind_address first, then [[listeners]]
-	ln     net.Listener    // the first listener's
+	lis      []*httpListener // general.http_bind_address first, then [[listeners]]
+	ln       net.Listener    // the first listener's
 	// listenerCert is the certificate of a TLS listener (tls.listener_cert;
 	// nil: plain HTTP), replaced by a reload.
 	listenerCert atomic.Pointer[tls.Certificate]
