@@ -2,8 +2,8 @@ package app
 
 import (
 	"bytes"
-	"crypto/x509"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
