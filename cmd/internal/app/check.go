@@ -200,6 +200,7 @@ func (k *checker) summary() {
 		k.r.item("peer", "%s (the server's certificate must carry this name as a DNS or IP SAN and chain to tls.ca)", g.PeerHostname)
 		k.r.item("origin", "the server's general.http_connect_address")
 		k.r.item("route", "default: listener %s -> peer %s at %s -> origin on the server", g.HTTPBindAddress, g.PeerHostname, peer)
+		k.servers()
 		k.clientRoutes()
 	} else {
 		origin := g.HTTPConnectAddress

@@ -136,3 +136,24 @@ func (k *checker) clientRoutes() {
 		k.r.item("route", "%d: %s -> %s%s", i+1, strings.Join(match, ", "), endpoint(r.Endpoint), strip)
 	}
 }
+
+// servers prints the client's servers, one line each in list order, when
+// [[servers]] adds any: a file with one server prints what it always did.
+func (k *checker) servers() {
+	c := k.cfg
+	if len(c.Servers) == 0 {
+		return
+	}
+	how := "requests go to the first server whose session is ready, in this order"
+	if c.General.ServerSelection == config.SelectActiveActive {
+		how = "requests go round robin to the servers whose session is ready"
+	}
+	k.r.item("selection", "%s (%s)", c.General.ServerSelection, how)
+	for i, s := range c.EffectiveServers() {
+		from := "general.peer_hostname"
+		if i > 0 {
+			from = fmt.Sprintf("servers[%d]", i-1)
+		}
+		k.r.item("server", "%d: %s at %s (%s; its certificate must carry %s)", i+1, s.Name, s.Addr(), from, s.PeerHostname)
+	}
+}

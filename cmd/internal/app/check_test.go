@@ -45,6 +45,11 @@ func TestCheck(t *testing.T) {
 			"cert issuer: CN=test CA,O=ptproxy (chains to tls.ca)",
 			"result:      OK",
 		}},
+		{file: "servers.toml", exit: 0, want: []string{
+			"selection:   active_active (requests go round robin to the servers whose session is ready)",
+			"server:      1: server.test at server.test:20010 (general.peer_hostname; its certificate must carry server.test)",
+			"server:      2: server2.test at 10.0.0.2:4433 (servers[0]; its certificate must carry server2.test)",
+		}},
 		{file: "server.yaml", exit: 0, want: []string{
 			"config:      $DIR/server.yaml (YAML)",
 			"listen:      0.0.0.0:4433 (QUIC)",
