@@ -17,13 +17,7 @@ import (
 // names the problem, and the process keeps serving with what it had.
 func TestSIGHUPReload(t *testing.T) {
 	a := startOrigin(t)
-	lb, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B "+r.URL.Path) })}
-	go b.Serve(lb)
-	t.Cleanup(func() { b.Close() })
+	lb := startOriginB(t)
 
 	s := writeConfigs(t, a.addr, 2000)
 	srvSock, cliSock := newNotifySock(t), newNotifySock(t)
@@ -84,13 +78,7 @@ func TestSIGHUPReload(t *testing.T) {
 // then on, and the slow request completes on the default route.
 func TestSIGHUPSwitchesRouteDuringDownload(t *testing.T) {
 	a := startOrigin(t)
-	lb, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B "+r.URL.Path) })}
-	go b.Serve(lb)
-	t.Cleanup(func() { b.Close() })
+	lb := startOriginB(t)
 
 	s := writeConfigs(t, a.addr, 2000)
 	f, err := os.OpenFile(s.serverCfg, os.O_APPEND|os.O_WRONLY, 0)
@@ -132,4 +120,17 @@ func TestSIGHUPSwitchesRouteDuringDownload(t *testing.T) {
 	if r.err != nil || r.status != 200 || r.body != "done /slow" {
 		t.Fatalf("the request in flight across the reload: %d %q %v", r.status, r.body, r.err)
 	}
+}
+
+// startOriginB serves "B <path>" on loopback until the test ends.
+func startOriginB(t *testing.T) net.Listener {
+	t.Helper()
+	lb, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B "+r.URL.Path) })}
+	go b.Serve(lb)
+	t.Cleanup(func() { b.Close() })
+	return lb
 }
