@@ -43,22 +43,23 @@ type Route struct {
 
 // decodeClientRoutes takes [[listeners]] and [[routes]] out of raw.
 func (c *Config) decodeClientRoutes(d *tableDecoder, raw map[string]any) {
-	if v, ok := raw["listeners"]; ok {
-		delete(raw, "listeners")
-		d.list("listeners", v, func(i int, path string, tbl map[string]any) {
-			var l Listener
-			d.table(path, tbl, reflect.ValueOf(&l).Elem())
-			c.Listeners = append(c.Listeners, l)
-		})
+	decodeList(d, raw, "listeners", &c.Listeners)
+	decodeList(d, raw, "routes", &c.Routes)
+}
+
+// decodeList takes the array of tables sec out of raw and decodes each
+// table into one more element of *out.
+func decodeList[T any](d *tableDecoder, raw map[string]any, sec string, out *[]T) {
+	v, ok := raw[sec]
+	if !ok {
+		return
 	}
-	if v, ok := raw["routes"]; ok {
-		delete(raw, "routes")
-		d.list("routes", v, func(i int, path string, tbl map[string]any) {
-			var r Route
-			d.table(path, tbl, reflect.ValueOf(&r).Elem())
-			c.Routes = append(c.Routes, r)
-		})
-	}
+	delete(raw, sec)
+	d.list(sec, v, func(i int, path string, tbl map[string]any) {
+		var e T
+		d.table(path, tbl, reflect.ValueOf(&e).Elem())
+		*out = append(*out, e)
+	})
 }
 
 // checkClientRoutes validates [[listeners]] and [[routes]]: Client mode

@@ -143,14 +143,7 @@ func (c *Config) decodeRoutes(raw map[string]any, file string, set, bad map[stri
 			c.OriginGroups = append(c.OriginGroups, g)
 		})
 	}
-	if v, ok := raw["endpoints"]; ok {
-		delete(raw, "endpoints")
-		d.list("endpoints", v, func(i int, path string, tbl map[string]any) {
-			var e Endpoint
-			d.table(path, tbl, reflect.ValueOf(&e).Elem())
-			c.Endpoints = append(c.Endpoints, e)
-		})
-	}
+	decodeList(d, raw, "endpoints", &c.Endpoints)
 	c.decodeClientRoutes(d, raw)
 	c.decodeServers(d, raw)
 	if v, ok := raw["default_endpoint"]; ok {

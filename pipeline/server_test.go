@@ -233,6 +233,23 @@ func pooledDead(p *OriginPool) int {
 	return n
 }
 
+// closesSecondRequest is an origin whose first connection answers one
+// request, then reads the next and closes without answering (its
+// keep-alive timer fired as the request arrived); later connections
+// answer everything.
+func closesSecondRequest(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
+	if n == 1 {
+		req, _, err := o.read(br)
+		if err != nil {
+			return
+		}
+		ok(c, req)
+		o.read(br)
+		return
+	}
+	o.serveAll(c, br)
+}
+
 // TestStaleConnectionRetryRules: a reused connection that the origin closes
 // right under a request (after reading it, before any byte of an answer) is
 // retried once on a new connection only for what RFC 9110 9.2.2 allows; a
@@ -250,18 +267,7 @@ func TestStaleConnectionRetryRules(t *testing.T) {
 		{"PATCH", "data", false},
 	} {
 		t.Run(tc.method+"-"+tc.body, func(t *testing.T) {
-			o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
-				if n == 1 {
-					req, _, err := o.read(br)
-					if err != nil {
-						return
-					}
-					ok(c, req)
-					o.read(br) // the next request, then close unanswered
-					return
-				}
-				o.serveAll(c, br)
-			})
+			o := startScriptOrigin(t, closesSecondRequest)
 			h, pool := newTestHandler(o.ln.Addr().String(), nil)
 			defer pool.Close()
 			wantStatus(t, "first", get(t, h, "/first"), 200)
@@ -312,18 +318,7 @@ func TestUnreplayableRequestAvoidsLongIdleConnection(t *testing.T) {
 		{"GET", "", false},
 	} {
 		t.Run(tc.method+"-"+tc.body, func(t *testing.T) {
-			o := startScriptOrigin(t, func(o *scriptOrigin, n int, c net.Conn, br *bufio.Reader) {
-				if n == 1 {
-					req, _, err := o.read(br)
-					if err != nil {
-						return
-					}
-					ok(c, req)
-					o.read(br) // the keep-alive timer fires as the next request arrives
-					return
-				}
-				o.serveAll(c, br)
-			})
+			o := startScriptOrigin(t, closesSecondRequest)
 			h, pool := newTestHandler(o.ln.Addr().String(), nil)
 			defer pool.Close()
 			wantStatus(t, "first", get(t, h, "/first"), 200)
