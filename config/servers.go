@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"reflect"
 	"strconv"
 )
 
@@ -48,14 +47,7 @@ func (s Server) Addr() string { return net.JoinHostPort(s.ConnectAddress, strcon
 
 // decodeServers takes [[servers]] out of raw.
 func (c *Config) decodeServers(d *tableDecoder, raw map[string]any) {
-	if v, ok := raw["servers"]; ok {
-		delete(raw, "servers")
-		d.list("servers", v, func(i int, path string, tbl map[string]any) {
-			var s Server
-			d.table(path, tbl, reflect.ValueOf(&s).Elem())
-			c.Servers = append(c.Servers, s)
-		})
-	}
+	decodeList(d, raw, "servers", &c.Servers)
 }
 
 // EffectiveServers returns the servers of a Client config in priority
