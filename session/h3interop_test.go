@@ -351,16 +351,7 @@ func TestClientClosesAfterGoAway(t *testing.T) {
 	ts.linger = time.Hour // a drain that waited for the linger would never end
 	tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), ts.port(), nil)
 	waitFor(t, "ready", func() bool { return tc.State() == Ready })
-	x := openExchange(t, tc.Client, &h3.Head{Method: "GET", Scheme: "https", Authority: "a", Path: "/hang"}, true)
-	finalHead(t, x)
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), safety)
-		defer cancel()
-		drained <- ts.Drain(ctx)
-	}()
-	s := tc.cur.Load()
-	waitFor(t, "the GOAWAY", func() bool { return s.away.Load() })
+	x, s, drained := drainWithExchange(t, ts, tc)
 	if s.conn.Context().Err() != nil {
 		t.Fatal("the session closed with an exchange in flight")
 	}
@@ -434,16 +425,7 @@ func TestClientUsable(t *testing.T) {
 		t.Fatal("ready client is not usable")
 	}
 	// An exchange in flight keeps the session open after the GOAWAY.
-	x := openExchange(t, tc.Client, &h3.Head{Method: "GET", Scheme: "https", Authority: "a", Path: "/hang"}, true)
-	finalHead(t, x)
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), safety)
-		defer cancel()
-		drained <- ts.Drain(ctx)
-	}()
-	s := tc.cur.Load()
-	waitFor(t, "the GOAWAY", func() bool { return s.away.Load() })
+	x, _, drained := drainWithExchange(t, ts, tc)
 	if tc.Usable() {
 		t.Fatal("usable after the server's GOAWAY")
 	}
@@ -466,4 +448,22 @@ func TestClientUsable(t *testing.T) {
 	if tc.Usable() {
 		t.Fatal("usable after Drain")
 	}
+}
+
+// drainWithExchange opens a /hang exchange on tc's session, starts
+// draining ts and waits until the client received the GOAWAY. The caller
+// closes x to let the drain (its result on drained) end.
+func drainWithExchange(t *testing.T, ts *testServer, tc *testClient) (*Exchange, *clientSession, <-chan error) {
+	t.Helper()
+	x := openExchange(t, tc.Client, &h3.Head{Method: "GET", Scheme: "https", Authority: "a", Path: "/hang"}, true)
+	finalHead(t, x)
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), safety)
+		defer cancel()
+		drained <- ts.Drain(ctx)
+	}()
+	s := tc.cur.Load()
+	waitFor(t, "the GOAWAY", func() bool { return s.away.Load() })
+	return x, s, drained
 }

@@ -27,11 +27,8 @@ type Status struct {
 	Started     time.Time `json:"started"`
 	LastFailure string    `json:"last_failure,omitempty"`
 	// Session statistics (client mode, while a session is up).
-	SmoothedRTTms    *float64 `json:"smoothed_rtt_ms,omitempty"`
-	MinRTTms         *float64 `json:"min_rtt_ms,omitempty"`
-	LatestRTTms      *float64 `json:"latest_rtt_ms,omitempty"`
-	CongestionWindow *uint64  `json:"congestion_window_bytes,omitempty"`
-	InFlight         int64    `json:"requests_in_flight"`
+	SessionStats
+	InFlight int64 `json:"requests_in_flight"`
 	// FEC is the FEC layer (transport.fec): always with fec = "on", and
 	// with "off" once a peer's FEC-framed datagram was dropped.
 	FEC *FECStatus `json:"fec,omitempty"`

@@ -70,6 +70,13 @@ func TestReloadSwitchesOriginWhileDownloadContinues(t *testing.T) {
 
 func getBody(t *testing.T, c *http.Client, url string) string {
 	t.Helper()
+	_, body := getStatusBody(t, c, url)
+	return body
+}
+
+// getStatusBody sends a GET and returns the status and the whole body.
+func getStatusBody(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +86,7 @@ func getBody(t *testing.T, c *http.Client, url string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // TestReloadRefusedKeepsRunning: a reload whose certificate cannot be

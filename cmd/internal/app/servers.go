@@ -266,7 +266,12 @@ type SessionStatus struct {
 	Ready       bool      `json:"ready"`
 	Since       time.Time `json:"since"`
 	LastFailure string    `json:"last_failure,omitempty"`
-	// Statistics of the session while it is up.
+	SessionStats
+}
+
+// SessionStats are the statistics of a session while it is up (in
+// Status and in each SessionStatus; JSON flattens them into both).
+type SessionStats struct {
 	SmoothedRTTms    *float64 `json:"smoothed_rtt_ms,omitempty"`
 	MinRTTms         *float64 `json:"min_rtt_ms,omitempty"`
 	LatestRTTms      *float64 `json:"latest_rtt_ms,omitempty"`
@@ -309,7 +314,7 @@ func (in *Instance) sessionsStatus(st *Status) {
 	if top.Server != in.sessions[0].srv.Name {
 		st.PeerAddress = top.PeerAddress
 	}
-	st.SmoothedRTTms, st.MinRTTms, st.LatestRTTms, st.CongestionWindow = top.SmoothedRTTms, top.MinRTTms, top.LatestRTTms, top.CongestionWindow
+	st.SessionStats = top.SessionStats
 	if f := in.lastFailure.Load(); f != nil {
 		st.LastFailure = *f
 	}

@@ -105,16 +105,7 @@ func (ts *twoServers) waitState(t *testing.T, i int, want session.State) {
 // name on 200).
 func (ts *twoServers) get(t *testing.T) (int, string) {
 	t.Helper()
-	resp, err := callerClient().Get(ts.url + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	return getStatusBody(t, callerClient(), ts.url+"/")
 }
 
 // mustGet sends n GETs, each must be answered 200, and counts the
