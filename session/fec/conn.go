@@ -17,8 +17,12 @@ import (
 // Config configures a [Conn]. Zero durations take the defaults.
 type Config struct {
 	GroupSize int // data datagrams per group, 1..MaxGroupSize
-	Repair    int // repairs of a full group, 1..MaxRepair
-	Logger    *slog.Logger
+	Repair    int // repairs of a full group, 1..MaxRepair; unused when Auto
+	// Auto is the adaptive mode (transport.fec = "auto"): the receiver
+	// reports the loss it measures, and the sender picks each peer's
+	// repairs and interleaving depth from the reports (choose).
+	Auto   bool
+	Logger *slog.Logger
 
 	FlushIdle time.Duration // close a group when no datagram came for this long
 	FlushMax  time.Duration // close a group at the latest this long after its first datagram
@@ -69,6 +73,7 @@ type Conn struct {
 
 	st struct {
 		dataSent, repairSent, dataRecv, repairRecv, recovered, unrecoverable, mismatched atomic.Uint64
+		reportSent, reportRecv                                                           atomic.Uint64
 	}
 }
 
@@ -115,6 +120,9 @@ func (c *Conn) Stats() Stats {
 		Recovered:      c.st.recovered.Load(),
 		Unrecoverable:  c.st.unrecoverable.Load(),
 		Mismatched:     c.st.mismatched.Load(),
+
+		ReportsSent:     c.st.reportSent.Load(),
+		ReportsReceived: c.st.reportRecv.Load(),
 	}
 }
 
@@ -265,6 +273,7 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 				until = late
 			} else {
 				p.skipGap(now)
+				p.maybeReport(now)
 				until = p.holdUntil
 			}
 		}
@@ -278,23 +287,43 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 // receive handles one datagram from the socket.
 func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
 	key := addrKey(addr)
-	if !Framed(b) || b[0] != tagData && b[0] != tagRepair {
+	if !Framed(b) {
 		c.mismatch(b, addr, key)
 		return
 	}
-	p := c.rxPeer(key, addr, now)
 	switch b[0] {
 	case tagData:
 		if len(b) < dataHeaderLen {
 			return
 		}
+		p := c.rxPeer(key, addr, now)
 		p.data(be32(b[1:5]), b[dataHeaderLen:], now)
-	case tagRepair:
+		p.maybeReport(now)
+	case tagRepair, tagInterleaved:
 		if len(b) < repairHeaderLen+lenPrefix {
 			return
 		}
 		c.st.repairRecv.Add(1)
-		p.repair(be32(b[1:5]), int(b[5]), int(b[6]), int(b[7]), b[repairHeaderLen:], now)
+		p := c.rxPeer(key, addr, now)
+		idx, stride := int(b[7]), 1
+		if b[0] == tagInterleaved {
+			idx, stride = int(b[7]&0x1F), int(b[7]>>5)+1
+		}
+		p.repair(be32(b[1:5]), int(b[5]), int(b[6]), idx, stride, b[repairHeaderLen:], now)
+		p.maybeReport(now)
+	case tagReport:
+		if len(b) < reportLen {
+			return
+		}
+		if !c.cfg.Auto {
+			c.mismatch(b, addr, key)
+			return
+		}
+		c.st.reportRecv.Add(1)
+		w := meterCounts{n: int(be16(b[3:])), lost: int(be16(b[5:])), runs: int(be16(b[7:]))}
+		c.txPeer(addr).report(be16(b[1:]), w)
+	default:
+		c.mismatch(b, addr, key)
 	}
 }
 
@@ -308,12 +337,27 @@ func (c *Conn) mismatch(b []byte, addr net.Addr, key netip.AddrPort) {
 	c.warned[key] = true
 	remote := addr.String()
 	if len(b) > 0 && !Framed(b) {
-		c.log.Warn("dropping datagrams without FEC framing: transport.fec is on here but the peer sends plain QUIC (it has transport.fec off?); both ends must set the same transport.fec",
+		c.log.Warn("dropping datagrams without FEC framing: transport.fec is "+c.mode()+" here but the peer sends plain QUIC (it has transport.fec off?); both ends must set the same transport.fec",
+			"remote_addr", remote)
+		return
+	}
+	if b[0] == tagReport {
+		// The framing of "on" and "auto" is the same, so traffic flows;
+		// only the peer's repairs do not follow the loss measured here.
+		c.log.Warn(`ignoring FEC loss reports: the peer has transport.fec = "auto" and this end "on", so the peer's repairs stay at their floor; set both ends to the same transport.fec`,
 			"remote_addr", remote)
 		return
 	}
 	c.log.Warn("dropping datagrams with an unknown FEC framing version: the peer runs another ptproxy version; both ends must run the same FEC framing",
 		"remote_addr", remote, "tag", fmt.Sprintf("0x%02x", firstByte(b)))
+}
+
+// mode is the transport.fec value this Conn runs.
+func (c *Conn) mode() string {
+	if c.cfg.Auto {
+		return "auto"
+	}
+	return "on"
 }
 
 func firstByte(b []byte) byte {
@@ -392,6 +436,8 @@ func addrKey(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+func be16(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
 
 func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])

@@ -75,6 +75,10 @@ import (
 const (
 	tagData   = 0x31
 	tagRepair = 0x32
+	// Added in version 2 (adaptive mode); version 1 drops them as an
+	// unknown version.
+	tagReport      = 0x33
+	tagInterleaved = 0x34
 
 	dataHeaderLen   = 1 + 4
 	repairHeaderLen = 1 + 4 + 1 + 1 + 1
@@ -134,10 +138,17 @@ func putData(dst []byte, seq uint32) {
 	binary.BigEndian.PutUint32(dst[1:5], seq)
 }
 
-func putRepair(dst []byte, first uint32, n, r, idx int) {
+// putRepair writes a repair header: tag 0x32 for a group of consecutive
+// datagrams (stride 1, exactly version 1), tag 0x34 with the stride in the
+// top 3 bits of the index byte for an interleaved group.
+func putRepair(dst []byte, first uint32, n, r, idx, stride int) {
 	dst[0] = tagRepair
 	binary.BigEndian.PutUint32(dst[1:5], first)
 	dst[5], dst[6], dst[7] = byte(n), byte(r), byte(idx)
+	if stride > 1 {
+		dst[0] = tagInterleaved
+		dst[7] |= byte(stride-1) << 5
+	}
 }
 
 // seqLess reports a < b in serial-number arithmetic.
@@ -157,6 +168,11 @@ type Stats struct {
 	// each as a loss.
 	Unrecoverable uint64
 	// Mismatched counts datagrams dropped because they were not framed by
-	// this version of the layer (a peer with FEC off, or another version).
+	// this version of the layer (a peer with FEC off, or another version),
+	// and loss reports from a peer with transport.fec = "auto" received
+	// with "on".
 	Mismatched uint64
+	// ReportsSent and ReportsReceived count loss reports (adaptive mode).
+	ReportsSent     uint64
+	ReportsReceived uint64
 }
