@@ -44,7 +44,7 @@ func newQUICTransport(udp *net.UDPConn, t Transport, log *slog.Logger) (*quic.Tr
 	if !t.FEC {
 		return &quic.Transport{Conn: udp}, &fecLayer{}, nil
 	}
-	c, err := fec.New(udp, fec.Config{GroupSize: t.FECGroupSize, Repair: t.FECRepair, Logger: log})
+	c, err := fec.New(udp, fec.Config{GroupSize: t.FECGroupSize, Repair: t.FECRepair, Auto: t.FECAuto, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -17,7 +17,9 @@ import (
 // Config configures a [Conn]. Zero durations take the defaults.
 type Config struct {
 	GroupSize int // data datagrams per group, 1..MaxGroupSize
-	Repair    int // repairs of a full group, 1..MaxRepair; unused when Auto
+	// Repair is the repairs of a full group, 1..MaxRepair; with Auto the
+	// most the adaptive policy may choose, 0 for half the group.
+	Repair int
 	// Auto is the adaptive mode (transport.fec = "auto"): the receiver
 	// reports the loss it measures, and the sender picks each peer's
 	// repairs and interleaving depth from the reports (choose).
@@ -33,6 +35,9 @@ type Config struct {
 func (c Config) Validate() error {
 	if c.GroupSize < 1 || c.GroupSize > MaxGroupSize {
 		return fmt.Errorf("fec: group size %d out of range 1..%d", c.GroupSize, MaxGroupSize)
+	}
+	if c.Auto && c.Repair == 0 {
+		return nil
 	}
 	if c.Repair < 1 || c.Repair > MaxRepair {
 		return fmt.Errorf("fec: repair count %d out of range 1..%d", c.Repair, MaxRepair)
@@ -98,6 +103,9 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Auto && cfg.Repair == 0 {
+		cfg.Repair = maxAutoRepair(cfg.GroupSize)
 	}
 	return &Conn{
 		pc:     pc,

@@ -65,17 +65,23 @@ func binomPMF(m, k int, p float64) float64 {
 	return math.Exp(lm - lk - lmk + float64(k)*math.Log(p) + float64(m-k)*math.Log1p(-p))
 }
 
-// maxAutoRepair is the ceiling of the adaptive repair count for a group
-// size: half the group (50% overhead), which covers ~10% random loss at
-// group size 16; past that FEC is no answer.
+// maxAutoRepair is the default ceiling of the adaptive repair count for a
+// group size (Config.Repair 0 in Auto): half the group (50% overhead),
+// which covers ~10% random loss at group size 16; past that FEC is no
+// answer.
 func maxAutoRepair(groupSize int) int {
 	return min(MaxRepair, max(floorRepair, groupSize/2))
 }
 
+// DefaultAutoRepair is the ceiling of the adaptive repairs per full group
+// of groupSize when Config.Repair is 0.
+func DefaultAutoRepair(groupSize int) int { return maxAutoRepair(groupSize) }
+
 // choose is the adaptive policy: for a full group of groupSize data
 // datagrams, a reported loss rate (0..1) and mean run length of losses
 // (burst, >= 1), it returns the repairs per full group and the
-// interleaving depth. It is a pure function of its arguments.
+// interleaving depth. ceiling bounds the repairs (at least floorRepair).
+// It is a pure function of its arguments.
 //
 // Depth: a burst of b consecutive losses spread over depth >= b groups
 // costs each group about one datagram, so the groups see the loss as if
@@ -83,9 +89,9 @@ func maxAutoRepair(groupSize int) int {
 // the losses are single). Beyond MaxDepth each group still loses
 // b/MaxDepth per burst, counted as a proportionally higher rate.
 //
-// Repairs: the fewest, from the floor up to maxAutoRepair, that keep the
+// Repairs: the fewest, from the floor up to the ceiling, that keep the
 // residual loss of a full group at or below residualTarget.
-func choose(groupSize int, loss, burst float64) (repair, depth int) {
+func choose(groupSize, ceiling int, loss, burst float64) (repair, depth int) {
 	depth = 1
 	if loss > 0 && burst >= 1.5 {
 		depth = min(MaxDepth, int(math.Ceil(burst-0.25)))
@@ -94,7 +100,7 @@ func choose(groupSize int, loss, burst float64) (repair, depth int) {
 	if b := burst / float64(depth); b > 1 {
 		p = min(1, p*b)
 	}
-	hi := maxAutoRepair(groupSize)
+	hi := max(floorRepair, ceiling)
 	for r := floorRepair; r < hi; r++ {
 		if residual(groupSize, r, p) <= residualTarget {
 			return r, depth

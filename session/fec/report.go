@@ -156,5 +156,5 @@ func (p *txPeer) report(rseq uint16, w meterCounts) {
 	if w.runs >= minRuns {
 		burst = float64(w.lost) / float64(w.runs)
 	}
-	p.repair, p.depth = choose(p.c.cfg.GroupSize, loss, burst)
+	p.repair, p.depth = choose(p.c.cfg.GroupSize, p.c.cfg.Repair, loss, burst)
 }
