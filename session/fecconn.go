@@ -81,7 +81,7 @@ func (f *fecLayer) startWatch(tr *quic.Transport, log *slog.Logger) {
 				continue
 			}
 			warned[key] = true
-			log.Warn("dropping FEC-framed datagrams: transport.fec is off here but the peer has it on; both ends must set the same transport.fec",
+			log.Warn("dropping FEC-framed datagrams: transport.fec is off here but the peer has it on (or auto); both ends must set the same transport.fec",
 				KeyRemoteAddr, addr.String())
 		}
 	}()
