@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -130,6 +131,11 @@ func TestReportOrdering(t *testing.T) {
 	p := newPair(t, Config{GroupSize: 16, Auto: true})
 	from := p.b.LocalAddr()
 	tx := p.a.txPeer(from)
+	// The policy is TestPolicyTable's; here only which report counts.
+	policy := func(n, lost, runs int) (int, int) {
+		l, b := estimate(meterCounts{n, lost, runs})
+		return choose(16, maxAutoRepair(16), l, b)
+	}
 	step := func(b []byte, r, d int) {
 		t.Helper()
 		inject(p.a, b, from)
@@ -140,13 +146,19 @@ func TestReportOrdering(t *testing.T) {
 	if r, d := tx.state(); r != floorRepair || d != 1 {
 		t.Fatalf("before any report: %d %d", r, d)
 	}
-	step(report(100, 1000, 30, 30), 4, 1)   // 3% random
-	step(report(99, 1000, 0, 0), 4, 1)      // reordered: older
-	step(report(100, 1000, 0, 0), 4, 1)     // duplicate
-	step(report(101, 1000, 40, 10), 5, 4)   // 4% in bursts of 4
-	step(report(101, 1000, 0, 0)[:5], 5, 4) // short: dropped
-	step(report(102, 1000, 0, 0), 1, 1)     // loss gone
-	step(report(102-reportStale, 1000, 10, 10), 3, 1)
+	r3, d3 := policy(1000, 30, 30) // 3% random
+	rb, db := policy(1000, 40, 10) // 4% in bursts of 4
+	r1, d1 := policy(1000, 10, 10) // 1% random
+	if r3 == floorRepair || db != 4 || r1 == r3 {
+		t.Fatalf("policy: %d %d, %d %d, %d %d", r3, d3, rb, db, r1, d1)
+	}
+	step(report(100, 1000, 30, 30), r3, d3)
+	step(report(99, 1000, 0, 0), r3, d3)  // reordered: older
+	step(report(100, 1000, 0, 0), r3, d3) // duplicate
+	step(report(101, 1000, 40, 10), rb, db)
+	step(report(101, 1000, 0, 0)[:5], rb, db) // short: dropped
+	step(report(102, 1000, 0, 0), floorRepair, 1)
+	step(report(102-reportStale, 1000, 10, 10), r1, d1) // far older: the peer restarted
 	if st := p.a.Stats(); st.ReportsReceived != 6 || st.Mismatched != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -445,5 +457,26 @@ func TestAutoOnMismatchWarns(t *testing.T) {
 	}
 	if strings.Count(l, "no FEC loss reports from the peer") != 1 {
 		t.Fatalf("auto end: logs:\n%s", l)
+	}
+}
+
+// TestEstimate: the rate the policy works with is the measured one plus
+// one standard deviation; no loss is 0; bursts need minRuns runs.
+func TestEstimate(t *testing.T) {
+	for _, c := range []struct {
+		w           meterCounts
+		loss, burst float64
+	}{
+		{meterCounts{0, 0, 0}, 0, 1},
+		{meterCounts{1000, 0, 0}, 0, 1},
+		{meterCounts{1000, 9, 9}, 0.012, 1},
+		{meterCounts{1000, 16, 4}, 0.020, 4},
+		{meterCounts{1000, 4, 2}, 0.006, 1}, // 2 runs: not yet a burst length
+		{meterCounts{4, 4, 1}, 1, 1},
+	} {
+		loss, burst := estimate(c.w)
+		if math.Abs(loss-c.loss) > 1e-9 || burst != c.burst {
+			t.Errorf("estimate(%+v) = %v, %v; want %v, %v", c.w, loss, burst, c.loss, c.burst)
+		}
 	}
 }

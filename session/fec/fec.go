@@ -1,5 +1,5 @@
 // Package fec is a forward-error-correction layer for UDP datagrams, placed
-// between a socket and quic.Transport (transport.fec = "on").
+// between a socket and quic.Transport (transport.fec = "on" or "auto").
 //
 // quic-go reads every lost packet as congestion; on a link with random loss
 // its window collapses and a bulk transfer never reaches the link's rate.
@@ -7,15 +7,17 @@
 // Reed-Solomon repair datagrams to each group of outgoing datagrams, and the
 // receiver rebuilds lost datagrams before quic-go reads them.
 //
-// # Framing (version 1)
+// # Framing (version 2)
 //
 // Every datagram on the wire starts with a tag byte whose two high bits are
 // 0, so it can never be taken for a QUIC packet (RFC 9000 17.2 and 17.3 set
 // the fixed bit 0x40; quic-go hands such datagrams to
 // Transport.ReadNonQUICPacket instead):
 //
-//	data:   0x31 | seq u32 | QUIC datagram
-//	repair: 0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
+//	data:        0x31 | seq u32 | QUIC datagram
+//	repair:      0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
+//	report:      0x33 | rseq u16 | count u16 | lost u16 | runs u16
+//	interleaved: 0x34 | first u32 | n u8 | r u8 | (stride-1)<<5 | idx | RS shard
 //
 // seq numbers every data datagram sent to one peer, starting at a random
 // value. A group is the n consecutive datagrams first..first+n-1; its r
@@ -23,16 +25,53 @@
 // data shard i is the 2-byte big-endian length of datagram first+i, the
 // datagram, and zeros up to the group's longest datagram plus 2. A repair is
 // therefore at most [Overhead] bytes larger than the largest datagram of its
-// group; a data datagram is 5 bytes larger than the QUIC datagram. Other tag
+// group; a data datagram is 5 bytes larger than the QUIC datagram. An
+// interleaved repair (0x34) is the same over the group of the n datagrams
+// first, first+stride, ..., first+(n-1)*stride (stride 2..8 in the top 3
+// bits of its index byte, idx < 32 in the low 5). A report (0x33) goes the
+// other way, from the receiver of data to its sender: of the last count
+// data datagrams (in seq order) the link lost lost, in runs separate runs
+// of consecutive losses; rseq numbers the reports to one peer. Other tag
 // values in 0x00-0x3F are reserved for later versions.
+//
+// Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
+// so an "on" end of this version and a version-1 end interoperate. Both
+// modes of this version read all four tags. A version-1 receiver drops
+// 0x33 and 0x34 with its WARN about an unknown framing version: an "auto"
+// peer needs this version.
 //
 // # Groups (sender)
 //
 // A group is closed, and its repairs sent, when it holds Config.GroupSize
 // datagrams, when the sender went idle (no datagram for Config.FlushIdle),
 // or at the latest Config.FlushMax after its first datagram: a small request
-// never waits for a full group. A full group gets Config.Repair repairs, a
-// group cut short ceil(Repair*n/GroupSize), at least one.
+// never waits for a full group. A full group gets Config.Repair repairs (in
+// the adaptive mode the count the reports call for), a group cut short
+// ceil(Repair*n/GroupSize), at least one.
+//
+// # Adaptive mode (receiver reports, sender follows)
+//
+// With Config.Auto the receiver counts each peer's data datagrams as they
+// pass in seq order, as received or lost (rebuilt or given up), over the
+// last 1024 to 1152 datagrams, and over the last 128 to 256 when that shows
+// a higher rate, so that loss that begins is reported at once and loss that
+// ends fades out over the longer window. While the peer's data flows it
+// reports at most every 50 ms, every 10 ms when it counted a loss since
+// the last report. The sender follows the newest report (older and
+// duplicated ones are ignored, unless far older: the peer restarted): it
+// picks the repairs of a full group, the fewest that keep the expected
+// residual loss of a group (binomial tail) at or below 1e-4, between a
+// floor of 1 and Config.Repair; before any report it sends the floor.
+//
+// When the reported losses come in runs (mean run length b >= 1.5 over at
+// least 3 runs) the sender also interleaves: it collects a block of up to
+// depth×GroupSize datagrams, depth = ceil(b-0.25) up to 8, and at flush
+// lays it out in depth groups, datagram i of the block in group i mod
+// depth, so a run of up to depth losses costs each group one. A block
+// too sparse for at least 4 datagrams per group (a small request, a burst
+// of acknowledgements) is one plain group, and the flush timing is that of
+// a group, so nothing waits longer. Repairs of a group of consecutive
+// datagrams keep tag 0x32.
 //
 // # Recovery (receiver)
 //
@@ -52,6 +91,12 @@
 // framing (a QUIC packet from a peer with FEC off) or with an unknown tag
 // logs one WARN per peer address, counts it in Stats.Mismatched and drops
 // it; the handshake then fails by timeout with that line in the log.
+//
+// "on" and "auto" share the data and repair framing, so traffic flows
+// between them, but the "on" end sends no reports: it drops the "auto"
+// end's reports (counted in Stats.Mismatched) with one WARN per peer, and
+// the "auto" end warns once per peer when 4096 data datagrams went out
+// without a report; its repairs then stay at the floor.
 //
 // # Cost
 //

@@ -37,6 +37,26 @@ const (
 	minRuns = 3
 )
 
+// estimate turns a report's counts into the loss rate and mean burst for
+// choose. The rate is one standard deviation (of a Poisson count) above
+// the count: a window of ~1000 datagrams holds ~10 losses at 1%, and taking
+// 7 of them for 0.7% picks repairs that leave more than the residual
+// target, which costs a halved congestion window, where an over-estimate
+// costs a repair. No loss is no loss: the floor. The burst is the mean run
+// length once at least minRuns runs were seen (1 before).
+func estimate(w meterCounts) (loss, burst float64) {
+	if w.n <= 0 || w.lost <= 0 {
+		return 0, 1
+	}
+	l := float64(w.lost)
+	loss = min(1, (l+math.Sqrt(l))/float64(w.n))
+	burst = 1
+	if w.runs >= minRuns {
+		burst = l / float64(w.runs)
+	}
+	return loss, burst
+}
+
 // residual is the expected fraction of a group's n data datagrams that
 // are neither received nor rebuilt when each of its n data and r repair
 // datagrams is lost independently with probability p: a group that lost

@@ -149,12 +149,6 @@ func (p *txPeer) report(rseq uint16, w meterCounts) {
 		}
 	}
 	p.reported, p.rseq = true, rseq
-	loss, burst := 0.0, 1.0
-	if w.n > 0 {
-		loss = float64(w.lost) / float64(w.n)
-	}
-	if w.runs >= minRuns {
-		burst = float64(w.lost) / float64(w.runs)
-	}
+	loss, burst := estimate(w)
 	p.repair, p.depth = choose(p.c.cfg.GroupSize, p.c.cfg.Repair, loss, burst)
 }
