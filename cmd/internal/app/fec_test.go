@@ -118,3 +118,26 @@ func TestFECOffStatus(t *testing.T) {
 		t.Fatalf("recovered %v %v", v, ok)
 	}
 }
+
+// TestFECRepairSetting: in auto mode fec_repair is the ceiling of the
+// adaptive repairs when set, else half the group; in on mode the count.
+func TestFECRepairSetting(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want int
+	}{
+		{[]string{"PTPROXY_TRANSPORT__FEC=on"}, 2},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto"}, 8},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_GROUP_SIZE=10"}, 5},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_REPAIR=3"}, 3},
+	} {
+		cfg, err := config.LoadFile("../../../config/testdata/valid/client.toml", c.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := transportOf(cfg)
+		if got := tr.FECRepair; got != c.want || !tr.FEC || tr.FECAuto != (cfg.Transport.FEC == config.FECAuto) {
+			t.Errorf("%v: repair %d (want %d), %+v", c.env, got, c.want, tr)
+		}
+	}
+}
