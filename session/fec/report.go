@@ -17,6 +17,8 @@ const (
 	// last 1024 to 1152 datagrams.
 	meterBlock  = 128
 	meterBlocks = 8
+	// shortMinLost: fewer losses in the short window are noise.
+	shortMinLost = 3
 
 	// reportInterval is the least time between two reports to one peer
 	// while its data flows; reportIntervalLoss the least when the meter
@@ -82,9 +84,12 @@ func (m *lossMeter) add(lost bool) {
 }
 
 // window returns the counts to report: the long window (all blocks held),
-// or the short one (the last full block and the current) when it shows a
-// higher rate, so that loss that begins raises the report at once while
-// loss that ends lowers it only after the long window.
+// or the short one (the last full block and the current) when it shows
+// loss that began: at least shortMinLost losses and twice the long
+// window's rate. Loss that begins thus raises the report at once, loss
+// that ends lowers it only over the long window, and at a steady rate the
+// report is the long window's (taking the higher of two noisy rates each
+// time would over-estimate; measured: a third more repairs at 1%).
 func (m *lossMeter) window() meterCounts {
 	long := m.cur
 	for i := range m.full {
@@ -94,7 +99,7 @@ func (m *lossMeter) window() meterCounts {
 		return long
 	}
 	short := m.cur.add(m.blocks[(m.head+meterBlocks-1)%meterBlocks])
-	if short.lost*long.n > long.lost*short.n {
+	if short.lost >= shortMinLost && short.lost*long.n > 2*long.lost*short.n {
 		return short
 	}
 	return long
