@@ -480,3 +480,24 @@ func TestEstimate(t *testing.T) {
 		}
 	}
 }
+
+// TestReportReachesSenderAcrossAddressForms: a report read from the
+// peer as an IPv4-mapped IPv6 address (a dual-stack socket) updates the
+// sender that writes to the plain IPv4 address (what the dialer gave
+// quic-go), not a sender of its own.
+func TestReportReachesSenderAcrossAddressForms(t *testing.T) {
+	p := newPair(t, Config{GroupSize: 16, Auto: true})
+	v4 := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2).To4(), Port: 9}
+	mapped := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2).To16(), Port: 9}
+	tx := p.a.txPeer(v4)
+	inject(p.a, report(1, 1000, 30, 30), mapped)
+	if r, _ := tx.state(); r == floorRepair {
+		t.Fatalf("the report did not reach the sender to %s (repairs %d)", v4, r)
+	}
+	p.a.txMu.Lock()
+	n := len(p.a.tx)
+	p.a.txMu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d senders, want 1", n)
+	}
+}

@@ -432,17 +432,21 @@ func (c *Conn) txPeer(addr net.Addr) *txPeer {
 }
 
 // addrKey maps a UDP address to a map key; other address types share the
-// zero key.
+// zero key. IPv4-mapped IPv6 addresses are unmapped: a dual-stack socket
+// reads the peer as ::ffff:a.b.c.d while quic-go writes to the a.b.c.d it
+// dialed, and a loss report read from the one must reach the sender
+// writing to the other.
 func addrKey(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
 	if u, ok := a.(*net.UDPAddr); ok {
-		return u.AddrPort()
-	}
-	if a != nil {
-		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			return ap
+		ap = u.AddrPort()
+	} else if a != nil {
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return netip.AddrPort{}
 		}
 	}
-	return netip.AddrPort{}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 func be16(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
