@@ -362,7 +362,8 @@ func TestInterleavingRecoversBurst(t *testing.T) {
 			}
 			tx := p.a.txPeer(p.b.LocalAddr())
 			tx.mu.Lock()
-			if len(tx.shards) > 4*g || len(tx.rep) > 1 {
+			// One block's shards, and one repair buffer per group.
+			if len(tx.shards) > 4*g || len(tx.rep) > 4*1 {
 				t.Errorf("send buffers grew: %d shards, %d repair buffers", len(tx.shards), len(tx.rep))
 			}
 			tx.mu.Unlock()
@@ -499,5 +500,61 @@ func TestReportReachesSenderAcrossAddressForms(t *testing.T) {
 	p.a.txMu.Unlock()
 	if n != 1 {
 		t.Fatalf("%d senders, want 1", n)
+	}
+}
+
+// TestInterleavedRepairsRoundRobin: an interleaved group keeps its full
+// repair count however few datagrams it holds (a burst costs every group
+// alike), and the repairs of a block go out round-robin over its groups,
+// so a burst among them costs each group at most one.
+func TestInterleavedRepairsRoundRobin(t *testing.T) {
+	// Blocks close only when the test says: a timer firing mid-send on a
+	// loaded machine would cut the block elsewhere.
+	p := newPair(t, Config{GroupSize: 16, Repair: 2, Auto: true, Hold: forever, FlushIdle: forever, FlushMax: forever})
+	inject(p.a, report(1, 1000, 40, 10), p.b.LocalAddr()) // bursts of 4: depth 4, repairs at the ceiling 2
+	type rh struct{ off, idx, n, r int }
+	var mu sync.Mutex
+	var seen []rh
+	var first uint32
+	haveFirst := false
+	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
+		mu.Lock()
+		switch {
+		case b[0] == tagData && !haveFirst:
+			first, haveFirst = be32(b[1:5]), true
+		case b[0] == tagInterleaved:
+			seen = append(seen, rh{int(be32(b[1:5]) - first), int(b[7] & 0x1F), int(b[5]), int(b[6])})
+		}
+		mu.Unlock()
+		emit(b)
+	})
+	p.send(t, 0, 20)
+	tx := p.a.txPeer(p.b.LocalAddr())
+	tx.mu.Lock()
+	tx.flushLocked() // a block cut short at 20: 4 groups of 5
+	tx.mu.Unlock()
+	if got := p.read(t, 20); len(got) != 20 {
+		t.Fatalf("got %d", len(got))
+	}
+	deadline := time.Now().Add(safety)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		k := len(seen)
+		mu.Unlock()
+		if k >= 8 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var want []rh
+	for idx := range 2 {
+		for off := range 4 {
+			want = append(want, rh{off, idx, 5, 2})
+		}
+	}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("repairs (group offset, index, n, r) %v, want %v", seen, want)
 	}
 }

@@ -28,8 +28,9 @@ type txPeer struct {
 	armed   bool
 	frame   []byte
 	enc     codecs
-	work    [][]byte // one group's shards at flush
-	rep     [][]byte // repair shard buffers
+	work    [][]byte  // one group's shards at flush
+	rep     [][]byte  // repair shard buffers of the block's groups
+	groups  []txGroup // the block's groups at flush
 
 	// The open block holds blockDepth groups' worth of datagrams
 	// (GroupSize each), interleaved at flush (flushLocked).
@@ -151,6 +152,13 @@ func (p *txPeer) onTimer() {
 // minPerGroup datagrams (a sparse block is one plain group) but never
 // below what keeps each group within GroupSize. With d = 1 the groups are
 // exactly those of version 1 (tag 0x32).
+//
+// A plain group cut short gets repairs in proportion to its size (random
+// loss hits it in proportion); an interleaved group gets the full count
+// whatever its size, as a burst of length L costs every group about L/d
+// however few datagrams it holds. The repairs go out round-robin over the
+// groups (the first of each, then the second of each, ...), so a burst
+// among the repairs costs each group at most about one too.
 func (p *txPeer) flushLocked() {
 	n := p.n
 	p.n = 0
@@ -163,21 +171,49 @@ func (p *txPeer) flushLocked() {
 	}
 	g := p.c.cfg.GroupSize
 	d := max(1, (n+g-1)/g, min(p.blockDepth, n/minPerGroup))
+	p.groups = p.groups[:0]
+	nrep, maxR := 0, 0
 	for j := range d {
-		p.sendGroup(j, d, (n-j+d-1)/d)
+		cnt := (n - j + d - 1) / d
+		r := repairCount(cnt, g, p.repair)
+		if d > 1 {
+			r = p.repair
+		}
+		if p.encodeGroup(j, d, cnt, r, nrep) {
+			p.groups = append(p.groups, txGroup{j: j, cnt: cnt, r: r, rep: nrep})
+		}
+		nrep += r
+		maxR = max(maxR, r)
+	}
+	c := p.c
+	for i := range maxR {
+		for _, gr := range p.groups {
+			if i >= gr.r {
+				continue
+			}
+			p.frame = append(p.frame[:0], make([]byte, repairHeaderLen)...)
+			putRepair(p.frame, p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
+			p.frame = append(p.frame, p.rep[gr.rep+i]...)
+			if _, err := c.pc.WriteTo(p.frame, p.addr); err == nil {
+				c.st.repairSent.Add(1)
+			}
+		}
 	}
 }
 
-// sendGroup encodes and sends the repairs of the group of cnt datagrams
-// that starts at block index j with the given stride.
-func (p *txPeer) sendGroup(j, stride, cnt int) {
-	c := p.c
-	r := repairCount(cnt, c.cfg.GroupSize, p.repair)
+// txGroup is one group of a block being flushed: block index j of its
+// first datagram, cnt datagrams, r repairs in p.rep[rep:rep+r].
+type txGroup struct{ j, cnt, r, rep int }
+
+// encodeGroup computes the r repairs of the group of cnt datagrams that
+// starts at block index j with the given stride into p.rep[at:at+r]. It
+// reports false when encoding failed (the group then gets no repairs).
+func (p *txPeer) encodeGroup(j, stride, cnt, r, at int) bool {
 	size := 0
 	for i := range cnt {
 		size = max(size, len(p.shards[j+i*stride]))
 	}
-	for len(p.rep) < r {
+	for len(p.rep) < at+r {
 		p.rep = append(p.rep, nil)
 	}
 	work := p.work[:0]
@@ -187,8 +223,8 @@ func (p *txPeer) sendGroup(j, stride, cnt int) {
 		work = append(work, p.shards[k])
 	}
 	for i := range r {
-		p.rep[i] = pad(p.rep[i], size, 0)
-		work = append(work, p.rep[i])
+		p.rep[at+i] = pad(p.rep[at+i], size, 0)
+		work = append(work, p.rep[at+i])
 	}
 	p.work = work[:0]
 	enc, err := p.enc.get(cnt, r)
@@ -197,17 +233,10 @@ func (p *txPeer) sendGroup(j, stride, cnt int) {
 	}
 	clear(work)
 	if err != nil {
-		c.log.Debug("fec: encoding a group failed", "error", err.Error())
-		return
+		p.c.log.Debug("fec: encoding a group failed", "error", err.Error())
+		return false
 	}
-	for i := range r {
-		p.frame = append(p.frame[:0], make([]byte, repairHeaderLen)...)
-		putRepair(p.frame, p.first+uint32(j), cnt, r, i, stride)
-		p.frame = append(p.frame, p.rep[i]...)
-		if _, err := c.pc.WriteTo(p.frame, p.addr); err == nil {
-			c.st.repairSent.Add(1)
-		}
-	}
+	return true
 }
 
 // pad returns s resized to size, the bytes from keep on zeroed (its
