@@ -38,10 +38,12 @@ func TestPolicyTable(t *testing.T) {
 		{8, 4, 0.01, 1, 2, 1},    //
 		{32, 16, 0.01, 1, 3, 1},  //
 		{16, 8, 0.01, 1.4, 3, 1}, // losses mostly single: no interleaving
-		{16, 8, 0.01, 1.6, 3, 2}, //
-		{16, 8, 0.01, 4, 3, 4},   // depth = burst: each group sees ~1% random
-		{16, 8, 0.01, 10, 3, 8},  // depth capped, rate counted 10/8 higher
-		{16, 8, 0.01, 30, 5, 8},  //
+		{16, 8, 0.01, 1.6, 3, 4}, // depth twice the burst
+		{16, 8, 0.01, 2, 3, 4},   //
+		{16, 8, 0.01, 4, 3, 8},   // 24 repairs over a block: runs over 24 are 1e-3 of runs
+		{16, 8, 0.03, 4, 4, 8},   //
+		{16, 8, 0.01, 10, 8, 8},  // depth capped: the ceiling
+		{16, 2, 0.01, 4, 2, 8},   // an explicit ceiling holds
 		{16, 8, 1, 1, 8, 1},      // everything lost: the ceiling
 		{MaxGroupSize, 64, 0.1, 1, 29, 1},
 	}
@@ -50,11 +52,13 @@ func TestPolicyTable(t *testing.T) {
 		if r != c.r || d != c.d {
 			t.Errorf("choose(%d, %d, %v, %v) = %d, %d; want %d, %d", c.g, c.ceiling, c.loss, c.burst, r, d, c.r, c.d)
 		}
-		p := c.loss * max(1, c.burst/float64(d))
-		if r < c.ceiling && residual(c.g, r, p) > residualTarget {
-			t.Errorf("%+v: residual %.2e above target with %d repairs", c, residual(c.g, r, p), r)
+		ok := func(r int) bool {
+			return residual(c.g, r, c.loss) <= residualTarget && (d == 1 || residualBurst(r, d, c.loss, c.burst) <= residualTarget)
 		}
-		if r > floorRepair && residual(c.g, r-1, p) <= residualTarget {
+		if r < c.ceiling && !ok(r) {
+			t.Errorf("%+v: residual above target with %d repairs", c, r)
+		}
+		if r > floorRepair && ok(r-1) {
 			t.Errorf("%+v: %d repairs would do", c, r-1)
 		}
 	}
@@ -111,9 +115,9 @@ func inject(c *Conn, b []byte, from net.Addr) {
 	c.receive(b, from, time.Now())
 }
 
-func report(rseq uint16, n, lost, runs int) []byte {
+func report(rseq uint16, n, lost int, burst float64) []byte {
 	b := make([]byte, reportLen)
-	putReport(b, rseq, meterCounts{n, lost, runs})
+	putReport(b, rseq, lossReport{n, lost, burst})
 	return b
 }
 
@@ -132,8 +136,8 @@ func TestReportOrdering(t *testing.T) {
 	from := p.b.LocalAddr()
 	tx := p.a.txPeer(from)
 	// The policy is TestPolicyTable's; here only which report counts.
-	policy := func(n, lost, runs int) (int, int) {
-		l, b := estimate(meterCounts{n, lost, runs})
+	policy := func(n, lost int, burst float64) (int, int) {
+		l, b := estimate(lossReport{n, lost, burst})
 		return choose(16, maxAutoRepair(16), l, b)
 	}
 	step := func(b []byte, r, d int) {
@@ -146,19 +150,19 @@ func TestReportOrdering(t *testing.T) {
 	if r, d := tx.state(); r != floorRepair || d != 1 {
 		t.Fatalf("before any report: %d %d", r, d)
 	}
-	r3, d3 := policy(1000, 30, 30) // 3% random
-	rb, db := policy(1000, 40, 10) // 4% in bursts of 4
-	r1, d1 := policy(1000, 10, 10) // 1% random
-	if r3 == floorRepair || db != 4 || r1 == r3 {
+	r3, d3 := policy(1000, 30, 1) // 3% random
+	rb, db := policy(1000, 40, 4) // 4% in bursts of 4
+	r1, d1 := policy(1000, 10, 1) // 1% random
+	if r3 == floorRepair || db == 1 || r1 == r3 {
 		t.Fatalf("policy: %d %d, %d %d, %d %d", r3, d3, rb, db, r1, d1)
 	}
-	step(report(100, 1000, 30, 30), r3, d3)
+	step(report(100, 1000, 30, 1), r3, d3)
 	step(report(99, 1000, 0, 0), r3, d3)  // reordered: older
 	step(report(100, 1000, 0, 0), r3, d3) // duplicate
-	step(report(101, 1000, 40, 10), rb, db)
+	step(report(101, 1000, 40, 4), rb, db)
 	step(report(101, 1000, 0, 0)[:5], rb, db) // short: dropped
 	step(report(102, 1000, 0, 0), floorRepair, 1)
-	step(report(102-reportStale, 1000, 10, 10), r1, d1) // far older: the peer restarted
+	step(report(102-reportStale, 1000, 10, 1), r1, d1) // far older: the peer restarted
 	if st := p.a.Stats(); st.ReportsReceived != 6 || st.Mismatched != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -310,8 +314,7 @@ func TestAutoFollowsLoss(t *testing.T) {
 
 // TestInterleavingRecoversBurst: with one repair per group, a burst of 4
 // consecutive losses is beyond a plain group but rebuilt once a report of
-// bursts of 4 made the sender spread each block over 4 groups; a sparse
-// block stays one plain group.
+// bursts of 2 made the sender spread each block over 4 groups.
 func TestInterleavingRecoversBurst(t *testing.T) {
 	const g = 8
 	burst := map[int]bool{10: true, 11: true, 12: true, 13: true}
@@ -322,7 +325,7 @@ func TestInterleavingRecoversBurst(t *testing.T) {
 			p := newPair(t, Config{GroupSize: g, Repair: 1, Auto: true, Hold: 20 * time.Millisecond,
 				FlushIdle: forever, FlushMax: forever})
 			if interleave {
-				inject(p.a, report(1, 1000, 40, 10), p.b.LocalAddr())
+				inject(p.a, report(1, 1000, 40, 2), p.b.LocalAddr()) // depth 4
 			}
 			var wire wireLog
 			drop := dropOn(burst, nil)
@@ -376,7 +379,7 @@ func TestInterleavingRecoversBurst(t *testing.T) {
 // request gets one repair, not one per datagram, and waits no longer.
 func TestSparseBlockNotInterleaved(t *testing.T) {
 	p := newPair(t, Config{GroupSize: 16, Auto: true, Hold: forever})
-	inject(p.a, report(1, 1000, 40, 10), p.b.LocalAddr())
+	inject(p.a, report(1, 1000, 40, 4), p.b.LocalAddr())
 	var wire wireLog
 	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
 		if from == p.a.LocalAddr().String() {
@@ -392,7 +395,10 @@ func TestSparseBlockNotInterleaved(t *testing.T) {
 	for len(wire.all()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	r, _ := choose(16, maxAutoRepair(16), 0.04, 4)
+	r, d := choose(16, maxAutoRepair(16), (40+math.Sqrt(40*4))/1000, 4) // estimate of 40 in 1000, runs of 4
+	if d == 1 {
+		t.Fatal("the report did not call for interleaving")
+	}
 	want := repairHdr{tagRepair, 3, repairCount(3, 16, r), 1}
 	if hs := wire.all(); len(hs) == 0 || hs[0] != want {
 		t.Fatalf("repairs %+v, want %+v first", hs, want)
@@ -462,18 +468,19 @@ func TestAutoOnMismatchWarns(t *testing.T) {
 }
 
 // TestEstimate: the rate the policy works with is the measured one plus
-// one standard deviation; no loss is 0; bursts need minRuns runs.
+// one standard deviation, wider for losses in runs; no loss is 0; an
+// unknown burst is 1.
 func TestEstimate(t *testing.T) {
 	for _, c := range []struct {
-		w           meterCounts
+		w           lossReport
 		loss, burst float64
 	}{
-		{meterCounts{0, 0, 0}, 0, 1},
-		{meterCounts{1000, 0, 0}, 0, 1},
-		{meterCounts{1000, 9, 9}, 0.012, 1},
-		{meterCounts{1000, 16, 4}, 0.020, 4},
-		{meterCounts{1000, 4, 2}, 0.006, 1}, // 2 runs: not yet a burst length
-		{meterCounts{4, 4, 1}, 1, 1},
+		{lossReport{0, 0, 0}, 0, 1},
+		{lossReport{1000, 0, 3}, 0, 3},
+		{lossReport{1000, 9, 1}, 0.012, 1},
+		{lossReport{1000, 16, 4}, 0.024, 4},
+		{lossReport{1000, 4, 0}, 0.006, 1}, // burst not known yet
+		{lossReport{4, 4, 1}, 1, 1},
 	} {
 		loss, burst := estimate(c.w)
 		if math.Abs(loss-c.loss) > 1e-9 || burst != c.burst {
@@ -491,7 +498,7 @@ func TestReportReachesSenderAcrossAddressForms(t *testing.T) {
 	v4 := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2).To4(), Port: 9}
 	mapped := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2).To16(), Port: 9}
 	tx := p.a.txPeer(v4)
-	inject(p.a, report(1, 1000, 30, 30), mapped)
+	inject(p.a, report(1, 1000, 30, 1), mapped)
 	if r, _ := tx.state(); r == floorRepair {
 		t.Fatalf("the report did not reach the sender to %s (repairs %d)", v4, r)
 	}
@@ -511,7 +518,7 @@ func TestInterleavedRepairsRoundRobin(t *testing.T) {
 	// Blocks close only when the test says: a timer firing mid-send on a
 	// loaded machine would cut the block elsewhere.
 	p := newPair(t, Config{GroupSize: 16, Repair: 2, Auto: true, Hold: forever, FlushIdle: forever, FlushMax: forever})
-	inject(p.a, report(1, 1000, 40, 10), p.b.LocalAddr()) // bursts of 4: depth 4, repairs at the ceiling 2
+	inject(p.a, report(1, 1000, 40, 2), p.b.LocalAddr()) // bursts of 2: depth 4, repairs at the ceiling 2
 	type rh struct{ off, idx, n, r int }
 	var mu sync.Mutex
 	var seen []rh

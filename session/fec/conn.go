@@ -328,8 +328,8 @@ func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
 			return
 		}
 		c.st.reportRecv.Add(1)
-		w := meterCounts{n: int(be16(b[3:])), lost: int(be16(b[5:])), runs: int(be16(b[7:]))}
-		c.txPeer(addr).report(be16(b[1:]), w)
+		rseq, r := parseReport(b)
+		c.txPeer(addr).report(rseq, r)
 	default:
 		c.mismatch(b, addr, key)
 	}

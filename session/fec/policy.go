@@ -32,28 +32,26 @@ const (
 	// it waits for nothing.
 	minPerGroup = 4
 
-	// minRuns is how many separate losses the window must hold before
-	// their mean run length is trusted as a burst length.
+	// minRuns is how many runs of losses the receiver must have seen
+	// before it reports their mean length as a burst length.
 	minRuns = 3
 )
 
-// estimate turns a report's counts into the loss rate and mean burst for
-// choose. The rate is one standard deviation (of a Poisson count) above
-// the count: a window of ~1000 datagrams holds ~10 losses at 1%, and taking
-// 7 of them for 0.7% picks repairs that leave more than the residual
-// target, which costs a halved congestion window, where an over-estimate
-// costs a repair. No loss is no loss: the floor. The burst is the mean run
-// length once at least minRuns runs were seen (1 before).
-func estimate(w meterCounts) (loss, burst float64) {
+// estimate turns a report into the loss rate and mean burst for choose.
+// The rate is one standard deviation above the count: a window of ~1000
+// datagrams holds ~10 losses at 1%, and taking 7 of them for 0.7% picks
+// repairs that leave more than the residual target, which costs a halved
+// congestion window, where an over-estimate costs a repair. Losses that
+// come in runs of b are lost/b independent events, so the count's
+// deviation is sqrt(lost·b). No loss is no loss: the floor. An unknown
+// burst (fewer than minRuns runs seen) is 1.
+func estimate(w lossReport) (loss, burst float64) {
+	burst = max(1, w.burst)
 	if w.n <= 0 || w.lost <= 0 {
-		return 0, 1
+		return 0, burst
 	}
 	l := float64(w.lost)
-	loss = min(1, (l+math.Sqrt(l))/float64(w.n))
-	burst = 1
-	if w.runs >= minRuns {
-		burst = l / float64(w.runs)
-	}
+	loss = min(1, (l+math.Sqrt(l*burst))/float64(w.n))
 	return loss, burst
 }
 
@@ -97,32 +95,46 @@ func maxAutoRepair(groupSize int) int {
 // of groupSize when Config.Repair is 0.
 func DefaultAutoRepair(groupSize int) int { return maxAutoRepair(groupSize) }
 
+// residualBurst is the expected fraction of data datagrams lost for good
+// when losses come in runs of geometric length with mean b (P(L > k) =
+// (1-1/b)^k) starting at rate p/b per datagram, and a block is spread
+// over depth groups of r repairs each: a run of up to r·depth costs no
+// group more than r and is rebuilt; a longer one (probability
+// (1-1/b)^(r·depth)) is lost whole, r·depth + b datagrams on average.
+func residualBurst(r, depth int, p, b float64) float64 {
+	if p <= 0 {
+		return 0
+	}
+	k := float64(r * depth)
+	return p / b * math.Pow(1-1/b, k) * (k + b)
+}
+
 // choose is the adaptive policy: for a full group of groupSize data
 // datagrams, a reported loss rate (0..1) and mean run length of losses
 // (burst, >= 1), it returns the repairs per full group and the
 // interleaving depth. ceiling bounds the repairs (at least floorRepair).
 // It is a pure function of its arguments.
 //
-// Depth: a burst of b consecutive losses spread over depth >= b groups
-// costs each group about one datagram, so the groups see the loss as if
-// it were random at the same rate; depth is the burst rounded up (1 when
-// the losses are single). Beyond MaxDepth each group still loses
-// b/MaxDepth per burst, counted as a proportionally higher rate.
+// Random loss (burst below 1.5): depth 1, and the fewest repairs, from
+// the floor up to the ceiling, that keep the residual loss of a full
+// group (binomial tail) at or below residualTarget.
 //
-// Repairs: the fewest, from the floor up to the ceiling, that keep the
-// residual loss of a full group at or below residualTarget.
+// Runs of losses: what rebuilds a run is the repairs of all the groups it
+// is spread over, r·depth, so the heavy tail of run lengths (a third of
+// the runs of mean 4 are longer than 4) calls for r·depth well above the
+// mean. Deeper interleaving buys that capacity at the same overhead r/n:
+// depth is twice the burst, at most MaxDepth, and the repairs the fewest
+// that meet the target under both the burst model (residualBurst) and the
+// binomial one.
 func choose(groupSize, ceiling int, loss, burst float64) (repair, depth int) {
 	depth = 1
 	if loss > 0 && burst >= 1.5 {
-		depth = min(MaxDepth, int(math.Ceil(burst-0.25)))
-	}
-	p := loss
-	if b := burst / float64(depth); b > 1 {
-		p = min(1, p*b)
+		depth = min(MaxDepth, int(math.Ceil(2*burst)))
 	}
 	hi := max(floorRepair, ceiling)
 	for r := floorRepair; r < hi; r++ {
-		if residual(groupSize, r, p) <= residualTarget {
+		if residual(groupSize, r, loss) <= residualTarget &&
+			(depth == 1 || residualBurst(r, depth, loss, burst) <= residualTarget) {
 			return r, depth
 		}
 	}

@@ -27,7 +27,7 @@ const (
 	reportInterval     = 50 * time.Millisecond
 	reportIntervalLoss = 10 * time.Millisecond
 
-	// reportLen: tag, report seq u16, datagrams u16, lost u16, runs u16.
+	// reportLen: tag, report seq u16, datagrams u16, lost u16, burst u16.
 	reportLen = 1 + 2 + 2 + 2 + 2
 
 	// reportStale: a report this far behind the last one accepted (in
@@ -40,6 +40,18 @@ const (
 	// not report (it runs transport.fec = "on", or an older version).
 	silentAfter = 4096
 )
+
+// lossReport is what a report says: of the last n data datagrams the
+// link lost lost; burst is the mean length of the recent runs of
+// consecutive losses (0: not known yet).
+type lossReport struct {
+	n, lost int
+	burst   float64
+}
+
+// burstAlpha weighs a new run in the mean run length: about the last 8
+// runs count, which a window of datagrams at ~1% loss would not hold.
+const burstAlpha = 1.0 / 8
 
 // meterCounts are the counts of one window of the loss meter.
 type meterCounts struct {
@@ -60,6 +72,12 @@ type lossMeter struct {
 	cur    meterCounts              // block being filled
 	inRun  bool                     // the last datagram counted was lost
 
+	// Mean run length of losses, over runs rather than over the window,
+	// so that it holds across windows with one or two runs.
+	run      int     // length of the current run
+	burst    float64 // moving mean of the run lengths
+	runsSeen int     // runs ended so far, up to minRuns
+
 	// since the last report
 	counted, lostSince int
 }
@@ -70,9 +88,18 @@ func (m *lossMeter) add(lost bool) {
 	if lost {
 		m.cur.lost++
 		m.lostSince++
+		m.run++
 		if !m.inRun {
 			m.cur.runs++
 		}
+	} else if m.run > 0 {
+		if m.runsSeen == 0 {
+			m.burst = float64(m.run)
+		} else {
+			m.burst += (float64(m.run) - m.burst) * burstAlpha
+		}
+		m.runsSeen = min(m.runsSeen+1, minRuns)
+		m.run = 0
 	}
 	m.inRun = lost
 	if m.cur.n == meterBlock {
@@ -105,12 +132,30 @@ func (m *lossMeter) window() meterCounts {
 	return long
 }
 
-func putReport(dst []byte, rseq uint16, w meterCounts) {
+// report returns what to report: the window's counts and the mean run
+// length once minRuns runs ended.
+func (m *lossMeter) report() lossReport {
+	w := m.window()
+	r := lossReport{n: w.n, lost: w.lost}
+	if m.runsSeen >= minRuns {
+		r.burst = m.burst
+	}
+	return r
+}
+
+// putReport writes a report; the burst travels in 1/256ths of a datagram,
+// 0 when not known.
+func putReport(dst []byte, rseq uint16, r lossReport) {
 	dst[0] = tagReport
 	binary.BigEndian.PutUint16(dst[1:], rseq)
-	binary.BigEndian.PutUint16(dst[3:], uint16(min(w.n, 0xFFFF)))
-	binary.BigEndian.PutUint16(dst[5:], uint16(min(w.lost, 0xFFFF)))
-	binary.BigEndian.PutUint16(dst[7:], uint16(min(w.runs, 0xFFFF)))
+	binary.BigEndian.PutUint16(dst[3:], uint16(min(r.n, 0xFFFF)))
+	binary.BigEndian.PutUint16(dst[5:], uint16(min(r.lost, 0xFFFF)))
+	binary.BigEndian.PutUint16(dst[7:], uint16(min(r.burst*256+0.5, 0xFFFF)))
+}
+
+// parseReport reads a report of at least reportLen bytes.
+func parseReport(b []byte) (rseq uint16, r lossReport) {
+	return be16(b[1:]), lossReport{n: int(be16(b[3:])), lost: int(be16(b[5:])), burst: float64(be16(b[7:])) / 256}
 }
 
 // maybeReport sends the peer a loss report when its data flowed since the
@@ -129,7 +174,7 @@ func (p *rxPeer) maybeReport(now time.Time) {
 		return
 	}
 	var b [reportLen]byte
-	putReport(b[:], p.rseq, m.window())
+	putReport(b[:], p.rseq, m.report())
 	if _, err := c.pc.WriteTo(b[:], p.addr); err != nil {
 		// Not sent: the next datagram retries; the loss is only that the
 		// peer's repairs follow a little later.
@@ -145,7 +190,7 @@ func (p *rxPeer) maybeReport(now time.Time) {
 // that are older than or equal to the last one accepted (reordered,
 // duplicated) are ignored, except far older ones (the peer's receive
 // state restarted and numbers its reports anew).
-func (p *txPeer) report(rseq uint16, w meterCounts) {
+func (p *txPeer) report(rseq uint16, w lossReport) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reported {
