@@ -16,7 +16,7 @@
 //
 //	data:        0x31 | seq u32 | QUIC datagram
 //	repair:      0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
-//	report:      0x33 | rseq u16 | count u16 | lost u16 | runs u16
+//	report:      0x33 | rseq u16 | count u16 | lost u16 | burst u16
 //	interleaved: 0x34 | first u32 | n u8 | r u8 | (stride-1)<<5 | idx | RS shard
 //
 // seq numbers every data datagram sent to one peer, starting at a random
@@ -30,8 +30,9 @@
 // first, first+stride, ..., first+(n-1)*stride (stride 2..8 in the top 3
 // bits of its index byte, idx < 32 in the low 5). A report (0x33) goes the
 // other way, from the receiver of data to its sender: of the last count
-// data datagrams (in seq order) the link lost lost, in runs separate runs
-// of consecutive losses; rseq numbers the reports to one peer. Other tag
+// data datagrams (in seq order) the link lost lost, and the recent runs of
+// consecutive losses were burst/256 datagrams long on average (0: not
+// known yet); rseq numbers the reports to one peer. Other tag
 // values in 0x00-0x3F are reserved for later versions.
 //
 // Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
@@ -57,21 +58,25 @@
 // a higher rate, so that loss that begins is reported at once and loss that
 // ends fades out over the longer window. While the peer's data flows it
 // reports at most every 50 ms, every 10 ms when it counted a loss since
-// the last report. The sender follows the newest report (older and
-// duplicated ones are ignored, unless far older: the peer restarted): it
-// picks the repairs of a full group, the fewest that keep the expected
-// residual loss of a group (binomial tail) at or below 1e-4, between a
-// floor of 1 and Config.Repair; before any report it sends the floor.
+// the last report; it also keeps a moving mean of the lengths of the runs
+// of losses (about the last 8 runs). The sender follows the newest report
+// (older and duplicated ones are ignored, unless far older: the peer
+// restarted): it takes the rate plus one standard deviation and picks the
+// repairs of a full group, the fewest that keep the expected residual
+// loss at or below 1e-4 (policy.go), between a floor of 1 and
+// Config.Repair; before any report it sends the floor.
 //
-// When the reported losses come in runs (mean run length b >= 1.5 over at
-// least 3 runs) the sender also interleaves: it collects a block of up to
-// depth×GroupSize datagrams, depth = ceil(b-0.25) up to 8, and at flush
-// lays it out in depth groups, datagram i of the block in group i mod
-// depth, so a run of up to depth losses costs each group one. A block
-// too sparse for at least 4 datagrams per group (a small request, a burst
-// of acknowledgements) is one plain group, and the flush timing is that of
-// a group, so nothing waits longer. Repairs of a group of consecutive
-// datagrams keep tag 0x32.
+// When the losses come in runs (mean run length b >= 1.5 over at least 3
+// runs) the sender also interleaves: it collects a block of up to
+// depth×GroupSize datagrams, depth = ceil(2b) up to 8, and at flush lays
+// it out in depth groups, datagram i of the block in group i mod depth, so
+// a run of up to r×depth losses costs no group more than its r repairs.
+// An interleaved group keeps all r repairs however few datagrams it
+// holds, and the repairs go out round-robin over the groups. A block
+// closes after 1 ms idle or 2×FlushMax; one too sparse for at least 4
+// datagrams per group (a small request, a burst of acknowledgements) is
+// one plain group, so a small request waits no longer. Repairs of a group
+// of consecutive datagrams keep tag 0x32.
 //
 // # Recovery (receiver)
 //
