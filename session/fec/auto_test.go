@@ -109,10 +109,13 @@ func TestLossMeter(t *testing.T) {
 
 // inject hands c a datagram as if read from its socket (the test holds
 // the read side: no ReadFrom runs on c).
-func inject(c *Conn, b []byte, from net.Addr) {
+func inject(c *Conn, b []byte, from net.Addr) { injectAt(c, b, from, time.Now()) }
+
+// injectAt is inject with the time the datagram is taken to arrive.
+func injectAt(c *Conn, b []byte, from net.Addr, at time.Time) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	c.receive(b, from, time.Now())
+	c.receive(b, from, at)
 }
 
 func report(rseq uint16, n, lost int, burst float64) []byte {
@@ -140,9 +143,10 @@ func TestReportOrdering(t *testing.T) {
 		l, b := estimate(lossReport{n, lost, burst})
 		return choose(16, maxAutoRepair(16), l, b)
 	}
+	at := time.Now()
 	step := func(b []byte, r, d int) {
 		t.Helper()
-		inject(p.a, b, from)
+		injectAt(p.a, b, from, at)
 		if gr, gd := tx.state(); gr != r || gd != d {
 			t.Fatalf("after report % x: repairs %d depth %d, want %d %d", b, gr, gd, r, d)
 		}
@@ -161,9 +165,11 @@ func TestReportOrdering(t *testing.T) {
 	step(report(100, 1000, 0, 0), r3, d3) // duplicate
 	step(report(101, 1000, 40, 4), rb, db)
 	step(report(101, 1000, 0, 0)[:5], rb, db) // short: dropped
-	step(report(102, 1000, 0, 0), floorRepair, 1)
-	step(report(102-reportStale, 1000, 10, 1), r1, d1) // far older: the peer restarted
-	if st := p.a.Stats(); st.ReportsReceived != 6 || st.Mismatched != 0 {
+	step(report(102, 1000, 0, 0), rb, db)     // less is called for: not yet
+	at = at.Add(lowerAfter)
+	step(report(103, 1000, 0, 0), floorRepair, 1)      // called for lowerAfter: lowered
+	step(report(103-reportStale, 1000, 10, 1), r1, d1) // far older: the peer restarted
+	if st := p.a.Stats(); st.ReportsReceived != 7 || st.Mismatched != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -329,7 +329,7 @@ func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
 		}
 		c.st.reportRecv.Add(1)
 		rseq, r := parseReport(b)
-		c.txPeer(addr).report(rseq, r)
+		c.txPeer(addr).report(rseq, r, now)
 	default:
 		c.mismatch(b, addr, key)
 	}

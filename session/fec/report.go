@@ -35,6 +35,13 @@ const (
 	// a reordered old report.
 	reportStale = 64
 
+	// lowerAfter is how long reports must call for fewer repairs or a
+	// lower depth before the sender lowers them. Losses that come in
+	// bursts a few hundred datagrams apart leave windows without any loss
+	// between them; dropping to the floor there would lose the next burst
+	// whole.
+	lowerAfter = time.Second
+
 	// silentAfter is how many data datagrams an adaptive sender sends
 	// without ever getting a report before it warns that the peer does
 	// not report (it runs transport.fec = "on", or an older version).
@@ -190,7 +197,10 @@ func (p *rxPeer) maybeReport(now time.Time) {
 // that are older than or equal to the last one accepted (reordered,
 // duplicated) are ignored, except far older ones (the peer's receive
 // state restarted and numbers its reports anew).
-func (p *txPeer) report(rseq uint16, w lossReport) {
+//
+// The repairs and the depth rise at once and fall only when reports have
+// called for less for lowerAfter.
+func (p *txPeer) report(rseq uint16, w lossReport, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reported {
@@ -200,5 +210,11 @@ func (p *txPeer) report(rseq uint16, w lossReport) {
 	}
 	p.reported, p.rseq = true, rseq
 	loss, burst := estimate(w)
-	p.repair, p.depth = choose(p.c.cfg.GroupSize, p.c.cfg.Repair, loss, burst)
+	r, d := choose(p.c.cfg.GroupSize, p.c.cfg.Repair, loss, burst)
+	if r >= p.repair || now.Sub(p.repairAt) >= lowerAfter {
+		p.repair, p.repairAt = r, now
+	}
+	if d >= p.depth || now.Sub(p.depthAt) >= lowerAfter {
+		p.depth, p.depthAt = d, now
+	}
 }

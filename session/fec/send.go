@@ -38,10 +38,11 @@ type txPeer struct {
 
 	// Adaptive mode (Config.Auto): repairs of a full group and
 	// interleaving depth, from the last report accepted (rseq).
-	repair, depth int
-	reported      bool
-	rseq          uint16
-	unreported    int // data datagrams sent before any report, up to silentAfter
+	repair, depth     int
+	repairAt, depthAt time.Time // when a report last called for at least repair, depth
+	reported          bool
+	rseq              uint16
+	unreported        int // data datagrams sent before any report, up to silentAfter
 }
 
 func newTxPeer(c *Conn, addr net.Addr) *txPeer {
