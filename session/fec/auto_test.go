@@ -571,3 +571,38 @@ func TestInterleavedRepairsRoundRobin(t *testing.T) {
 		t.Fatalf("repairs (group offset, index, n, r) %v, want %v", seen, want)
 	}
 }
+
+// TestBurstMeasure: the reported burst is the mean length of the last
+// runs of losses, each counted as at most burstRunCap, known after
+// minRuns runs; one long outage among single losses does not read as
+// bursty loss.
+func TestBurstMeasure(t *testing.T) {
+	var m lossMeter
+	lose := func(k int) {
+		for range k {
+			m.add(true)
+		}
+		for range 50 {
+			m.add(false)
+		}
+	}
+	lose(4)
+	lose(4)
+	if b := m.report().burst; b != 0 {
+		t.Fatalf("burst %v after 2 runs, want unknown", b)
+	}
+	lose(4)
+	if b := m.report().burst; b != 4 {
+		t.Fatalf("burst %v after 3 runs of 4", b)
+	}
+	var single lossMeter
+	m = single
+	for range burstRuns - 1 {
+		lose(1)
+	}
+	lose(20) // capped at burstRunCap
+	want := float64(burstRuns-1+burstRunCap) / burstRuns
+	if b := m.report().burst; b != want || b >= 1.5 {
+		t.Fatalf("burst %v, want %v (below 1.5: no interleaving)", b, want)
+	}
+}

@@ -31,9 +31,10 @@
 // bits of its index byte, idx < 32 in the low 5). A report (0x33) goes the
 // other way, from the receiver of data to its sender: of the last count
 // data datagrams (in seq order) the link lost lost, and the recent runs of
-// consecutive losses were burst/256 datagrams long on average (0: not
-// known yet); rseq numbers the reports to one peer. Other tag
-// values in 0x00-0x3F are reserved for later versions.
+// consecutive losses (the last 16, each counted as at most 8) were
+// burst/256 datagrams long on average (0: fewer than 3 runs seen); rseq
+// numbers the reports to one peer. Other tag values in 0x00-0x3F are
+// reserved for later versions.
 //
 // Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
 // so an "on" end of this version and a version-1 end interoperate. Both
@@ -58,8 +59,8 @@
 // a higher rate, so that loss that begins is reported at once and loss that
 // ends fades out over the longer window. While the peer's data flows it
 // reports at most every 50 ms, every 10 ms when it counted a loss since
-// the last report; it also keeps a moving mean of the lengths of the runs
-// of losses (about the last 8 runs). The sender follows the newest report
+// the last report; it also keeps the lengths of the last 16 runs of
+// losses. The sender follows the newest report
 // (older and duplicated ones are ignored, unless far older: the peer
 // restarted): it takes the rate plus one standard deviation and picks the
 // repairs of a full group, the fewest that keep the expected residual

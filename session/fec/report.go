@@ -56,9 +56,14 @@ type lossReport struct {
 	burst   float64
 }
 
-// burstAlpha weighs a new run in the mean run length: about the last 8
-// runs count, which a window of datagrams at ~1% loss would not hold.
-const burstAlpha = 1.0 / 8
+// The mean run length is over the last burstRuns runs (a window of
+// datagrams at ~1% loss holds too few), each counted as at most
+// burstRunCap long: one outage of 20 datagrams must not read as bursty
+// loss, and runs longer than the cap are beyond any repair count anyway.
+const (
+	burstRuns   = 16
+	burstRunCap = 8
+)
 
 // meterCounts are the counts of one window of the loss meter.
 type meterCounts struct {
@@ -79,11 +84,12 @@ type lossMeter struct {
 	cur    meterCounts              // block being filled
 	inRun  bool                     // the last datagram counted was lost
 
-	// Mean run length of losses, over runs rather than over the window,
-	// so that it holds across windows with one or two runs.
-	run      int     // length of the current run
-	burst    float64 // moving mean of the run lengths
-	runsSeen int     // runs ended so far, up to minRuns
+	// Lengths of the last runs of losses, over runs rather than over the
+	// window, so that it holds across windows with one or two runs.
+	run     int              // length of the current run
+	runs    [burstRuns]uint8 // the last runs' lengths (capped), a ring
+	runHead int              // next entry of runs to overwrite
+	nRuns   int              // entries of runs filled
 
 	// since the last report
 	counted, lostSince int
@@ -100,12 +106,9 @@ func (m *lossMeter) add(lost bool) {
 			m.cur.runs++
 		}
 	} else if m.run > 0 {
-		if m.runsSeen == 0 {
-			m.burst = float64(m.run)
-		} else {
-			m.burst += (float64(m.run) - m.burst) * burstAlpha
-		}
-		m.runsSeen = min(m.runsSeen+1, minRuns)
+		m.runs[m.runHead] = uint8(min(m.run, burstRunCap))
+		m.runHead = (m.runHead + 1) % burstRuns
+		m.nRuns = min(m.nRuns+1, burstRuns)
 		m.run = 0
 	}
 	m.inRun = lost
@@ -144,8 +147,12 @@ func (m *lossMeter) window() meterCounts {
 func (m *lossMeter) report() lossReport {
 	w := m.window()
 	r := lossReport{n: w.n, lost: w.lost}
-	if m.runsSeen >= minRuns {
-		r.burst = m.burst
+	if m.nRuns >= minRuns {
+		sum := 0
+		for _, l := range m.runs[:m.nRuns] {
+			sum += int(l)
+		}
+		r.burst = float64(sum) / float64(m.nRuns)
 	}
 	return r
 }
