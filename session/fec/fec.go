@@ -74,7 +74,8 @@
 // a run of up to r×depth losses costs no group more than its r repairs.
 // An interleaved group keeps all r repairs however few datagrams it
 // holds, and the repairs go out round-robin over the groups. A block
-// closes after 1 ms idle or 2×FlushMax; one too sparse for at least 4
+// closes like a group (its repairs must reach the receiver within its
+// hold); one too sparse for at least 4
 // datagrams per group (a small request, a burst of acknowledgements) is
 // one plain group, so a small request waits no longer. Repairs of a group
 // of consecutive datagrams keep tag 0x32.
