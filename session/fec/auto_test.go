@@ -574,7 +574,8 @@ func TestInterleavedRepairsRoundRobin(t *testing.T) {
 
 // TestBurstMeasure: the reported burst is the mean length of the last
 // runs of losses, each counted as at most burstRunCap, known after
-// minRuns runs; one long outage among single losses does not read as
+// minRuns runs, and 1 while the median run is a single loss: long runs
+// now and then among single losses (a queue overflowing) do not read as
 // bursty loss.
 func TestBurstMeasure(t *testing.T) {
 	var m lossMeter
@@ -600,9 +601,20 @@ func TestBurstMeasure(t *testing.T) {
 	for range burstRuns - 1 {
 		lose(1)
 	}
-	lose(20) // capped at burstRunCap
-	want := float64(burstRuns-1+burstRunCap) / burstRuns
-	if b := m.report().burst; b != want || b >= 1.5 {
-		t.Fatalf("burst %v, want %v (below 1.5: no interleaving)", b, want)
+	lose(20)
+	lose(20)
+	lose(20)
+	if b := m.report().burst; b != 1 {
+		t.Fatalf("burst %v with the median run 1, want 1 (no interleaving)", b)
+	}
+	m = single
+	for range 4 {
+		lose(1)
+		lose(2)
+		lose(20) // counted as burstRunCap
+	}
+	want := float64(4*(1+2+burstRunCap)) / 12
+	if b := m.report().burst; b != want {
+		t.Fatalf("burst %v, want %v (median 2: the mean, runs capped)", b, want)
 	}
 }

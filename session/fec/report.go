@@ -2,6 +2,7 @@ package fec
 
 import (
 	"encoding/binary"
+	"slices"
 	"time"
 )
 
@@ -142,17 +143,27 @@ func (m *lossMeter) window() meterCounts {
 	return long
 }
 
-// report returns what to report: the window's counts and the mean run
-// length once minRuns runs ended.
+// report returns what to report: the window's counts and, once minRuns
+// runs ended, the mean run length; 1 when the median run is a single
+// loss: random loss with a few long runs among it (a queue overflowing
+// now and then) is not what interleaving is for, and reading it as bursty
+// would spend repairs on hiding congestion.
 func (m *lossMeter) report() lossReport {
 	w := m.window()
 	r := lossReport{n: w.n, lost: w.lost}
 	if m.nRuns >= minRuns {
+		var sorted [burstRuns]uint8
+		runs := sorted[:m.nRuns]
+		copy(runs, m.runs[:m.nRuns])
+		slices.Sort(runs)
 		sum := 0
-		for _, l := range m.runs[:m.nRuns] {
+		for _, l := range runs {
 			sum += int(l)
 		}
-		r.burst = float64(sum) / float64(m.nRuns)
+		r.burst = float64(sum) / float64(len(runs))
+		if runs[len(runs)/2] < 2 {
+			r.burst = 1
+		}
 	}
 	return r
 }
