@@ -120,9 +120,23 @@ func (p *txPeer) write(b []byte) (int, error) {
 		p.flushLocked()
 	} else if !p.armed {
 		p.armed = true
-		p.timer.Reset(c.cfg.FlushIdle)
+		p.timer.Reset(p.flushIdle())
 	}
 	return len(b), nil
+}
+
+// flushIdle is how long the open block waits for a next datagram. A block
+// meant to interleave (bursty loss) waits up to FlushMax instead of
+// FlushIdle: traffic that is not dense (a window still growing, requests)
+// would otherwise form blocks of one or two datagrams, each followed at
+// once by its repair, and a run of losses takes both. Only the repairs
+// wait; the data go out at once, and FlushMax is within the receiver's
+// hold.
+func (p *txPeer) flushIdle() time.Duration {
+	if p.blockDepth > 1 {
+		return p.c.cfg.FlushMax
+	}
+	return p.c.cfg.FlushIdle
 }
 
 // onTimer closes the open group when the sender went idle or the group is
@@ -135,7 +149,7 @@ func (p *txPeer) onTimer() {
 		return
 	}
 	now := time.Now()
-	due := min(p.lastAt.Add(p.c.cfg.FlushIdle).Sub(now), p.firstAt.Add(p.c.cfg.FlushMax).Sub(now))
+	due := min(p.lastAt.Add(p.flushIdle()).Sub(now), p.firstAt.Add(p.c.cfg.FlushMax).Sub(now))
 	if due > 0 {
 		p.armed = true
 		p.timer.Reset(due)
