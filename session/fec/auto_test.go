@@ -75,8 +75,9 @@ func TestPolicyTable(t *testing.T) {
 }
 
 // TestLossMeter: the meter counts rate and runs over its window; a loss
-// that begins shows at once (short window), one that ends fades only
-// after the long window; its state is fixed in size.
+// that begins shows at once (short window, from 3 runs on), one that ends
+// fades only after the long window; a run counts as at most burstRunCap
+// losses; its state is fixed in size.
 func TestLossMeter(t *testing.T) {
 	var m lossMeter
 	for range 5000 {
@@ -85,21 +86,29 @@ func TestLossMeter(t *testing.T) {
 	if w := m.window(); w.lost != 0 || w.n < meterBlock*meterBlocks || w.n > meterBlock*(meterBlocks+1) {
 		t.Fatalf("clean window %+v", w)
 	}
-	// 4 losses in a row, twice, within one block: the short window.
+	// One run of 20: counted as burstRunCap, and one run is not yet loss
+	// that began (the long window).
 	for i := range meterBlock {
-		m.add(i%64 < 4)
+		m.add(i < 20)
+	}
+	if w := m.window(); w.lost != burstRunCap || w.runs != 1 || w.n < meterBlock*meterBlocks {
+		t.Fatalf("after one run of 20: %+v, want the long window with %d lost", w, burstRunCap)
+	}
+	// 3 losses in a row, four times, within one block: the short window.
+	for i := range meterBlock {
+		m.add(i%32 < 3)
 	}
 	w := m.window()
-	if w.lost != 8 || w.runs != 2 || w.n > 2*meterBlock {
-		t.Fatalf("after two bursts: %+v, want the short window with 8 lost in 2 runs", w)
+	if w.lost != 12 || w.runs != 4 || w.n > 2*meterBlock {
+		t.Fatalf("after four more runs: %+v, want the short window with 12 lost in 4 runs", w)
 	}
-	for range meterBlock * (meterBlocks - 2) {
+	for range meterBlock * (meterBlocks - 3) {
 		m.add(false)
 	}
-	if w := m.window(); w.lost != 8 || w.n < meterBlock*meterBlocks {
+	if w := m.window(); w.lost != burstRunCap+12 || w.n < meterBlock*meterBlocks {
 		t.Fatalf("loss ended: %+v, want it still in the long window", w)
 	}
-	for range meterBlock * 2 {
+	for range meterBlock * 3 {
 		m.add(false)
 	}
 	if w := m.window(); w.lost != 0 {

@@ -18,7 +18,7 @@ const (
 	// last 1024 to 1152 datagrams.
 	meterBlock  = 128
 	meterBlocks = 8
-	// shortMinLost: fewer losses in the short window are noise.
+	// shortMinLost: fewer runs of losses in the short window are noise.
 	shortMinLost = 3
 
 	// reportInterval is the least time between two reports to one peer
@@ -100,9 +100,14 @@ func (m *lossMeter) add(lost bool) {
 	m.cur.n++
 	m.counted++
 	if lost {
-		m.cur.lost++
-		m.lostSince++
 		m.run++
+		if m.run <= burstRunCap {
+			// A longer run (a queue overflowing, an outage) is beyond
+			// any repair count; counted whole it would raise the
+			// repairs of every group for what they cannot rebuild.
+			m.cur.lost++
+			m.lostSince++
+		}
 		if !m.inRun {
 			m.cur.runs++
 		}
@@ -123,8 +128,8 @@ func (m *lossMeter) add(lost bool) {
 
 // window returns the counts to report: the long window (all blocks held),
 // or the short one (the last full block and the current) when it shows
-// loss that began: at least shortMinLost losses and twice the long
-// window's rate. Loss that begins thus raises the report at once, loss
+// loss that began: at least shortMinLost separate runs of losses (one
+// run is one event, however long) and twice the long window's rate. Loss that begins thus raises the report at once, loss
 // that ends lowers it only over the long window, and at a steady rate the
 // report is the long window's (taking the higher of two noisy rates each
 // time would over-estimate; measured: a third more repairs at 1%).
@@ -137,7 +142,7 @@ func (m *lossMeter) window() meterCounts {
 		return long
 	}
 	short := m.cur.add(m.blocks[(m.head+meterBlocks-1)%meterBlocks])
-	if short.lost >= shortMinLost && short.lost*long.n > 2*long.lost*short.n {
+	if short.runs >= shortMinLost && short.lost*long.n > 2*long.lost*short.n {
 		return short
 	}
 	return long
