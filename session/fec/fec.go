@@ -54,31 +54,36 @@
 // # Adaptive mode (receiver reports, sender follows)
 //
 // With Config.Auto the receiver counts each peer's data datagrams as they
-// pass in seq order, as received or lost (rebuilt or given up), over the
-// last 1024 to 1152 datagrams, and over the last 128 to 256 when that shows
-// a higher rate, so that loss that begins is reported at once and loss that
-// ends fades out over the longer window. While the peer's data flows it
-// reports at most every 50 ms, every 10 ms when it counted a loss since
-// the last report; it also keeps the lengths of the last 16 runs of
-// losses. The sender follows the newest report
-// (older and duplicated ones are ignored, unless far older: the peer
-// restarted): it takes the rate plus one standard deviation and picks the
-// repairs of a full group, the fewest that keep the expected residual
-// loss at or below 1e-4 (policy.go), between a floor of 1 and
-// Config.Repair; before any report it sends the floor.
+// pass in seq order, as received or lost (rebuilt or given up; a run of
+// consecutive losses counts as at most 8, as longer runs are beyond any
+// repair count), over the last 1024 to 1152 datagrams, and over the last
+// 128 to 256 when those hold 3 or more runs at twice the rate, so that
+// loss that begins is reported at once and loss that ends fades out over
+// the longer window. It also keeps the lengths of the last 16 runs and
+// reports their mean as the burst when their median is 2 or more (else
+// 1: random loss with a queue overflowing now and then is not bursty).
+// While the peer's data flows it reports at most every 50 ms, every 10 ms
+// when it counted a loss since the last report. The sender follows the
+// newest report (older and duplicated ones are ignored, unless far older:
+// the peer restarted): it takes the rate plus one standard deviation and
+// picks the repairs of a full group, the fewest that keep the expected
+// residual loss at or below 1e-4 (policy.go), between a floor of 1 and
+// Config.Repair; before any report it sends the floor. Repairs and depth
+// rise at once and fall only after reports called for less for 1 s.
 //
-// When the losses come in runs (mean run length b >= 1.5 over at least 3
-// runs) the sender also interleaves: it collects a block of up to
-// depth×GroupSize datagrams, depth = ceil(2b) up to 8, and at flush lays
-// it out in depth groups, datagram i of the block in group i mod depth, so
-// a run of up to r×depth losses costs no group more than its r repairs.
-// An interleaved group keeps all r repairs however few datagrams it
-// holds, and the repairs go out round-robin over the groups. A block
-// closes like a group (its repairs must reach the receiver within its
-// hold); one too sparse for at least 4
-// datagrams per group (a small request, a burst of acknowledgements) is
-// one plain group, so a small request waits no longer. Repairs of a group
-// of consecutive datagrams keep tag 0x32.
+// When the losses come in runs (burst b >= 1.5) the sender also
+// interleaves: it collects a block of up to depth×GroupSize datagrams,
+// depth = ceil(2b) up to 8, and at flush lays it out in depth groups,
+// datagram i of the block in group i mod depth, so a run of up to
+// r×depth losses costs no group more than its r repairs. An interleaved
+// group keeps all r repairs however few datagrams it holds, and the
+// repairs go out round-robin over the groups. Such a block closes when
+// full or FlushMax after its first datagram, not after FlushIdle (paced
+// traffic would form blocks of one or two datagrams, each repair right
+// behind its data); only the repairs wait, within the receiver's hold. A
+// block too sparse for at least 4 datagrams per group (a small request, a
+// burst of acknowledgements) is one plain group. Repairs of a group of
+// consecutive datagrams keep tag 0x32.
 //
 // # Recovery (receiver)
 //
