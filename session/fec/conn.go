@@ -18,7 +18,7 @@ import (
 type Config struct {
 	GroupSize int // data datagrams per group, 1..MaxGroupSize
 	// Repair is the repairs of a full group, 1..MaxRepair; with Auto the
-	// most the adaptive policy may choose, 0 for half the group.
+	// most the adaptive policy may choose, 0 for a quarter of the group.
 	Repair int
 	// Auto is the adaptive mode (transport.fec = "auto"): the receiver
 	// reports the loss it measures, and the sender picks each peer's

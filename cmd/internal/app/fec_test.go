@@ -89,12 +89,12 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 		}
 	case config.FECAuto:
 		// fec_repair is not set explicitly (the config is built in
-		// code): the ceiling is half the group.
-		if st.FEC == nil || st.FEC.Mode != "auto" || st.FEC.GroupSize != 16 || st.FEC.Repair != 8 || st.FEC.Recovered == 0 ||
+		// code): the ceiling is a quarter of the group.
+		if st.FEC == nil || st.FEC.Mode != "auto" || st.FEC.GroupSize != 16 || st.FEC.Repair != 4 || st.FEC.Recovered == 0 ||
 			st.FEC.ReportsSent == 0 || st.FEC.ReportsReceived == 0 || st.FEC.Mismatched != 0 {
 			t.Fatalf("status fec %+v", st.FEC)
 		}
-		if !strings.Contains(out.String(), "fec:         auto (16+1..8): recovered ") {
+		if !strings.Contains(out.String(), "fec:         auto (16+1..4): recovered ") {
 			t.Fatalf("status output:\n%s", out.String())
 		}
 	}
@@ -120,15 +120,16 @@ func TestFECOffStatus(t *testing.T) {
 }
 
 // TestFECRepairSetting: in auto mode fec_repair is the ceiling of the
-// adaptive repairs when set, else half the group; in on mode the count.
+// adaptive repairs when set, else a quarter of the group; in on mode the
+// count.
 func TestFECRepairSetting(t *testing.T) {
 	for _, c := range []struct {
 		env  []string
 		want int
 	}{
 		{[]string{"PTPROXY_TRANSPORT__FEC=on"}, 2},
-		{[]string{"PTPROXY_TRANSPORT__FEC=auto"}, 8},
-		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_GROUP_SIZE=10"}, 5},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto"}, 4},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_GROUP_SIZE=10"}, 2},
 		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_REPAIR=3"}, 3},
 	} {
 		cfg, err := config.LoadFile("../../../config/testdata/valid/client.toml", c.env)

@@ -157,8 +157,8 @@ func transportOf(cfg *config.Config) session.Transport {
 
 // fecRepair is transport.fec_repair for the FEC layer: with "auto" the
 // ceiling of the adaptive repairs when set explicitly, else the layer's
-// default ceiling, half the group (the default 2 would hold the repairs
-// below what 3% loss needs).
+// default ceiling, a quarter of the group (the default 2 would hold the
+// repairs below what 3% loss needs).
 func fecRepair(cfg *config.Config) int {
 	if cfg.Transport.FEC == config.FECAuto && !cfg.IsSet("transport.fec_repair") {
 		return fec.DefaultAutoRepair(cfg.Transport.FECGroupSize)
