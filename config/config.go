@@ -68,6 +68,9 @@ const (
 	FECOff FECMode = "off"
 	// FECOn adds Reed-Solomon repair datagrams below QUIC (docs/transport.md).
 	FECOn FECMode = "on"
+	// FECAuto is FECOn with the repairs and their interleaving following
+	// the loss the peer measures and reports (docs/transport.md).
+	FECAuto FECMode = "auto"
 )
 
 // LogFormat selects the operator log encoding (ptproxy-go extension).
@@ -226,12 +229,13 @@ type Transport struct {
 	MaxResponseHeaderBytes int `koanf:"max_response_header_bytes" json:"max_response_header_bytes"`
 	// QlogDir, when set, receives one qlog file per QUIC connection.
 	QlogDir string `koanf:"qlog_dir" json:"qlog_dir"`
-	// FEC switches forward error correction below QUIC, "off" or "on";
-	// both ends must agree.
+	// FEC switches forward error correction below QUIC, "off", "on" or
+	// "auto"; both ends must agree.
 	FEC FECMode `koanf:"fec" json:"fec"`
 	// FECGroupSize is the number of QUIC datagrams per FEC group.
 	FECGroupSize int `koanf:"fec_group_size" json:"fec_group_size"`
-	// FECRepair is the number of repair datagrams of a full group.
+	// FECRepair is the number of repair datagrams of a full group; with
+	// "auto" the most the adaptive mode may send when set explicitly.
 	FECRepair int `koanf:"fec_repair" json:"fec_repair"`
 }
 

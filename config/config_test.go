@@ -737,3 +737,16 @@ func TestListenerTLSFields(t *testing.T) {
 		}
 	}
 }
+
+// TestFECAuto: transport.fec = "auto" loads; fec_repair counts as set
+// only when given (in auto mode it is then the ceiling of the repairs).
+func TestFECAuto(t *testing.T) {
+	c := mustLoad(t, "testdata/valid/client.toml", []string{"PTPROXY_TRANSPORT__FEC=auto"})
+	if c.Transport.FEC != FECAuto || c.IsSet("transport.fec_repair") || c.Transport.FECGroupSize != DefaultFECGroupSize {
+		t.Fatalf("fec %q, fec_repair set %v, group size %d", c.Transport.FEC, c.IsSet("transport.fec_repair"), c.Transport.FECGroupSize)
+	}
+	c = mustLoad(t, "testdata/valid/client.toml", []string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_REPAIR=4"})
+	if c.Transport.FEC != FECAuto || !c.IsSet("transport.fec_repair") || c.Transport.FECRepair != 4 {
+		t.Fatalf("fec %q, fec_repair %d set %v", c.Transport.FEC, c.Transport.FECRepair, c.IsSet("transport.fec_repair"))
+	}
+}

@@ -182,9 +182,9 @@ func (c *Config) check() []*FieldError {
 	k.atLeast1("transport.max_header_count", tr.MaxHeaderCount)
 	k.atLeast1("transport.max_response_header_bytes", tr.MaxResponseHeaderBytes)
 	switch tr.FEC {
-	case FECOff, FECOn:
+	case FECOff, FECOn, FECAuto:
 	default:
-		k.fail("transport.fec", `invalid value %q: must be one of "off", "on"`, tr.FEC)
+		k.fail("transport.fec", `invalid value %q: must be one of "off", "on", "auto"`, tr.FEC)
 	}
 	if tr.FECGroupSize < 1 || tr.FECGroupSize > MaxFECGroupSize {
 		k.fail("transport.fec_group_size", "must be between 1 and %d (datagrams per FEC group), got %d", MaxFECGroupSize, tr.FECGroupSize)

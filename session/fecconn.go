@@ -44,7 +44,7 @@ func newQUICTransport(udp *net.UDPConn, t Transport, log *slog.Logger) (*quic.Tr
 	if !t.FEC {
 		return &quic.Transport{Conn: udp}, &fecLayer{}, nil
 	}
-	c, err := fec.New(udp, fec.Config{GroupSize: t.FECGroupSize, Repair: t.FECRepair, Logger: log})
+	c, err := fec.New(udp, fec.Config{GroupSize: t.FECGroupSize, Repair: t.FECRepair, Auto: t.FECAuto, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,7 +81,7 @@ func (f *fecLayer) startWatch(tr *quic.Transport, log *slog.Logger) {
 				continue
 			}
 			warned[key] = true
-			log.Warn("dropping FEC-framed datagrams: transport.fec is off here but the peer has it on; both ends must set the same transport.fec",
+			log.Warn("dropping FEC-framed datagrams: transport.fec is off here but the peer has it on (or auto); both ends must set the same transport.fec",
 				KeyRemoteAddr, addr.String())
 		}
 	}()

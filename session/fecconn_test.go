@@ -70,13 +70,22 @@ func withFEC(t Transport, on bool) Transport {
 	return t
 }
 
-// TestFECThroughLossyRelay: with FEC on at both ends, a 1 MiB download and
-// a 1 MiB upload through a relay that drops 3% of the datagrams each way
-// arrive complete and identical, and the layer rebuilt datagrams on both
-// sides. Completeness is asserted, not timing.
+// TestFECThroughLossyRelay: with FEC on (or auto) at both ends, a 1 MiB
+// download and a 1 MiB upload through a relay that drops 3% of the
+// datagrams each way arrive complete and identical, and the layer rebuilt
+// datagrams on both sides; in auto mode both ends reported loss.
+// Completeness is asserted, not timing.
 func TestFECThroughLossyRelay(t *testing.T) {
+	t.Run("on", func(t *testing.T) { testFECThroughLossyRelay(t, false) })
+	t.Run("auto", func(t *testing.T) { testFECThroughLossyRelay(t, true) })
+}
+
+func testFECThroughLossyRelay(t *testing.T, auto bool) {
 	cs := newCertSet(t)
 	tr := withFEC(testTransport, true)
+	if auto {
+		tr.FECAuto, tr.FECRepair = true, 8
+	}
 	tr.MaxIdleTimeout = 10 * time.Second
 	srv, _ := startFECServer(t, cs, tr)
 	relay := fectest.NewRelay(t, srv.Addr().(*net.UDPAddr), 0.03, 12)
@@ -115,6 +124,9 @@ func TestFECThroughLossyRelay(t *testing.T) {
 	if c.RepairSent == 0 || s.RepairSent == 0 {
 		t.Fatalf("no repairs sent: client %+v server %+v", c, s)
 	}
+	if reported := c.ReportsSent > 0 && c.ReportsReceived > 0 && s.ReportsSent > 0 && s.ReportsReceived > 0; reported != auto {
+		t.Fatalf("auto %v, loss reports: client %+v server %+v", auto, c, s)
+	}
 }
 
 // TestFECMismatchIsLogged: ends that disagree about transport.fec never
@@ -127,7 +139,7 @@ func TestFECMismatchIsLogged(t *testing.T) {
 		msg              string
 		clientMismatched bool
 	}{
-		{"client on, server off", false, "dropping FEC-framed datagrams: transport.fec is off here but the peer has it on; both ends must set the same transport.fec", false},
+		{"client on, server off", false, "dropping FEC-framed datagrams: transport.fec is off here but the peer has it on (or auto); both ends must set the same transport.fec", false},
 		{"client off, server on", true, "dropping datagrams without FEC framing", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,8 +42,11 @@ type Transport struct {
 
 	// FEC puts the Reed-Solomon layer of package fec between the socket
 	// and quic-go (both ends must agree); FECGroupSize and FECRepair are
-	// its group size and repairs per full group.
+	// its group size and repairs per full group. FECAuto (with FEC) is
+	// the adaptive mode: FECRepair is then the ceiling, 0 for the
+	// layer's default.
 	FEC          bool
+	FECAuto      bool
 	FECGroupSize int
 	FECRepair    int
 }

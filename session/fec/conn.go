@@ -17,8 +17,14 @@ import (
 // Config configures a [Conn]. Zero durations take the defaults.
 type Config struct {
 	GroupSize int // data datagrams per group, 1..MaxGroupSize
-	Repair    int // repairs of a full group, 1..MaxRepair
-	Logger    *slog.Logger
+	// Repair is the repairs of a full group, 1..MaxRepair; with Auto the
+	// most the adaptive policy may choose, 0 for a quarter of the group.
+	Repair int
+	// Auto is the adaptive mode (transport.fec = "auto"): the receiver
+	// reports the loss it measures, and the sender picks each peer's
+	// repairs and interleaving depth from the reports (choose).
+	Auto   bool
+	Logger *slog.Logger
 
 	FlushIdle time.Duration // close a group when no datagram came for this long
 	FlushMax  time.Duration // close a group at the latest this long after its first datagram
@@ -29,6 +35,9 @@ type Config struct {
 func (c Config) Validate() error {
 	if c.GroupSize < 1 || c.GroupSize > MaxGroupSize {
 		return fmt.Errorf("fec: group size %d out of range 1..%d", c.GroupSize, MaxGroupSize)
+	}
+	if c.Auto && c.Repair == 0 {
+		return nil
 	}
 	if c.Repair < 1 || c.Repair > MaxRepair {
 		return fmt.Errorf("fec: repair count %d out of range 1..%d", c.Repair, MaxRepair)
@@ -69,6 +78,7 @@ type Conn struct {
 
 	st struct {
 		dataSent, repairSent, dataRecv, repairRecv, recovered, unrecoverable, mismatched atomic.Uint64
+		reportSent, reportRecv                                                           atomic.Uint64
 	}
 }
 
@@ -94,6 +104,9 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Auto && cfg.Repair == 0 {
+		cfg.Repair = maxAutoRepair(cfg.GroupSize)
+	}
 	return &Conn{
 		pc:     pc,
 		cfg:    cfg,
@@ -115,6 +128,9 @@ func (c *Conn) Stats() Stats {
 		Recovered:      c.st.recovered.Load(),
 		Unrecoverable:  c.st.unrecoverable.Load(),
 		Mismatched:     c.st.mismatched.Load(),
+
+		ReportsSent:     c.st.reportSent.Load(),
+		ReportsReceived: c.st.reportRecv.Load(),
 	}
 }
 
@@ -265,6 +281,7 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 				until = late
 			} else {
 				p.skipGap(now)
+				p.maybeReport(now)
 				until = p.holdUntil
 			}
 		}
@@ -278,23 +295,43 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 // receive handles one datagram from the socket.
 func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
 	key := addrKey(addr)
-	if !Framed(b) || b[0] != tagData && b[0] != tagRepair {
+	if !Framed(b) {
 		c.mismatch(b, addr, key)
 		return
 	}
-	p := c.rxPeer(key, addr, now)
 	switch b[0] {
 	case tagData:
 		if len(b) < dataHeaderLen {
 			return
 		}
+		p := c.rxPeer(key, addr, now)
 		p.data(be32(b[1:5]), b[dataHeaderLen:], now)
-	case tagRepair:
+		p.maybeReport(now)
+	case tagRepair, tagInterleaved:
 		if len(b) < repairHeaderLen+lenPrefix {
 			return
 		}
 		c.st.repairRecv.Add(1)
-		p.repair(be32(b[1:5]), int(b[5]), int(b[6]), int(b[7]), b[repairHeaderLen:], now)
+		p := c.rxPeer(key, addr, now)
+		idx, stride := int(b[7]), 1
+		if b[0] == tagInterleaved {
+			idx, stride = int(b[7]&0x1F), int(b[7]>>5)+1
+		}
+		p.repair(be32(b[1:5]), int(b[5]), int(b[6]), idx, stride, b[repairHeaderLen:], now)
+		p.maybeReport(now)
+	case tagReport:
+		if len(b) < reportLen {
+			return
+		}
+		if !c.cfg.Auto {
+			c.mismatch(b, addr, key)
+			return
+		}
+		c.st.reportRecv.Add(1)
+		rseq, r := parseReport(b)
+		c.txPeer(addr).report(rseq, r, now)
+	default:
+		c.mismatch(b, addr, key)
 	}
 }
 
@@ -308,12 +345,27 @@ func (c *Conn) mismatch(b []byte, addr net.Addr, key netip.AddrPort) {
 	c.warned[key] = true
 	remote := addr.String()
 	if len(b) > 0 && !Framed(b) {
-		c.log.Warn("dropping datagrams without FEC framing: transport.fec is on here but the peer sends plain QUIC (it has transport.fec off?); both ends must set the same transport.fec",
+		c.log.Warn("dropping datagrams without FEC framing: transport.fec is "+c.mode()+" here but the peer sends plain QUIC (it has transport.fec off?); both ends must set the same transport.fec",
+			"remote_addr", remote)
+		return
+	}
+	if b[0] == tagReport {
+		// The framing of "on" and "auto" is the same, so traffic flows;
+		// only the peer's repairs do not follow the loss measured here.
+		c.log.Warn(`ignoring FEC loss reports: the peer has transport.fec = "auto" and this end "on", so the peer's repairs stay at their floor; set both ends to the same transport.fec`,
 			"remote_addr", remote)
 		return
 	}
 	c.log.Warn("dropping datagrams with an unknown FEC framing version: the peer runs another ptproxy version; both ends must run the same FEC framing",
 		"remote_addr", remote, "tag", fmt.Sprintf("0x%02x", firstByte(b)))
+}
+
+// mode is the transport.fec value this Conn runs.
+func (c *Conn) mode() string {
+	if c.cfg.Auto {
+		return "auto"
+	}
+	return "on"
 }
 
 func firstByte(b []byte) byte {
@@ -380,18 +432,24 @@ func (c *Conn) txPeer(addr net.Addr) *txPeer {
 }
 
 // addrKey maps a UDP address to a map key; other address types share the
-// zero key.
+// zero key. IPv4-mapped IPv6 addresses are unmapped: a dual-stack socket
+// reads the peer as ::ffff:a.b.c.d while quic-go writes to the a.b.c.d it
+// dialed, and a loss report read from the one must reach the sender
+// writing to the other.
 func addrKey(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
 	if u, ok := a.(*net.UDPAddr); ok {
-		return u.AddrPort()
-	}
-	if a != nil {
-		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			return ap
+		ap = u.AddrPort()
+	} else if a != nil {
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return netip.AddrPort{}
 		}
 	}
-	return netip.AddrPort{}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+func be16(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
 
 func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])

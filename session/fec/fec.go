@@ -1,5 +1,5 @@
 // Package fec is a forward-error-correction layer for UDP datagrams, placed
-// between a socket and quic.Transport (transport.fec = "on").
+// between a socket and quic.Transport (transport.fec = "on" or "auto").
 //
 // quic-go reads every lost packet as congestion; on a link with random loss
 // its window collapses and a bulk transfer never reaches the link's rate.
@@ -7,15 +7,17 @@
 // Reed-Solomon repair datagrams to each group of outgoing datagrams, and the
 // receiver rebuilds lost datagrams before quic-go reads them.
 //
-// # Framing (version 1)
+// # Framing (version 2)
 //
 // Every datagram on the wire starts with a tag byte whose two high bits are
 // 0, so it can never be taken for a QUIC packet (RFC 9000 17.2 and 17.3 set
 // the fixed bit 0x40; quic-go hands such datagrams to
 // Transport.ReadNonQUICPacket instead):
 //
-//	data:   0x31 | seq u32 | QUIC datagram
-//	repair: 0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
+//	data:        0x31 | seq u32 | QUIC datagram
+//	repair:      0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
+//	report:      0x33 | rseq u16 | count u16 | lost u16 | burst u16
+//	interleaved: 0x34 | first u32 | n u8 | r u8 | (stride-1)<<5 | idx | RS shard
 //
 // seq numbers every data datagram sent to one peer, starting at a random
 // value. A group is the n consecutive datagrams first..first+n-1; its r
@@ -23,16 +25,65 @@
 // data shard i is the 2-byte big-endian length of datagram first+i, the
 // datagram, and zeros up to the group's longest datagram plus 2. A repair is
 // therefore at most [Overhead] bytes larger than the largest datagram of its
-// group; a data datagram is 5 bytes larger than the QUIC datagram. Other tag
-// values in 0x00-0x3F are reserved for later versions.
+// group; a data datagram is 5 bytes larger than the QUIC datagram. An
+// interleaved repair (0x34) is the same over the group of the n datagrams
+// first, first+stride, ..., first+(n-1)*stride (stride 2..8 in the top 3
+// bits of its index byte, idx < 32 in the low 5). A report (0x33) goes the
+// other way, from the receiver of data to its sender: of the last count
+// data datagrams (in seq order) the link lost lost, and the recent runs of
+// consecutive losses (the last 16, each counted as at most 8) were
+// burst/256 datagrams long on average (0: fewer than 3 runs seen); rseq
+// numbers the reports to one peer. Other tag values in 0x00-0x3F are
+// reserved for later versions.
+//
+// Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
+// so an "on" end of this version and a version-1 end interoperate. Both
+// modes of this version read all four tags. A version-1 receiver drops
+// 0x33 and 0x34 with its WARN about an unknown framing version: an "auto"
+// peer needs this version.
 //
 // # Groups (sender)
 //
 // A group is closed, and its repairs sent, when it holds Config.GroupSize
 // datagrams, when the sender went idle (no datagram for Config.FlushIdle),
 // or at the latest Config.FlushMax after its first datagram: a small request
-// never waits for a full group. A full group gets Config.Repair repairs, a
-// group cut short ceil(Repair*n/GroupSize), at least one.
+// never waits for a full group. A full group gets Config.Repair repairs (in
+// the adaptive mode the count the reports call for), a group cut short
+// ceil(Repair*n/GroupSize), at least one.
+//
+// # Adaptive mode (receiver reports, sender follows)
+//
+// With Config.Auto the receiver counts each peer's data datagrams as they
+// pass in seq order, as received or lost (rebuilt or given up; a run of
+// consecutive losses counts as at most 8, as longer runs are beyond any
+// repair count), over the last 1024 to 1152 datagrams, and over the last
+// 128 to 256 when those hold 3 or more runs at twice the rate, so that
+// loss that begins is reported at once and loss that ends fades out over
+// the longer window. It also keeps the lengths of the last 16 runs and
+// reports their mean as the burst when their median is 2 or more (else
+// 1: random loss with a queue overflowing now and then is not bursty).
+// While the peer's data flows it reports at most every 50 ms, every 10 ms
+// when it counted a loss since the last report. The sender follows the
+// newest report (older and duplicated ones are ignored, unless far older:
+// the peer restarted): it takes the rate plus one standard deviation and
+// picks the repairs of a full group, the fewest that keep the expected
+// residual loss at or below 1e-4 (policy.go), between a floor of 1 and
+// Config.Repair; before any report it sends the floor. Repairs and depth
+// rise at once and fall only after reports called for less for 1 s.
+//
+// When the losses come in runs (burst b >= 1.5) the sender also
+// interleaves: it collects a block of up to depth×GroupSize datagrams,
+// depth = ceil(2b) up to 8, and at flush lays it out in depth groups,
+// datagram i of the block in group i mod depth, so a run of up to
+// r×depth losses costs no group more than its r repairs. An interleaved
+// group keeps all r repairs however few datagrams it holds, and the
+// repairs go out round-robin over the groups. Such a block closes when
+// full or FlushMax after its first datagram, not after FlushIdle (paced
+// traffic would form blocks of one or two datagrams, each repair right
+// behind its data); only the repairs wait, within the receiver's hold. A
+// block too sparse for at least 4 datagrams per group (a small request, a
+// burst of acknowledgements) is one plain group. Repairs of a group of
+// consecutive datagrams keep tag 0x32.
 //
 // # Recovery (receiver)
 //
@@ -52,6 +103,12 @@
 // framing (a QUIC packet from a peer with FEC off) or with an unknown tag
 // logs one WARN per peer address, counts it in Stats.Mismatched and drops
 // it; the handshake then fails by timeout with that line in the log.
+//
+// "on" and "auto" share the data and repair framing, so traffic flows
+// between them, but the "on" end sends no reports: it drops the "auto"
+// end's reports (counted in Stats.Mismatched) with one WARN per peer, and
+// the "auto" end warns once per peer when 4096 data datagrams went out
+// without a report; its repairs then stay at the floor.
 //
 // # Cost
 //
@@ -75,6 +132,10 @@ import (
 const (
 	tagData   = 0x31
 	tagRepair = 0x32
+	// Added in version 2 (adaptive mode); version 1 drops them as an
+	// unknown version.
+	tagReport      = 0x33
+	tagInterleaved = 0x34
 
 	dataHeaderLen   = 1 + 4
 	repairHeaderLen = 1 + 4 + 1 + 1 + 1
@@ -134,10 +195,17 @@ func putData(dst []byte, seq uint32) {
 	binary.BigEndian.PutUint32(dst[1:5], seq)
 }
 
-func putRepair(dst []byte, first uint32, n, r, idx int) {
+// putRepair writes a repair header: tag 0x32 for a group of consecutive
+// datagrams (stride 1, exactly version 1), tag 0x34 with the stride in the
+// top 3 bits of the index byte for an interleaved group.
+func putRepair(dst []byte, first uint32, n, r, idx, stride int) {
 	dst[0] = tagRepair
 	binary.BigEndian.PutUint32(dst[1:5], first)
 	dst[5], dst[6], dst[7] = byte(n), byte(r), byte(idx)
+	if stride > 1 {
+		dst[0] = tagInterleaved
+		dst[7] |= byte(stride-1) << 5
+	}
 }
 
 // seqLess reports a < b in serial-number arithmetic.
@@ -157,6 +225,11 @@ type Stats struct {
 	// each as a loss.
 	Unrecoverable uint64
 	// Mismatched counts datagrams dropped because they were not framed by
-	// this version of the layer (a peer with FEC off, or another version).
+	// this version of the layer (a peer with FEC off, or another version),
+	// and loss reports from a peer with transport.fec = "auto" received
+	// with "on".
 	Mismatched uint64
+	// ReportsSent and ReportsReceived count loss reports (adaptive mode).
+	ReportsSent     uint64
+	ReportsReceived uint64
 }

@@ -450,7 +450,7 @@ func TestPeerRestart(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	for _, c := range []Config{{0, 1, nil, 0, 0, 0}, {129, 1, nil, 0, 0, 0}, {8, 0, nil, 0, 0, 0}, {8, 33, nil, 0, 0, 0}} {
+	for _, c := range []Config{{GroupSize: 0, Repair: 1}, {GroupSize: 129, Repair: 1}, {GroupSize: 8, Repair: 0}, {GroupSize: 8, Repair: 33}} {
 		if _, err := New(newMemNet().listen(1), c); err == nil {
 			t.Errorf("%+v accepted", c)
 		}

@@ -19,15 +19,17 @@ type slot struct {
 	seq       uint32
 	st        slotState
 	delivered bool
+	rebuilt   bool      // rebuilt from repairs (the link lost it)
 	at        time.Time // when it arrived or was rebuilt
 	buf       []byte    // the datagram, kept for recovery of its group
 }
 
 // rxGroup is a group of which at least one repair arrived and whose data
-// are not all present yet.
+// are not all present yet. Its datagrams are first + i*stride, i < n.
 type rxGroup struct {
 	first   uint32
 	n, r    int
+	stride  int
 	size    int      // shard size
 	repairs [][]byte // by repair index; nil when not received
 	got     int      // repairs received
@@ -57,6 +59,21 @@ type rxPeer struct {
 	shards  [][]byte
 	padded  [][]byte
 	missing []int
+
+	// Adaptive mode: the loss measured on this peer's data, and the
+	// numbering and time of the reports sent back (report.go).
+	meter    lossMeter
+	rseq     uint16
+	reportAt time.Time
+}
+
+// seqOf is the seq of g's i-th datagram.
+func (g *rxGroup) seqOf(i int) uint32 { return g.first + uint32(i*g.stride) }
+
+// holds reports whether seq is one of g's datagrams.
+func (g *rxGroup) holds(seq uint32) bool {
+	d := seq - g.first
+	return !seqLess(seq, g.first) && d%uint32(g.stride) == 0 && d/uint32(g.stride) < uint32(g.n)
 }
 
 func newRxPeer(c *Conn, addr net.Addr) *rxPeer {
@@ -124,6 +141,9 @@ func (p *rxPeer) advance(newHigh uint32, now time.Time) {
 		if seqLess(p.next, lo) {
 			// A loss longer than the window: nothing of it is kept.
 			p.c.st.unrecoverable.Add(uint64(lo - p.next))
+			for range min(lo-p.next, meterBlock*(meterBlocks+1)) {
+				p.meter.add(true)
+			}
 			p.next = lo
 		}
 	}
@@ -145,10 +165,12 @@ func (p *rxPeer) pass(now time.Time) {
 			s.delivered = true
 			p.c.deliver(s.buf, p.addr)
 		}
+		p.meter.add(s.rebuilt)
 	} else if s == nil {
 		s = &p.slots[p.next%window]
 		s.seq, s.st, s.delivered, s.at = p.next, slotGivenUp, false, now
 		p.c.st.unrecoverable.Add(1)
+		p.meter.add(true)
 	}
 	p.next++
 }
@@ -162,9 +184,9 @@ func (p *rxPeer) data(seq uint32, payload []byte, now time.Time) {
 		return // duplicate
 	}
 	p.c.st.dataRecv.Add(1)
-	p.store(seq, payload, now)
+	p.store(seq, payload, now, false)
 	for _, g := range p.pending {
-		if !seqLess(seq, g.first) && seqLess(seq, g.first+uint32(g.n)) {
+		if g.holds(seq) {
 			p.tryRecover(g, now)
 			break
 		}
@@ -175,11 +197,11 @@ func (p *rxPeer) data(seq uint32, payload []byte, now time.Time) {
 // store records a datagram that arrived or was rebuilt; one behind next
 // (its gap was given up, or it precedes the first datagram heard) is
 // delivered at once. It reports whether seq had been given up.
-func (p *rxPeer) store(seq uint32, payload []byte, now time.Time) (givenUp bool) {
+func (p *rxPeer) store(seq uint32, payload []byte, now time.Time, rebuilt bool) (givenUp bool) {
 	s := &p.slots[seq%window]
 	givenUp = s.seq == seq && s.st == slotGivenUp
 	late := givenUp || seqLess(seq, p.next)
-	s.seq, s.st, s.at = seq, slotHave, now
+	s.seq, s.st, s.at, s.rebuilt = seq, slotHave, now, rebuilt
 	s.buf = append(s.buf[:0], payload...)
 	s.delivered = late
 	if late {
@@ -200,6 +222,7 @@ func (p *rxPeer) flush(now time.Time) {
 			s.delivered = true
 			p.c.deliver(s.buf, p.addr)
 		}
+		p.meter.add(s.rebuilt)
 		p.next++
 	}
 	p.holdUntil = time.Time{}
@@ -228,12 +251,14 @@ func (p *rxPeer) skipGap(now time.Time) {
 	p.flush(now)
 }
 
-// repair handles a repair datagram of the group first..first+n-1.
-func (p *rxPeer) repair(first uint32, n, r, idx int, shard []byte, now time.Time) {
-	if n < 1 || n > MaxGroupSize || r < 1 || r > MaxRepair || idx >= r || len(shard) < lenPrefix {
+// repair handles a repair datagram of the group first + i*stride, i < n.
+func (p *rxPeer) repair(first uint32, n, r, idx, stride int, shard []byte, now time.Time) {
+	if n < 1 || n > MaxGroupSize || r < 1 || r > MaxRepair || idx >= r || len(shard) < lenPrefix ||
+		stride < 1 || stride > MaxDepth {
 		return
 	}
-	if !p.admit(first, first+uint32(n)-1, now) || seqLess(first, p.high-window) {
+	last := first + uint32((n-1)*stride)
+	if !p.admit(first, last, now) || seqLess(first, p.high-window) {
 		return
 	}
 	var g *rxGroup
@@ -248,9 +273,9 @@ func (p *rxPeer) repair(first uint32, n, r, idx int, shard []byte, now time.Time
 			p.pending[0] = nil
 			p.pending = p.pending[1:]
 		}
-		g = &rxGroup{first: first, n: n, r: r, size: len(shard), repairs: make([][]byte, r)}
+		g = &rxGroup{first: first, n: n, r: r, stride: stride, size: len(shard), repairs: make([][]byte, r)}
 		p.pending = append(p.pending, g)
-	} else if g.n != n || g.r != r || g.size != len(shard) {
+	} else if g.n != n || g.r != r || g.stride != stride || g.size != len(shard) {
 		return
 	}
 	if g.repairs[idx] == nil {
@@ -276,7 +301,7 @@ func (p *rxPeer) dropGroup(g *rxGroup) {
 func (p *rxPeer) tryRecover(g *rxGroup, now time.Time) {
 	p.missing = p.missing[:0]
 	for i := range g.n {
-		if s := p.record(g.first + uint32(i)); s == nil || s.st != slotHave {
+		if s := p.record(g.seqOf(i)); s == nil || s.st != slotHave {
 			p.missing = append(p.missing, i)
 		}
 	}
@@ -299,7 +324,7 @@ func (p *rxPeer) tryRecover(g *rxGroup, now time.Time) {
 			buf = make([]byte, 0, g.size)
 			p.padded[i] = buf
 		}
-		s := p.record(g.first + uint32(i))
+		s := p.record(g.seqOf(i))
 		if s == nil || s.st != slotHave {
 			shards[i] = buf[:0]
 			continue
@@ -332,7 +357,7 @@ func (p *rxPeer) tryRecover(g *rxGroup, now time.Time) {
 		if lenPrefix+l > len(sh) {
 			continue
 		}
-		if !p.store(g.first+uint32(i), sh[lenPrefix:lenPrefix+l], now) {
+		if !p.store(g.seqOf(i), sh[lenPrefix:lenPrefix+l], now, true) {
 			p.c.st.recovered.Add(1)
 		}
 	}

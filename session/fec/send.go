@@ -19,15 +19,30 @@ type txPeer struct {
 	mu      sync.Mutex // guards everything below
 	stopped bool
 	seq     uint32   // seq of the next data datagram
-	first   uint32   // seq of the open group's first datagram
-	shards  [][]byte // open group: shard i = length prefix + datagram (+ padding at flush)
-	n       int      // datagrams in the open group
+	first   uint32   // seq of the open block's first datagram
+	shards  [][]byte // open block: shard i = length prefix + datagram (+ padding at flush)
+	n       int      // datagrams in the open block
 	firstAt time.Time
 	lastAt  time.Time
-	timer   *time.Timer // flushes the open group (idle or FlushMax)
+	timer   *time.Timer // flushes the open block (idle or FlushMax)
 	armed   bool
 	frame   []byte
 	enc     codecs
+	work    [][]byte  // one group's shards at flush
+	rep     [][]byte  // repair shard buffers of the block's groups
+	groups  []txGroup // the block's groups at flush
+
+	// The open block holds blockDepth groups' worth of datagrams
+	// (GroupSize each), interleaved at flush (flushLocked).
+	blockDepth int
+
+	// Adaptive mode (Config.Auto): repairs of a full group and
+	// interleaving depth, from the last report accepted (rseq).
+	repair, depth     int
+	repairAt, depthAt time.Time // when a report last called for at least repair, depth
+	reported          bool
+	rseq              uint16
+	unreported        int // data datagrams sent before any report, up to silentAfter
 }
 
 func newTxPeer(c *Conn, addr net.Addr) *txPeer {
@@ -37,9 +52,15 @@ func newTxPeer(c *Conn, addr net.Addr) *txPeer {
 		c:      c,
 		addr:   addr,
 		seq:    binary.BigEndian.Uint32(b[:]),
-		shards: make([][]byte, c.cfg.GroupSize+c.cfg.Repair),
 		frame:  make([]byte, 0, 1600),
 		enc:    codecs{},
+		repair: c.cfg.Repair,
+		depth:  1,
+	}
+	if c.cfg.Auto {
+		// Before the first report: the floor, which still rebuilds a
+		// loss per group; the first report with loss raises it.
+		p.repair = floorRepair
 	}
 	p.timer = time.AfterFunc(time.Hour, p.onTimer)
 	p.timer.Stop()
@@ -72,24 +93,50 @@ func (p *txPeer) write(b []byte) (int, error) {
 		return 0, err
 	}
 	c.st.dataSent.Add(1)
+	if c.cfg.Auto && !p.reported && p.unreported < silentAfter {
+		if p.unreported++; p.unreported == silentAfter {
+			c.log.Warn(`no FEC loss reports from the peer: transport.fec is "auto" here but the peer does not report (it has transport.fec = "on", or runs an older version), so repairs stay at their floor; set both ends to the same transport.fec`,
+				"remote_addr", p.addr.String(), "data_datagrams_sent", silentAfter)
+		}
+	}
 
 	now := time.Now()
 	if p.n == 0 {
 		p.first = seq
 		p.firstAt = now
+		// A block never spans more than a quarter of the receiver's
+		// window, so all its groups stay within it.
+		p.blockDepth = max(1, min(p.depth, window/4/c.cfg.GroupSize))
+	}
+	if p.n == len(p.shards) {
+		p.shards = append(p.shards, nil)
 	}
 	s := p.shards[p.n][:0]
 	s = binary.BigEndian.AppendUint16(s, uint16(len(b)))
 	p.shards[p.n] = append(s, b...)
 	p.n++
 	p.lastAt = now
-	if p.n == c.cfg.GroupSize {
+	if p.n == c.cfg.GroupSize*p.blockDepth {
 		p.flushLocked()
 	} else if !p.armed {
 		p.armed = true
-		p.timer.Reset(c.cfg.FlushIdle)
+		p.timer.Reset(p.flushIdle())
 	}
 	return len(b), nil
+}
+
+// flushIdle is how long the open block waits for a next datagram. A block
+// meant to interleave (bursty loss) waits up to FlushMax instead of
+// FlushIdle: traffic that is not dense (a window still growing, requests)
+// would otherwise form blocks of one or two datagrams, each followed at
+// once by its repair, and a run of losses takes both. Only the repairs
+// wait; the data go out at once, and FlushMax is within the receiver's
+// hold.
+func (p *txPeer) flushIdle() time.Duration {
+	if p.blockDepth > 1 {
+		return p.c.cfg.FlushMax
+	}
+	return p.c.cfg.FlushIdle
 }
 
 // onTimer closes the open group when the sender went idle or the group is
@@ -102,7 +149,7 @@ func (p *txPeer) onTimer() {
 		return
 	}
 	now := time.Now()
-	due := min(p.lastAt.Add(p.c.cfg.FlushIdle).Sub(now), p.firstAt.Add(p.c.cfg.FlushMax).Sub(now))
+	due := min(p.lastAt.Add(p.flushIdle()).Sub(now), p.firstAt.Add(p.c.cfg.FlushMax).Sub(now))
 	if due > 0 {
 		p.armed = true
 		p.timer.Reset(due)
@@ -111,9 +158,23 @@ func (p *txPeer) onTimer() {
 	p.flushLocked()
 }
 
-// flushLocked sends the open group's repairs and starts a new group.
+// flushLocked sends the open block's repairs and starts a new block.
+//
+// A block of n datagrams is laid out in d groups: group j holds the
+// datagrams j, j+d, j+2d, ... of the block, so a burst of up to d
+// consecutive losses costs each group at most one. d is the depth the
+// block started with, lowered so that every group gets at least
+// minPerGroup datagrams (a sparse block is one plain group) but never
+// below what keeps each group within GroupSize. With d = 1 the groups are
+// exactly those of version 1 (tag 0x32).
+//
+// A plain group cut short gets repairs in proportion to its size (random
+// loss hits it in proportion); an interleaved group gets the full count
+// whatever its size, as a burst of length L costs every group about L/d
+// however few datagrams it holds. The repairs go out round-robin over the
+// groups (the first of each, then the second of each, ...), so a burst
+// among the repairs costs each group at most about one too.
 func (p *txPeer) flushLocked() {
-	c := p.c
 	n := p.n
 	p.n = 0
 	if p.armed {
@@ -123,38 +184,83 @@ func (p *txPeer) flushLocked() {
 	if n == 0 || p.stopped {
 		return
 	}
-	r := repairCount(n, c.cfg.GroupSize, c.cfg.Repair)
+	g := p.c.cfg.GroupSize
+	d := max(1, (n+g-1)/g, min(p.blockDepth, n/minPerGroup))
+	p.groups = p.groups[:0]
+	nrep, maxR := 0, 0
+	for j := range d {
+		cnt := (n - j + d - 1) / d
+		r := repairCount(cnt, g, p.repair)
+		if d > 1 {
+			r = p.repair
+		}
+		if p.encodeGroup(j, d, cnt, r, nrep) {
+			p.groups = append(p.groups, txGroup{j: j, cnt: cnt, r: r, rep: nrep})
+		}
+		nrep += r
+		maxR = max(maxR, r)
+	}
+	c := p.c
+	for i := range maxR {
+		for _, gr := range p.groups {
+			if i >= gr.r {
+				continue
+			}
+			p.frame = append(p.frame[:0], make([]byte, repairHeaderLen)...)
+			putRepair(p.frame, p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
+			p.frame = append(p.frame, p.rep[gr.rep+i]...)
+			if _, err := c.pc.WriteTo(p.frame, p.addr); err == nil {
+				c.st.repairSent.Add(1)
+			}
+		}
+	}
+}
+
+// txGroup is one group of a block being flushed: block index j of its
+// first datagram, cnt datagrams, r repairs in p.rep[rep:rep+r].
+type txGroup struct{ j, cnt, r, rep int }
+
+// encodeGroup computes the r repairs of the group of cnt datagrams that
+// starts at block index j with the given stride into p.rep[at:at+r]. It
+// reports false when encoding failed (the group then gets no repairs).
+func (p *txPeer) encodeGroup(j, stride, cnt, r, at int) bool {
 	size := 0
-	for _, s := range p.shards[:n] {
-		size = max(size, len(s))
+	for i := range cnt {
+		size = max(size, len(p.shards[j+i*stride]))
 	}
-	for i := range n + r {
-		s := p.shards[i]
-		if i >= n {
-			s = s[:0]
-		}
-		l := len(s)
-		if cap(s) < size {
-			s = append(s[:cap(s)], make([]byte, size-cap(s))...)
-		}
-		s = s[:size]
-		clear(s[l:])
-		p.shards[i] = s
+	for len(p.rep) < at+r {
+		p.rep = append(p.rep, nil)
 	}
-	enc, err := p.enc.get(n, r)
-	if err == nil {
-		err = enc.Encode(p.shards[:n+r])
-	}
-	if err != nil {
-		c.log.Debug("fec: encoding a group failed", "error", err.Error())
-		return
+	work := p.work[:0]
+	for i := range cnt {
+		k := j + i*stride
+		p.shards[k] = pad(p.shards[k], size, len(p.shards[k]))
+		work = append(work, p.shards[k])
 	}
 	for i := range r {
-		p.frame = append(p.frame[:0], make([]byte, repairHeaderLen)...)
-		putRepair(p.frame, p.first, n, r, i)
-		p.frame = append(p.frame, p.shards[n+i]...)
-		if _, err := c.pc.WriteTo(p.frame, p.addr); err == nil {
-			c.st.repairSent.Add(1)
-		}
+		p.rep[at+i] = pad(p.rep[at+i], size, 0)
+		work = append(work, p.rep[at+i])
 	}
+	p.work = work[:0]
+	enc, err := p.enc.get(cnt, r)
+	if err == nil {
+		err = enc.Encode(work)
+	}
+	clear(work)
+	if err != nil {
+		p.c.log.Debug("fec: encoding a group failed", "error", err.Error())
+		return false
+	}
+	return true
+}
+
+// pad returns s resized to size, the bytes from keep on zeroed (its
+// buffer reused when large enough).
+func pad(s []byte, size, keep int) []byte {
+	if cap(s) < size {
+		s = append(s[:cap(s)], make([]byte, size-cap(s))...)
+	}
+	s = s[:size]
+	clear(s[keep:])
+	return s
 }

@@ -45,13 +45,16 @@ type Status struct {
 
 // FECStatus is the FEC part of Status. Counters run since the start.
 type FECStatus struct {
-	Mode          string `json:"mode"` // "on" or "off"
+	Mode          string `json:"mode"` // "on", "auto" or "off"
 	GroupSize     int    `json:"group_size,omitempty"`
-	Repair        int    `json:"repair,omitempty"`
+	Repair        int    `json:"repair,omitempty"` // with "auto": the ceiling of the adaptive repairs
 	Recovered     uint64 `json:"recovered_datagrams"`
 	Unrecoverable uint64 `json:"unrecoverable_datagrams"`
 	Mismatched    uint64 `json:"mismatched_datagrams"`
 	DataReceived  uint64 `json:"data_datagrams_received"`
+	// Loss reports (mode "auto").
+	ReportsSent     uint64 `json:"loss_reports_sent,omitempty"`
+	ReportsReceived uint64 `json:"loss_reports_received,omitempty"`
 }
 
 // status builds the current Status.
@@ -77,11 +80,15 @@ func (in *Instance) status() Status {
 		st.Ready = state == session.Ready
 	}
 	t := in.cfg.Transport
-	if fs := in.fecStats(); t.FEC == config.FECOn || fs.Mismatched > 0 {
+	if fs := in.fecStats(); t.FEC != config.FECOff || fs.Mismatched > 0 {
 		st.FEC = &FECStatus{Mode: string(t.FEC), Recovered: fs.Recovered, Unrecoverable: fs.Unrecoverable,
 			Mismatched: fs.Mismatched, DataReceived: fs.DataReceived}
-		if t.FEC == config.FECOn {
+		if t.FEC != config.FECOff {
 			st.FEC.GroupSize, st.FEC.Repair = t.FECGroupSize, t.FECRepair
+		}
+		if t.FEC == config.FECAuto {
+			st.FEC.Repair = fecRepair(in.cfg)
+			st.FEC.ReportsSent, st.FEC.ReportsReceived = fs.ReportsSent, fs.ReportsReceived
 		}
 	}
 	return st

@@ -16,7 +16,13 @@ import (
 // TestFECEndToEnd: caller -> client -> 2% lossy relay -> server -> origin
 // with transport.fec = "on" at both ends: 1 MiB answers arrive identical,
 // and /metrics and /status show what FEC rebuilt.
-func TestFECEndToEnd(t *testing.T) {
+func TestFECEndToEnd(t *testing.T) { testFECEndToEnd(t, config.FECOn) }
+
+// TestFECAutoEndToEnd: the same with transport.fec = "auto": the answers
+// arrive identical, and both ends exchanged loss reports.
+func TestFECAutoEndToEnd(t *testing.T) { testFECEndToEnd(t, config.FECAuto) }
+
+func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	body := make([]byte, 1<<20)
 	for i := range body {
 		body[i] = byte(i * 7)
@@ -24,7 +30,7 @@ func TestFECEndToEnd(t *testing.T) {
 	pk := newTestPKI(t)
 	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	fecOn := func(c *config.Config) *config.Config {
-		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = config.FECOn, 16, 2
+		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = mode, 16, 2
 		c.System.AdminAddress = "127.0.0.1:0"
 		return c
 	}
@@ -70,13 +76,27 @@ func TestFECEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FEC == nil || st.FEC.Mode != "on" || st.FEC.GroupSize != 16 || st.FEC.Repair != 2 || st.FEC.Recovered == 0 {
-		t.Fatalf("status fec %+v", st.FEC)
-	}
 	var out strings.Builder
 	writeStatus(&out, &st, st.Started)
-	if !strings.Contains(out.String(), "fec:         on (16+2): recovered ") {
-		t.Fatalf("status output:\n%s", out.String())
+	switch mode {
+	case config.FECOn:
+		if st.FEC == nil || st.FEC.Mode != "on" || st.FEC.GroupSize != 16 || st.FEC.Repair != 2 || st.FEC.Recovered == 0 ||
+			st.FEC.ReportsSent != 0 || st.FEC.ReportsReceived != 0 {
+			t.Fatalf("status fec %+v", st.FEC)
+		}
+		if !strings.Contains(out.String(), "fec:         on (16+2): recovered ") {
+			t.Fatalf("status output:\n%s", out.String())
+		}
+	case config.FECAuto:
+		// fec_repair is not set explicitly (the config is built in
+		// code): the ceiling is a quarter of the group.
+		if st.FEC == nil || st.FEC.Mode != "auto" || st.FEC.GroupSize != 16 || st.FEC.Repair != 4 || st.FEC.Recovered == 0 ||
+			st.FEC.ReportsSent == 0 || st.FEC.ReportsReceived == 0 || st.FEC.Mismatched != 0 {
+			t.Fatalf("status fec %+v", st.FEC)
+		}
+		if !strings.Contains(out.String(), "fec:         auto (16+1..4): recovered ") {
+			t.Fatalf("status output:\n%s", out.String())
+		}
 	}
 }
 
@@ -96,5 +116,29 @@ func TestFECOffStatus(t *testing.T) {
 	m := scrape(t, "http://"+server.AdminAddr().String()+"/metrics")
 	if v, ok := m["ptproxy_fec_recovered_datagrams_total"]; !ok || v != 0 {
 		t.Fatalf("recovered %v %v", v, ok)
+	}
+}
+
+// TestFECRepairSetting: in auto mode fec_repair is the ceiling of the
+// adaptive repairs when set, else a quarter of the group; in on mode the
+// count.
+func TestFECRepairSetting(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want int
+	}{
+		{[]string{"PTPROXY_TRANSPORT__FEC=on"}, 2},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto"}, 4},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_GROUP_SIZE=10"}, 2},
+		{[]string{"PTPROXY_TRANSPORT__FEC=auto", "PTPROXY_TRANSPORT__FEC_REPAIR=3"}, 3},
+	} {
+		cfg, err := config.LoadFile("../../../config/testdata/valid/client.toml", c.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := transportOf(cfg)
+		if got := tr.FECRepair; got != c.want || !tr.FEC || tr.FECAuto != (cfg.Transport.FEC == config.FECAuto) {
+			t.Errorf("%v: repair %d (want %d), %+v", c.env, got, c.want, tr)
+		}
 	}
 }

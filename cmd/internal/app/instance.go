@@ -20,6 +20,7 @@ import (
 	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/pipeline"
 	"github.com/ptproxy/ptproxy/session"
+	"github.com/ptproxy/ptproxy/session/fec"
 )
 
 // StepError is a fatal startup or main-loop error, printed as the original
@@ -167,10 +168,22 @@ func transportOf(cfg *config.Config) session.Transport {
 		SocketReceiveBuffer:  int(t.SocketReceiveBufferSize),
 		SocketSendBuffer:     int(t.SocketSendBufferSize),
 		QlogDir:              t.QlogDir,
-		FEC:                  t.FEC == config.FECOn,
+		FEC:                  t.FEC == config.FECOn || t.FEC == config.FECAuto,
+		FECAuto:              t.FEC == config.FECAuto,
 		FECGroupSize:         t.FECGroupSize,
-		FECRepair:            t.FECRepair,
+		FECRepair:            fecRepair(cfg),
 	}
+}
+
+// fecRepair is transport.fec_repair for the FEC layer: with "auto" the
+// ceiling of the adaptive repairs when set explicitly, else the layer's
+// default ceiling, a quarter of the group (the default 2 would hold the
+// repairs below what 3% loss needs).
+func fecRepair(cfg *config.Config) int {
+	if cfg.Transport.FEC == config.FECAuto && !cfg.IsSet("transport.fec_repair") {
+		return fec.DefaultAutoRepair(cfg.Transport.FECGroupSize)
+	}
+	return cfg.Transport.FECRepair
 }
 
 // fecStats returns the FEC counters of the session endpoint of either mode.

@@ -86,10 +86,14 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 		}
 	}
 	if f := st.FEC; f != nil {
-		if f.Mode == "on" {
+		switch f.Mode {
+		case "on":
 			line("fec", "on (%d+%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d",
 				f.GroupSize, f.Repair, f.Recovered, f.Unrecoverable, f.DataReceived, f.Mismatched)
-		} else {
+		case "auto":
+			line("fec", "auto (%d+1..%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d, loss reports sent %d received %d",
+				f.GroupSize, f.Repair, f.Recovered, f.Unrecoverable, f.DataReceived, f.Mismatched, f.ReportsSent, f.ReportsReceived)
+		default:
 			line("fec", "off: dropped %d FEC-framed datagrams (the peer has transport.fec on)", f.Mismatched)
 		}
 	}
