@@ -233,3 +233,16 @@ type Stats struct {
 	ReportsSent     uint64
 	ReportsReceived uint64
 }
+
+// Add adds o's counters to s (the sum over several sockets).
+func (s *Stats) Add(o Stats) {
+	s.DataSent += o.DataSent
+	s.RepairSent += o.RepairSent
+	s.DataReceived += o.DataReceived
+	s.RepairReceived += o.RepairReceived
+	s.Recovered += o.Recovered
+	s.Unrecoverable += o.Unrecoverable
+	s.Mismatched += o.Mismatched
+	s.ReportsSent += o.ReportsSent
+	s.ReportsReceived += o.ReportsReceived
+}

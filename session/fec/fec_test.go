@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -481,5 +482,24 @@ func TestFirstDatagramLost(t *testing.T) {
 	}
 	if st := p.b.Stats(); st.Recovered != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestStatsAddCoversEveryCounter: Add sums every field of Stats, so a
+// counter added later cannot be left out of a multi-socket sum.
+func TestStatsAddCoversEveryCounter(t *testing.T) {
+	var one Stats
+	v := reflect.ValueOf(&one).Elem()
+	for i := range v.NumField() {
+		v.Field(i).SetUint(uint64(i + 1))
+	}
+	var sum Stats
+	sum.Add(one)
+	sum.Add(one)
+	sv := reflect.ValueOf(sum)
+	for i := range sv.NumField() {
+		if got := sv.Field(i).Uint(); got != 2*uint64(i+1) {
+			t.Errorf("%s: %d, want %d", sv.Type().Field(i).Name, got, 2*(i+1))
+		}
 	}
 }

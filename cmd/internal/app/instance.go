@@ -193,14 +193,7 @@ func (in *Instance) fecStats() session.FECStats {
 		// Every session has its own socket: the sum is the instance's.
 		var sum session.FECStats
 		for _, s := range in.sessions {
-			f := s.client.FECStats()
-			sum.Recovered += f.Recovered
-			sum.Unrecoverable += f.Unrecoverable
-			sum.Mismatched += f.Mismatched
-			sum.DataSent += f.DataSent
-			sum.RepairSent += f.RepairSent
-			sum.DataReceived += f.DataReceived
-			sum.RepairReceived += f.RepairReceived
+			sum.Add(s.client.FECStats())
 		}
 		return sum
 	case in.server != nil:
