@@ -213,9 +213,12 @@ func (k *checker) summary() {
 		k.r.item("route", "default: listener %s -> peer %s -> origin %s", quic, g.PeerHostname, origin)
 		k.routes()
 	}
-	if t := c.Transport; t.FEC == config.FECOn {
+	switch t := c.Transport; t.FEC {
+	case config.FECOn:
 		k.r.item("fec", "on (%d datagrams per group, %d repair; the peer must set fec = \"on\" too)", t.FECGroupSize, t.FECRepair)
-	} else {
+	case config.FECAuto:
+		k.r.item("fec", "auto (%d datagrams per group, 1 to %d repairs from the loss the peer reports; the peer must set fec = \"auto\" too)", t.FECGroupSize, fecRepair(c))
+	default:
 		k.r.item("fec", "off")
 	}
 	for _, s := range slices.Concat(c.NonDefault("transport"), c.NonDefault("system")) {

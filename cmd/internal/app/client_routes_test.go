@@ -215,3 +215,20 @@ host = "*.static.example.com"
 		}
 	}
 }
+
+// TestCheckFECAuto: ptproxy check says what fec = "auto" will do.
+func TestCheckFECAuto(t *testing.T) {
+	p := newTestPKI(t)
+	text := "[general]\nmode = \"Client\"\npeer_hostname = \"server.test\"\n" +
+		"[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n[transport]\nfec = \"auto\"\n"
+	path := p.path("fec-auto.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	checkConfig(path, nil, time.Now()).write(&out)
+	want := "fec:         auto (16 datagrams per group, 1 to 4 repairs from the loss the peer reports; the peer must set fec = \"auto\" too)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("missing %q in:\n%s", want, out.String())
+	}
+}
