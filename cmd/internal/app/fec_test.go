@@ -97,6 +97,11 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 		if !strings.Contains(out.String(), "fec:         auto (16+1..4): recovered ") {
 			t.Fatalf("status output:\n%s", out.String())
 		}
+		for _, dir := range []string{"sent", "received"} {
+			if k := `ptproxy_fec_datagrams_total{direction="` + dir + `",kind="report"}`; m[k] == 0 {
+				t.Errorf("/metrics: %s is %v, want the loss reports counted", k, m[k])
+			}
+		}
 	}
 }
 

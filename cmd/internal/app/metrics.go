@@ -250,7 +250,7 @@ func newFECCollector(stats func() session.FECStats) *fecCollector {
 		mismatched: prometheus.NewDesc("ptproxy_fec_mismatched_datagrams_total",
 			"Datagrams dropped because the peer's transport.fec differs from ours.", nil, nil),
 		packets: prometheus.NewDesc("ptproxy_fec_datagrams_total",
-			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair).", []string{"direction", "kind"}, nil),
+			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair, report: the loss reports of fec = \"auto\").", []string{"direction", "kind"}, nil),
 	}
 }
 
@@ -273,6 +273,8 @@ func (c *fecCollector) Collect(ch chan<- prometheus.Metric) {
 	n(c.packets, s.RepairSent, "sent", "repair")
 	n(c.packets, s.DataReceived, "received", "data")
 	n(c.packets, s.RepairReceived, "received", "repair")
+	n(c.packets, s.ReportsSent, "sent", "report")
+	n(c.packets, s.ReportsReceived, "received", "report")
 }
 
 // accessLog is the optional per-request log line.
