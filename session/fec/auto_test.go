@@ -393,7 +393,9 @@ func TestInterleavingRecoversBurst(t *testing.T) {
 // with fewer than 4 datagrams per group is one plain group: a small
 // request gets one repair, not one per datagram, and waits no longer.
 func TestSparseBlockNotInterleaved(t *testing.T) {
-	p := newPair(t, Config{GroupSize: 16, Auto: true, Hold: forever})
+	// Bounds far above any scheduling pause keep the three datagrams,
+	// sent back to back, in one block under load.
+	p := newPair(t, Config{GroupSize: 16, Auto: true, Hold: forever, FlushIdle: 500 * time.Millisecond, FlushMax: 500 * time.Millisecond})
 	inject(p.a, report(1, 1000, 40, 4), p.b.LocalAddr())
 	var wire wireLog
 	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {

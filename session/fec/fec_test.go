@@ -210,7 +210,11 @@ func TestDropPatterns(t *testing.T) {
 // TestIdleClosesGroup: three datagrams and then silence: the sender closes
 // the group of three by idleness, its repair rebuilds the lost one.
 func TestIdleClosesGroup(t *testing.T) {
-	p := newPair(t, Config{GroupSize: 16, Repair: 2, Hold: forever})
+	// The three datagrams go out back to back; an idle bound far above
+	// any scheduling pause keeps them in one group (CI under load cut the
+	// default 1 ms one after the first), which then closes by idleness
+	// half a second later.
+	p := newPair(t, Config{GroupSize: 16, Repair: 2, Hold: forever, FlushIdle: 500 * time.Millisecond, FlushMax: forever})
 	var mu sync.Mutex
 	var repairs [][2]int // (n, r) of each repair seen
 	drop := dropOn(map[int]bool{1: true}, nil)
