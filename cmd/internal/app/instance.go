@@ -308,9 +308,8 @@ func (in *Instance) startClient() error {
 		in.log.Info("servers", "names", strings.Join(names, ","), "selection", string(cfg.General.ServerSelection))
 	}
 	if cfg.System.WaitForFirstAttempt {
-		done := firstAttemptsDone(sessions, in.runCtx.Done())
 		in.wg.Go(func() {
-			<-done
+			waitFirstAttempts(sessions, in.runCtx.Done())
 			in.markReady()
 		})
 	} else {

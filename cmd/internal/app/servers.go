@@ -122,22 +122,17 @@ func (in *Instance) drainSessions(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// firstAttemptsDone is closed when the first connection attempt of every
+// waitFirstAttempts returns once the first connection attempt of every
 // session ended (systemd READY with wait_for_first_attempt), or when stop
 // is closed. Each attempt is bounded, so the wait is too.
-func firstAttemptsDone(sessions []*serverSession, stop <-chan struct{}) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for _, s := range sessions {
-			select {
-			case <-s.client.FirstAttemptDone():
-			case <-stop:
-				return
-			}
+func waitFirstAttempts(sessions []*serverSession, stop <-chan struct{}) {
+	for _, s := range sessions {
+		select {
+		case <-s.client.FirstAttemptDone():
+		case <-stop:
+			return
 		}
-	}()
-	return done
+	}
 }
 
 // multiTunnel is the pipeline's Tunnel over several sessions.
