@@ -59,7 +59,7 @@ func (lc loadCase) metrics() []report.Metric {
 func runLoopback(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ptbench loopback", flag.ExitOnError)
 	var c common
-	c.register(fs, strings.Join(pairs.All, ","), 3)
+	c.register(fs, strings.Join(pairs.Default, ","), 3)
 	dur := fs.Duration("duration", 5*time.Second, "time bound of each measured run at concurrency 64 (others take 3/5 of it)")
 	warm := fs.Duration("warmup", time.Second, "unmeasured warm-up before each run")
 	scen := fs.String("scenarios", "c1,c64,down,up,chunked,idle", "scenarios to run (idle: RSS of each side with idle callers and requests in flight)")
@@ -167,9 +167,7 @@ func runLoopback(ctx context.Context, args []string) error {
 		"nginx and HAProxy run one worker (thread) per side, two in all for two CPUs; Go programs (ptproxy, Caddy, origin, load generator) use every CPU (GOMAXPROCS default).",
 		"nginx streams (proxy_buffering off, proxy_request_buffering off) like the other pairs; keep-alive to the next hop on both sides of every pair.",
 		"Other engineers' work shares this machine: the 'foreign load' column is the CPU (in CPUs) used by processes outside the benchmark during each run; runs with high foreign load are noisier.")
-	if len(b.env.PtproxyEnv) > 0 {
-		res.Notes = append(res.Notes, "Experiment: ptproxy ran with "+strings.Join(b.env.PtproxyEnv, " ")+" in its environment.")
-	}
+	res.Notes = append(res.Notes, b.experimentNotes(res.Pairs)...)
 	if b.c.tag == "" {
 		if err := copyConfigs(b, res.Pairs); err != nil {
 			log.Printf("copying configs: %v", err)

@@ -95,7 +95,7 @@ type lossFilter struct {
 // than Bernoulli gets lines of its own.
 func seriesLabel(f lossFile, pair string) string {
 	l := pair
-	if pair == pairs.Ptproxy && f.tag != "" {
+	if pairs.IsPtproxy(pair) && f.tag != "" {
 		l += " " + f.tag
 	}
 	if f.model == lossGE {
@@ -127,7 +127,7 @@ func lossSeries(files []lossFile, flt lossFilter) []report.Series {
 			if len(flt.pairs) > 0 && !flt.pairs[pair] {
 				continue
 			}
-			if pair == pairs.Ptproxy && len(flt.tags) > 0 && !flt.tags[f.tag] {
+			if pairs.IsPtproxy(pair) && len(flt.tags) > 0 && !flt.tags[f.tag] {
 				continue
 			}
 			v, ok := m[flt.metric]
@@ -144,7 +144,7 @@ func lossSeries(files []lossFile, flt lossFilter) []report.Series {
 	}
 	rank := func(l string) int {
 		if i := slices.Index(pairs.All, pairOf[l]); i >= 0 {
-			if pairOf[l] == pairs.Ptproxy {
+			if pairs.IsPtproxy(pairOf[l]) {
 				return -1
 			}
 			return i
@@ -180,12 +180,18 @@ func lossSeries(files []lossFile, flt lossFilter) []report.Series {
 			}
 			return 0
 		})
-		n := used[pairOf[l]]
+		// Both ptproxy pairs share one sequence of colours, so every
+		// ptproxy line differs from the others.
+		key := pairOf[l]
+		if pairs.IsPtproxy(key) {
+			key = pairs.Ptproxy
+		}
+		n := used[key]
 		s.Dash = dashes[n%len(dashes)]
-		if pairOf[l] == pairs.Ptproxy {
+		if key == pairs.Ptproxy {
 			s.Color = variants[n%len(variants)]
 		}
-		used[pairOf[l]]++
+		used[key]++
 		out = append(out, s)
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +36,7 @@ type common struct {
 	keep     bool
 	portBase int
 	ptEnv    string
+	altEnv   string
 	tag      string
 }
 
@@ -46,6 +48,7 @@ func (c *common) register(fs *flag.FlagSet, defPairs string, defReps int) {
 	fs.BoolVar(&c.install, "install", true, "install missing prerequisites (apt-get nginx haproxy; go install caddy)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the scratch folder (configs, logs)")
 	fs.StringVar(&c.ptEnv, "ptproxy-env", "", "comma-separated KEY=VALUE added to the ptproxy processes' environment (experiments, e.g. GOMAXPROCS=1)")
+	fs.StringVar(&c.altEnv, "alt-env", strings.Join(pairs.DefaultAltEnv, ","), "comma-separated KEY=VALUE added (after --ptproxy-env) to the processes of the "+pairs.PtproxyAlt+" pair")
 	fs.StringVar(&c.tag, "tag", "", "suffix of the results files (results-<mode>[-<tag>]), to keep an experiment apart")
 	fs.IntVar(&c.portBase, "port-base", 21000, "first port of the harness's range (origin at +80, pair i at +100i+80 and +100i+43)")
 }
@@ -222,15 +225,27 @@ func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
 	}
 	b.env = pairs.Env{Work: b.work, Certs: certs, Bins: bins, ServerIP: "127.0.0.1",
 		OriginPort: b.c.portBase + 80, PortBase: b.c.portBase}
-	for _, kv := range strings.Split(b.c.ptEnv, ",") {
-		if kv = strings.TrimSpace(kv); kv != "" {
-			if !strings.Contains(kv, "=") {
-				return nil, fmt.Errorf("--ptproxy-env: %q is not KEY=VALUE", kv)
-			}
-			b.env.PtproxyEnv = append(b.env.PtproxyEnv, kv)
-		}
+	if b.env.PtproxyEnv, err = envList("--ptproxy-env", b.c.ptEnv); err != nil {
+		return nil, err
+	}
+	if b.env.PtproxyAltEnv, err = envList("--alt-env", b.c.altEnv); err != nil {
+		return nil, err
 	}
 	return kept, nil
+}
+
+// envList parses a flag's comma-separated KEY=VALUE list.
+func envList(flagName, val string) ([]string, error) {
+	var out []string
+	for _, kv := range strings.Split(val, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			if !strings.Contains(kv, "=") {
+				return nil, fmt.Errorf("%s: %q is not KEY=VALUE", flagName, kv)
+			}
+			out = append(out, kv)
+		}
+	}
+	return out, nil
 }
 
 // ensureCaddy returns a caddy v2.11.9 binary, installing it with go
@@ -474,4 +489,17 @@ func raiseFileLimit(want uint64) (uint64, error) {
 func tcpDialer(addr string) loadgen.DialFunc {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}
+
+// experimentNotes says what the ptproxy processes of the run had in their
+// environment beyond the defaults.
+func (b *bench) experimentNotes(ran []string) []string {
+	var out []string
+	if len(b.env.PtproxyEnv) > 0 {
+		out = append(out, "Experiment: ptproxy ran with "+strings.Join(b.env.PtproxyEnv, " ")+" in its environment.")
+	}
+	if slices.Contains(ran, pairs.PtproxyAlt) {
+		out = append(out, "Pair "+pairs.PtproxyAlt+" is ptproxy with "+strings.Join(b.env.PtproxyAltEnv, " ")+" added to both processes' environment, alternated with the other pairs in every repetition.")
+	}
+	return out
 }

@@ -104,7 +104,7 @@ func wanLink(o wanOpts, loss float64) (wan.Link, error) {
 func runWAN(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ptbench wan", flag.ExitOnError)
 	var c common
-	c.register(fs, "direct,ptproxy,nginx,caddy,haproxy", 3)
+	c.register(fs, strings.Join(pairs.Default, ","), 3)
 	var o wanOpts
 	fs.DurationVar(&o.rtt, "rtt", 50*time.Millisecond, "round-trip time of the emulated link (half each way)")
 	lossList := fs.String("loss", "0%,1%", "comma-separated packet loss rates, each direction, one session per value")
@@ -330,9 +330,7 @@ func wanSession(ctx context.Context, b *bench, names, notes []string, o wanOpts,
 	)
 	res.Targets = wanTargets(res, o, loss)
 	res.Duration = time.Since(started).Round(time.Second).String()
-	if len(b.env.PtproxyEnv) > 0 {
-		res.Notes = append(res.Notes, "Experiment: ptproxy ran with "+strings.Join(b.env.PtproxyEnv, " ")+" in its environment.")
-	}
+	res.Notes = append(res.Notes, b.experimentNotes(res.Pairs)...)
 	base := b.base(wanBase(o, lossName))
 	if err := res.Write(b.c.out, base); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -20,10 +21,24 @@ const (
 	Nginx   = "nginx"
 	Caddy   = "caddy"
 	HAProxy = "haproxy"
+	// PtproxyAlt is ptproxy with Env.PtproxyAltEnv added (by default
+	// transport.fec = "auto"), so one run alternates two settings of
+	// ptproxy (say FEC off and on) within every repetition, and machine
+	// noise hits both alike.
+	PtproxyAlt = "ptproxy-alt"
 )
 
 // All is every pair the harness knows.
-var All = []string{Direct, Ptproxy, Nginx, Caddy, HAProxy}
+var All = []string{Direct, Ptproxy, Nginx, Caddy, HAProxy, PtproxyAlt}
+
+// Default is what a run measures unless --pairs says otherwise.
+var Default = []string{Direct, Ptproxy, Nginx, Caddy, HAProxy}
+
+// IsPtproxy reports whether the pair runs ptproxy (either setting).
+func IsPtproxy(name string) bool { return name == Ptproxy || name == PtproxyAlt }
+
+// DefaultAltEnv is what the PtproxyAlt pair adds to both processes.
+var DefaultAltEnv = []string{"PTPROXY_TRANSPORT__FEC=auto"}
 
 // MaxConnections is ptproxy's system.max_connections in the benchmark
 // (its default, 1024, would refuse part of the idle scenario's 1,000 idle
@@ -60,6 +75,8 @@ type Env struct {
 	// PtproxyEnv is added to both ptproxy processes' environment (for
 	// experiments such as GOMAXPROCS=1 or PTPROXY_* overrides).
 	PtproxyEnv []string
+	// PtproxyAltEnv is added after PtproxyEnv for the PtproxyAlt pair.
+	PtproxyAltEnv []string
 }
 
 // Pair is one system under test.
@@ -77,7 +94,7 @@ func (e *Env) cert(name string) string { return filepath.Join(e.Certs, name) }
 
 // Build writes the configuration of pair name and returns it, not started.
 func Build(e *Env, name string) (*Pair, error) {
-	idx := map[string]int{Direct: 0, Ptproxy: 1, Nginx: 2, Caddy: 3, HAProxy: 4}[name]
+	idx := map[string]int{Direct: 0, Ptproxy: 1, Nginx: 2, Caddy: 3, HAProxy: 4, PtproxyAlt: 5}[name]
 	front := e.PortBase + 100*idx + 80
 	back := e.PortBase + 100*idx + 43
 	dir := filepath.Join(e.Work, name)
@@ -94,6 +111,11 @@ func Build(e *Env, name string) (*Pair, error) {
 		return p, nil
 	case Ptproxy:
 		err = buildPtproxy(e, p, dir, front, back, origin)
+	case PtproxyAlt:
+		if err = buildPtproxy(e, p, dir, front, back, origin); err == nil {
+			env := append(slices.Clone(e.PtproxyEnv), e.PtproxyAltEnv...)
+			p.Server.Env, p.Client.Env = env, env
+		}
 	case Nginx:
 		err = buildNginx(e, p, dir, front, backAddr, origin)
 	case Caddy:

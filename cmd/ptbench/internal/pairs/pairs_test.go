@@ -40,7 +40,7 @@ func TestBuildEveryPair(t *testing.T) {
 				}
 				continue
 			}
-			if want := "127.0.0.1:" + []string{"", "21180", "21280", "21380", "21480"}[i]; p.Addr != want {
+			if want := "127.0.0.1:" + []string{"", "21180", "21280", "21380", "21480", "21580"}[i]; p.Addr != want {
 				t.Errorf("%s listens on %s, want %s", name, p.Addr, want)
 			}
 			if p.Server.NS != e.ServerNS || p.Client.NS != e.ClientNS {
@@ -68,14 +68,36 @@ func TestPtproxyConfigsLoad(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	if !strings.Contains(p.Client.CommandLine(), "GOMAXPROCS=1 ") {
-		t.Errorf("ptproxy env not applied: %s", p.Client.CommandLine())
+	if !strings.Contains(p.Client.CommandLine(), "GOMAXPROCS=1 ") || strings.Contains(p.Client.CommandLine(), "FEC") {
+		t.Errorf("ptproxy env not applied as given: %s", p.Client.CommandLine())
 	}
 	b, _ := os.ReadFile(filepath.Join(e.Work, Ptproxy, "client.toml"))
 	for _, want := range []string{`connect_address = "10.201.0.2"`, "connect_interval = 700", `http_bind_address = "127.0.0.1:21180"`, "max_connections = 4096"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("client.toml lacks %s:\n%s", want, b)
 		}
+	}
+}
+
+// The FEC pair is ptproxy plus its own environment on both sides, after
+// the common one, in a folder and on ports of its own.
+func TestPtproxyAltPair(t *testing.T) {
+	e := testEnv(t, "")
+	e.PtproxyAltEnv = []string{"PTPROXY_TRANSPORT__FEC=auto"}
+	p, err := Build(e, PtproxyAlt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, proc := range []*Proc{p.Server, p.Client} {
+		if cl := proc.CommandLine(); !strings.Contains(cl, "GOMAXPROCS=1 PTPROXY_TRANSPORT__FEC=auto ") || !strings.Contains(cl, filepath.Join(e.Work, PtproxyAlt)) {
+			t.Errorf("%s: %s", proc.Name, cl)
+		}
+	}
+	if len(e.PtproxyEnv) != 1 {
+		t.Errorf("the common environment was changed: %q", e.PtproxyEnv)
+	}
+	if _, err := config.LoadFile(filepath.Join(e.Work, PtproxyAlt, "client.toml"), nil); err != nil {
+		t.Error(err)
 	}
 }
 

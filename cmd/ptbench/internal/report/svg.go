@@ -14,7 +14,7 @@ type Bar struct {
 }
 
 var palette = map[string]string{
-	"direct": "#7f7f7f", "ptproxy": "#d62728", "nginx": "#2ca02c", "caddy": "#1f77b4", "haproxy": "#9467bd",
+	"direct": "#7f7f7f", "ptproxy": "#d62728", "nginx": "#2ca02c", "caddy": "#1f77b4", "haproxy": "#9467bd", "ptproxy-alt": "#ff7f0e",
 }
 
 // BarChart renders a horizontal bar chart as a standalone SVG document.
