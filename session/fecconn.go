@@ -16,11 +16,11 @@ import (
 // [fec.Stats].
 type FECStats = fec.Stats
 
-// FECPacketSize is quic-go's packet size with FEC on: the FEC layer hides
-// the socket from quic-go, which then cannot set DF or run path MTU
-// discovery, so packets keep one size, chosen so that a repair datagram
-// (packet + fec.Overhead) is no larger than quic-go's own first packets
-// (1280 B) without FEC.
+// FECPacketSize is quic-go's packet size with FEC on. Path MTU discovery
+// stays off: its probes would size quic-go's packets, not the repairs,
+// which are up to fec.Overhead larger. So packets keep one size, chosen
+// so that a repair datagram (packet + fec.Overhead) is no larger than
+// quic-go's own first packets (1280 B) without FEC.
 const FECPacketSize = 1280 - fec.Overhead
 
 // fecLayer is what sits between the UDP socket and quic.Transport. With FEC
@@ -48,7 +48,7 @@ func newQUICTransport(udp *net.UDPConn, t Transport, log *slog.Logger) (*quic.Tr
 	if err != nil {
 		return nil, nil, err
 	}
-	return &quic.Transport{Conn: c}, &fecLayer{conn: c}, nil
+	return &quic.Transport{Conn: c.PacketConn()}, &fecLayer{conn: c}, nil
 }
 
 // startWatch (FEC off) starts the goroutine that reads the datagrams quic-go

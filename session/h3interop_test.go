@@ -328,16 +328,24 @@ func TestLinuxFastPaths(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("GSO is a Linux fast path")
 	}
-	cs := newCertSet(t)
-	ts := startServer(t, cs.serverTLS(t, "client.test", "server.test"), 0, echo)
-	tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), ts.port(), nil)
-	waitFor(t, "ready", func() bool { return tc.State() == Ready })
-	if !tc.cur.Load().conn.ConnectionState().GSO {
-		t.Error("client connection without GSO on a plain UDP socket")
-	}
-	est := ts.logs.find("connection established", nil)
-	if len(est) == 0 || est[0][KeyGSO] != true {
-		t.Errorf("server connection without GSO: %v", est)
+	for _, mode := range []string{"off", "on", "auto"} {
+		t.Run("fec "+mode, func(t *testing.T) {
+			tr := withFEC(testTransport, mode != "off")
+			tr.FECAuto = mode == "auto"
+			cs := newCertSet(t)
+			srv, logs := startFECServer(t, cs, tr)
+			tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), srv.Addr().(*net.UDPAddr).Port, func(o *ClientOptions) {
+				o.Transport = tr
+			})
+			waitFor(t, "ready", func() bool { return tc.State() == Ready })
+			if !tc.cur.Load().conn.ConnectionState().GSO {
+				t.Error("client connection without GSO on a UDP socket")
+			}
+			est := logs.find("connection established", nil)
+			if len(est) == 0 || est[0][KeyGSO] != true {
+				t.Errorf("server connection without GSO: %v", est)
+			}
+		})
 	}
 }
 

@@ -85,8 +85,9 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 		c.Tracer = qlogDirTracer(t.QlogDir)
 	}
 	if t.FEC {
-		// quic-go cannot run path MTU discovery through the FEC layer
-		// (no DF bit); fix the size so repairs fit (FECPacketSize).
+		// Path MTU discovery would size the packets, not the repairs
+		// (larger by fec.Overhead); fix the size so repairs fit
+		// (FECPacketSize).
 		c.InitialPacketSize = FECPacketSize
 		c.DisablePathMTUDiscovery = true
 	}

@@ -124,7 +124,7 @@ func inject(c *Conn, b []byte, from net.Addr) { injectAt(c, b, from, time.Now())
 func injectAt(c *Conn, b []byte, from net.Addr, at time.Time) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	c.receive(b, from, at)
+	c.receive(b, from, nil, at)
 }
 
 func report(rseq uint16, n, lost int, burst float64) []byte {
@@ -556,7 +556,11 @@ func TestInterleavedRepairsRoundRobin(t *testing.T) {
 	tx := p.a.txPeer(p.b.LocalAddr())
 	tx.mu.Lock()
 	tx.flushLocked() // a block cut short at 20: 4 groups of 5
+	err := tx.sendOut()
 	tx.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got := p.read(t, 20); len(got) != 20 {
 		t.Fatalf("got %d", len(got))
 	}

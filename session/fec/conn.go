@@ -1,6 +1,7 @@
 package fec
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,15 @@ type Conn struct {
 
 	closed atomic.Bool
 
+	// Fast path (fast_linux.go): udp is pc when it is a *net.UDPConn that
+	// quic-go may drive with GSO, batched receive and ECN (PacketConn);
+	// gso is whether writes may batch with UDP_SEGMENT.
+	udp *net.UDPConn
+	gso atomic.Bool
+	// fast counts the fast path at work (tests): GSO writes quic-go
+	// handed in, GSO runs sent, socket reads that took several datagrams.
+	fast struct{ gsoIn, gsoOut, batchIn atomic.Uint64 }
+
 	// send side
 	txMu sync.Mutex // guards tx (the map, not the peers)
 	tx   map[netip.AddrPort]*txPeer
@@ -64,8 +74,9 @@ type Conn struct {
 	// (under readMu).
 	readMu    sync.Mutex
 	rbuf      []byte
+	curOOB    []byte // control messages of the datagram being handled
 	rx        map[netip.AddrPort]*rxPeer
-	ready     []delivery // datagrams ready for ReadFrom, in order, from readyHead
+	ready     []delivery // datagrams ready for the reader, in order, from readyHead
 	readyHead int
 	free      [][]byte // spare delivery buffers
 	warned    map[netip.AddrPort]bool
@@ -82,10 +93,16 @@ type Conn struct {
 	}
 }
 
+// delivery is a datagram ready for the reader: buf holds the datagram,
+// then its control messages (oobLen bytes).
 type delivery struct {
-	b    []byte
-	addr net.Addr
+	buf    []byte
+	oobLen int
+	addr   net.Addr
 }
+
+func (d delivery) data() []byte { return d.buf[:len(d.buf)-d.oobLen] }
+func (d delivery) oob() []byte  { return d.buf[len(d.buf)-d.oobLen:] }
 
 // New wraps pc. The caller must not use pc directly afterwards.
 func New(pc net.PacketConn, cfg Config) (*Conn, error) {
@@ -107,7 +124,7 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 	if cfg.Auto && cfg.Repair == 0 {
 		cfg.Repair = maxAutoRepair(cfg.GroupSize)
 	}
-	return &Conn{
+	c := &Conn{
 		pc:     pc,
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -115,7 +132,9 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 		rx:     map[netip.AddrPort]*rxPeer{},
 		rbuf:   make([]byte, 65536),
 		warned: map[netip.AddrPort]bool{},
-	}, nil
+	}
+	c.enableFast(pc)
+	return c, nil
 }
 
 // Stats returns the counters (safe from any goroutine).
@@ -189,9 +208,10 @@ func (c *Conn) SetWriteBuffer(n int) error {
 	return nil
 }
 
-// readUntil reads one datagram from pc, waking at hold (zero: none) or at
-// the caller's deadline. held reports that it woke for hold.
-func (c *Conn) readUntil(hold time.Time) (n int, addr net.Addr, held bool, err error) {
+// readUntil runs read (one read from the socket, which hands what it read
+// to receive), waking at hold (zero: none) or at the caller's deadline.
+// held reports that it woke for hold.
+func (c *Conn) readUntil(hold time.Time, read func() error) (held bool, err error) {
 	c.dlMu.Lock()
 	eff := c.userDL
 	if !hold.IsZero() && (eff.IsZero() || hold.Before(eff)) {
@@ -201,63 +221,84 @@ func (c *Conn) readUntil(hold time.Time) (n int, addr net.Addr, held bool, err e
 		c.socketDL = eff
 		if err := c.pc.SetReadDeadline(eff); err != nil {
 			c.dlMu.Unlock()
-			return 0, nil, false, err
+			return false, err
 		}
 	}
 	c.dlMu.Unlock()
-	n, addr, err = c.pc.ReadFrom(c.rbuf)
+	err = read()
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !hold.IsZero() {
 		c.dlMu.Lock()
 		user := c.userDL
 		c.dlMu.Unlock()
 		if user.IsZero() || time.Now().Before(user) {
-			return 0, nil, true, nil
+			return true, nil
 		}
 	}
-	return n, addr, false, err
+	return false, err
 }
+
+// waitReady returns once a datagram is ready for the reader, reading
+// from the socket with read as needed. The caller holds readMu.
+func (c *Conn) waitReady(read func() error) error {
+	for c.readyHead == len(c.ready) {
+		hold := c.expireHolds(time.Now())
+		if c.readyHead < len(c.ready) {
+			break
+		}
+		if _, err := c.readUntil(hold, read); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// popReady takes the next ready datagram; the caller returns its buffer
+// with c.recycle once copied out.
+func (c *Conn) popReady() delivery {
+	d := c.ready[c.readyHead]
+	c.ready[c.readyHead] = delivery{}
+	c.readyHead++
+	if c.readyHead == len(c.ready) {
+		c.ready, c.readyHead = c.ready[:0], 0
+	}
+	return d
+}
+
+func (c *Conn) recycle(d delivery) { c.free = append(c.free, d.buf[:0]) }
 
 // ReadFrom implements net.PacketConn: it returns the next QUIC datagram,
 // received or rebuilt, without framing.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	for {
-		if c.readyHead < len(c.ready) {
-			d := c.ready[c.readyHead]
-			c.ready[c.readyHead] = delivery{}
-			c.readyHead++
-			if c.readyHead == len(c.ready) {
-				c.ready, c.readyHead = c.ready[:0], 0
-			}
-			n := copy(b, d.b)
-			c.free = append(c.free, d.b[:0])
-			return n, d.addr, nil
-		}
-		now := time.Now()
-		hold := c.expireHolds(now)
-		if c.readyHead < len(c.ready) {
-			continue
-		}
-		n, addr, held, err := c.readUntil(hold)
-		if err != nil {
-			return 0, nil, err
-		}
-		if held {
-			continue
-		}
-		c.receive(c.rbuf[:n], addr, time.Now())
+	if err := c.waitReady(c.readOne); err != nil {
+		return 0, nil, err
 	}
+	d := c.popReady()
+	n := copy(b, d.data())
+	c.recycle(d)
+	return n, d.addr, nil
 }
 
-// deliver queues a copy of b for ReadFrom.
-func (c *Conn) deliver(b []byte, addr net.Addr) {
+// readOne reads one datagram from the socket and handles it.
+func (c *Conn) readOne() error {
+	n, addr, err := c.pc.ReadFrom(c.rbuf)
+	if err != nil {
+		return err
+	}
+	c.receive(c.rbuf[:n], addr, nil, time.Now())
+	return nil
+}
+
+// deliver queues a copy of b and its control messages for the reader.
+func (c *Conn) deliver(b, oob []byte, addr net.Addr) {
 	var buf []byte
 	if k := len(c.free); k > 0 {
 		buf = c.free[k-1]
 		c.free = c.free[:k-1]
 	}
-	c.ready = append(c.ready, delivery{b: append(buf, b...), addr: addr})
+	buf = append(append(buf, b...), oob...)
+	c.ready = append(c.ready, delivery{buf: buf, oobLen: len(oob), addr: addr})
 }
 
 // expireHolds gives up the gaps whose hold ended and returns the earliest
@@ -292,8 +333,10 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 	return next
 }
 
-// receive handles one datagram from the socket.
-func (c *Conn) receive(b []byte, addr net.Addr, now time.Time) {
+// receive handles one datagram from the socket, which arrived with the
+// control messages oob (nil on the plain path).
+func (c *Conn) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
+	c.curOOB = oob
 	key := addrKey(addr)
 	if !Framed(b) {
 		c.mismatch(b, addr, key)
@@ -402,7 +445,43 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	}
 	p := c.txPeer(addr)
-	return p.write(b)
+	return p.write(b, 0, nil)
+}
+
+// send writes b to addr: one datagram, or with seg > 0 datagrams of seg
+// bytes (GSO), with the control messages oob (fast path only). A GSO
+// write the device refuses (EIO: no checksum offload) switches GSO off
+// for good and goes out one datagram at a time.
+func (c *Conn) send(b []byte, seg int, oob []byte, addr net.Addr) error {
+	if c.udp == nil {
+		_, err := c.pc.WriteTo(b, addr)
+		return err
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return fmt.Errorf("fec: write to %T: not a UDP address", addr)
+	}
+	if seg == 0 {
+		_, _, err := c.udp.WriteMsgUDP(b, oob, ua)
+		return err
+	}
+	_, _, err := c.udp.WriteMsgUDP(b, appendSegmentSize(oob, seg), ua)
+	if err == nil {
+		c.fast.gsoOut.Add(1)
+	}
+	if err == nil || !isGSOError(err) {
+		return err
+	}
+	if c.gso.Swap(false) {
+		c.log.Warn("fec: UDP GSO refused by the network device; sending one datagram per system call", "error", err.Error())
+	}
+	var first error
+	for off := 0; off < len(b); off += seg {
+		if _, _, err := c.udp.WriteMsgUDP(b[off:min(off+seg, len(b))], oob, ua); err != nil {
+			first = cmp.Or(first, err)
+		}
+	}
+	return first
 }
 
 func (c *Conn) txPeer(addr net.Addr) *txPeer {

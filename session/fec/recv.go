@@ -22,6 +22,7 @@ type slot struct {
 	rebuilt   bool      // rebuilt from repairs (the link lost it)
 	at        time.Time // when it arrived or was rebuilt
 	buf       []byte    // the datagram, kept for recovery of its group
+	oob       []byte    // control messages it arrived with (fast path), or those of the datagram that completed its rebuild
 }
 
 // rxGroup is a group of which at least one repair arrived and whose data
@@ -163,7 +164,7 @@ func (p *rxPeer) pass(now time.Time) {
 	if s := p.record(p.next); s != nil && s.st == slotHave {
 		if !s.delivered {
 			s.delivered = true
-			p.c.deliver(s.buf, p.addr)
+			p.c.deliver(s.buf, s.oob, p.addr)
 		}
 		p.meter.add(s.rebuilt)
 	} else if s == nil {
@@ -203,9 +204,10 @@ func (p *rxPeer) store(seq uint32, payload []byte, now time.Time, rebuilt bool) 
 	late := givenUp || seqLess(seq, p.next)
 	s.seq, s.st, s.at, s.rebuilt = seq, slotHave, now, rebuilt
 	s.buf = append(s.buf[:0], payload...)
+	s.oob = append(s.oob[:0], p.c.curOOB...)
 	s.delivered = late
 	if late {
-		p.c.deliver(s.buf, p.addr)
+		p.c.deliver(s.buf, s.oob, p.addr)
 	}
 	return givenUp
 }
@@ -220,7 +222,7 @@ func (p *rxPeer) flush(now time.Time) {
 		}
 		if !s.delivered {
 			s.delivered = true
-			p.c.deliver(s.buf, p.addr)
+			p.c.deliver(s.buf, s.oob, p.addr)
 		}
 		p.meter.add(s.rebuilt)
 		p.next++

@@ -1,6 +1,7 @@
 package fec
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"net"
@@ -26,7 +27,9 @@ type txPeer struct {
 	lastAt  time.Time
 	timer   *time.Timer // flushes the open block (idle or FlushMax)
 	armed   bool
-	frame   []byte
+	out     []byte     // frames waiting for sendOut, back to back
+	outF    []outFrame // their sizes and kinds
+	oob     []byte     // control messages of the last write
 	enc     codecs
 	work    [][]byte  // one group's shards at flush
 	rep     [][]byte  // repair shard buffers of the block's groups
@@ -52,7 +55,7 @@ func newTxPeer(c *Conn, addr net.Addr) *txPeer {
 		c:      c,
 		addr:   addr,
 		seq:    binary.BigEndian.Uint32(b[:]),
-		frame:  make([]byte, 0, 1600),
+		out:    make([]byte, 0, 1600),
 		enc:    codecs{},
 		repair: c.cfg.Repair,
 		depth:  1,
@@ -76,23 +79,41 @@ func (p *txPeer) stop() {
 	p.timer.Stop()
 }
 
-func (p *txPeer) write(b []byte) (int, error) {
-	c := p.c
+// write sends the datagrams of b, framed: one datagram, or with seg > 0
+// (a GSO write from quic-go) consecutive datagrams of seg bytes, the last
+// possibly shorter. oob is the control messages to send them with (ECN
+// marking, source address; none on the plain path); the timer's repairs
+// go out with the last write's.
+func (p *txPeer) write(b []byte, seg int, oob []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
 		return 0, net.ErrClosed
 	}
-	seq := p.seq
-	p.seq++
-	p.frame = append(p.frame[:0], make([]byte, dataHeaderLen)...)
-	putData(p.frame, seq)
-	p.frame = append(p.frame, b...)
-	if _, err := c.pc.WriteTo(p.frame, p.addr); err != nil {
-		p.seq-- // not sent: the next datagram takes its seq
+	p.oob = append(p.oob[:0], oob...)
+	if seg <= 0 || seg >= len(b) {
+		p.frameData(b)
+	} else {
+		for off := 0; off < len(b); off += seg {
+			p.frameData(b[off:min(off+seg, len(b))])
+		}
+	}
+	if err := p.sendOut(); err != nil {
 		return 0, err
 	}
-	c.st.dataSent.Add(1)
+	return len(b), nil
+}
+
+// frameData queues b as the next data datagram and adds it to the open
+// block, closing the block (its repairs queued behind) when full. A
+// datagram the socket then refuses keeps its seq: the receiver counts it
+// lost, and its group's repairs may still rebuild it.
+func (p *txPeer) frameData(b []byte) {
+	c := p.c
+	seq := p.seq
+	p.seq++
+	p.queue(b, dataHeaderLen, false)
+	putData(p.out[len(p.out)-dataHeaderLen-len(b):], seq)
 	if c.cfg.Auto && !p.reported && p.unreported < silentAfter {
 		if p.unreported++; p.unreported == silentAfter {
 			c.log.Warn(`no FEC loss reports from the peer: transport.fec is "auto" here but the peer does not report (it has transport.fec = "on", or runs an older version), so repairs stay at their floor; set both ends to the same transport.fec`,
@@ -122,7 +143,61 @@ func (p *txPeer) write(b []byte) (int, error) {
 		p.armed = true
 		p.timer.Reset(p.flushIdle())
 	}
-	return len(b), nil
+}
+
+// queue appends a frame of hdr header bytes (filled in by the caller)
+// and body to the frames waiting for sendOut.
+func (p *txPeer) queue(body []byte, hdr int, repair bool) {
+	p.out = append(p.out, make([]byte, hdr)...)
+	p.out = append(p.out, body...)
+	p.outF = append(p.outF, outFrame{n: hdr + len(body), repair: repair})
+}
+
+// outFrame is one frame in txPeer.out.
+type outFrame struct {
+	n      int
+	repair bool
+}
+
+// sendOut sends the queued frames in order and empties the queue. With
+// GSO, each run of equal-size frames (and a shorter one ending it) goes
+// out in one system call, as quic-go's own batches do without FEC. It
+// returns the first error; frames after a failed run are still tried.
+func (p *txPeer) sendOut() error {
+	c := p.c
+	var first error
+	off := 0
+	for i := 0; i < len(p.outF); {
+		size, total, j := p.outF[i].n, p.outF[i].n, i+1
+		if c.gso.Load() {
+			for j < len(p.outF) && j-i < maxGSOSegments && p.outF[j].n <= size && total+p.outF[j].n <= maxGSOBytes {
+				total += p.outF[j].n
+				j++
+				if p.outF[j-1].n < size {
+					break
+				}
+			}
+		}
+		seg := 0
+		if j-i > 1 {
+			seg = size
+		}
+		if err := c.send(p.out[off:off+total], seg, p.oob, p.addr); err != nil {
+			first = cmp.Or(first, err)
+		} else {
+			for _, f := range p.outF[i:j] {
+				if f.repair {
+					c.st.repairSent.Add(1)
+				} else {
+					c.st.dataSent.Add(1)
+				}
+			}
+		}
+		off += total
+		i = j
+	}
+	p.out, p.outF = p.out[:0], p.outF[:0]
+	return first
 }
 
 // flushIdle is how long the open block waits for a next datagram. A block
@@ -156,9 +231,13 @@ func (p *txPeer) onTimer() {
 		return
 	}
 	p.flushLocked()
+	if err := p.sendOut(); err != nil {
+		p.c.log.Debug("fec: sending repairs failed", "error", err.Error())
+	}
 }
 
-// flushLocked sends the open block's repairs and starts a new block.
+// flushLocked queues the open block's repairs (for sendOut) and starts a
+// new block.
 //
 // A block of n datagrams is laid out in d groups: group j holds the
 // datagrams j, j+d, j+2d, ... of the block, so a burst of up to d
@@ -200,18 +279,14 @@ func (p *txPeer) flushLocked() {
 		nrep += r
 		maxR = max(maxR, r)
 	}
-	c := p.c
 	for i := range maxR {
 		for _, gr := range p.groups {
 			if i >= gr.r {
 				continue
 			}
-			p.frame = append(p.frame[:0], make([]byte, repairHeaderLen)...)
-			putRepair(p.frame, p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
-			p.frame = append(p.frame, p.rep[gr.rep+i]...)
-			if _, err := c.pc.WriteTo(p.frame, p.addr); err == nil {
-				c.st.repairSent.Add(1)
-			}
+			body := p.rep[gr.rep+i]
+			p.queue(body, repairHeaderLen, true)
+			putRepair(p.out[len(p.out)-repairHeaderLen-len(body):], p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
 		}
 	}
 }

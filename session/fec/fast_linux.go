@@ -1,0 +1,228 @@
+//go:build linux
+
+package fec
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Limits of one GSO write: the kernel takes at most 64 segments
+// (UDP_MAX_SEGMENTS before Linux 6.x) and one UDP payload's worth of bytes.
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65000
+)
+
+// batchSize is how many datagrams one read from the socket takes, as
+// quic-go's own batched receive.
+const batchSize = 8
+
+// readBufSize holds any datagram of the layer (at most the packet size
+// plus Overhead) and the first bytes of a larger unframed one, enough to
+// tell a peer with FEC off.
+const readBufSize = 2048
+
+// enableFast marks c for the fast path when pc is a UDP socket: writes
+// carry control messages and, where the socket takes UDP_SEGMENT, batch
+// with GSO.
+func (c *Conn) enableFast(pc net.PacketConn) {
+	u, ok := pc.(*net.UDPConn)
+	if !ok {
+		return
+	}
+	c.udp = u
+	c.gso.Store(gsoAvailable(u))
+}
+
+// gsoAvailable reports whether the socket takes UDP_SEGMENT, unless
+// QUIC_GO_DISABLE_GSO (quic-go's own switch) turns GSO off.
+func gsoAvailable(u *net.UDPConn) bool {
+	if off, err := strconv.ParseBool(os.Getenv("QUIC_GO_DISABLE_GSO")); err == nil && off {
+		return false
+	}
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		_, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// PacketConn returns what quic.Transport should get. Over a UDP socket it
+// is a connection that offers quic-go what it uses on a *net.UDPConn:
+// GSO writes (split into datagrams, framed, and sent again in GSO runs),
+// batched reads, ECN and packet-info control messages, and the socket
+// options. Otherwise it is c.
+func (c *Conn) PacketConn() net.PacketConn {
+	if c.udp == nil {
+		return c
+	}
+	f := &fastConn{Conn: c, bc: ipv4.NewPacketConn(c.udp), msgs: make([]ipv4.Message, batchSize)}
+	for i := range f.msgs {
+		f.msgs[i].Buffers = [][]byte{make([]byte, readBufSize)}
+		f.msgs[i].OOB = make([]byte, 256)
+	}
+	return f
+}
+
+// fastConn is a Conn as quic-go's OOBCapablePacketConn with ReadBatch.
+// Reads and writes go through the layer exactly as ReadFrom and WriteTo
+// do; only the system calls and control messages differ.
+type fastConn struct {
+	*Conn
+	bc   *ipv4.PacketConn
+	msgs []ipv4.Message // owned under readMu
+}
+
+// SyscallConn gives quic-go the socket for its options (buffer sizes,
+// DF, ECN and packet-info reception) and the GSO check.
+func (f *fastConn) SyscallConn() (syscall.RawConn, error) { return f.udp.SyscallConn() }
+
+// WriteMsgUDP sends b (several datagrams when oob asks for GSO) framed,
+// with the other control messages of oob.
+func (f *fastConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	if f.closed.Load() {
+		return 0, 0, net.ErrClosed
+	}
+	seg, rest := splitSegmentSize(oob)
+	if seg > 0 {
+		f.fast.gsoIn.Add(1)
+	}
+	n, err = f.txPeer(addr).write(b, seg, rest)
+	return n, len(oob), err
+}
+
+// ReadMsgUDP returns the next datagram, received or rebuilt, with the
+// control messages it arrived with.
+func (f *fastConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	f.readMu.Lock()
+	defer f.readMu.Unlock()
+	if err := f.waitReady(f.readBatch); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	d := f.popReady()
+	n, oobn, flags = copyOut(b, oob, d)
+	addr, _ = d.addr.(*net.UDPAddr)
+	f.recycle(d)
+	return n, oobn, flags, addr, nil
+}
+
+// ReadBatch fills ms with the datagrams ready, at least one, reading a
+// batch from the socket when none is.
+func (f *fastConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	f.readMu.Lock()
+	defer f.readMu.Unlock()
+	if err := f.waitReady(f.readBatch); err != nil {
+		return 0, err
+	}
+	k := 0
+	for ; k < len(ms) && f.readyHead < len(f.ready); k++ {
+		d := f.popReady()
+		m := &ms[k]
+		var buf []byte
+		if len(m.Buffers) > 0 {
+			buf = m.Buffers[0]
+		}
+		m.N, m.NN, m.Flags = copyOut(buf, m.OOB, d)
+		m.Addr = d.addr
+		f.recycle(d)
+	}
+	return k, nil
+}
+
+// copyOut copies a delivery to a reader's buffers; control messages that
+// do not fit are left out whole (MSG_CTRUNC), not cut.
+func copyOut(b, oob []byte, d delivery) (n, oobn, flags int) {
+	n = copy(b, d.data())
+	if n < len(d.data()) {
+		flags |= unix.MSG_TRUNC
+	}
+	if len(d.oob()) <= len(oob) {
+		oobn = copy(oob, d.oob())
+	} else {
+		flags |= unix.MSG_CTRUNC
+	}
+	return n, oobn, flags
+}
+
+// readBatch reads up to batchSize datagrams from the socket in one system
+// call and handles them. A framed datagram cut by the buffer is dropped;
+// an unframed one still tells a peer with FEC off.
+func (f *fastConn) readBatch() error {
+	n, err := f.bc.ReadBatch(f.msgs, 0)
+	if err != nil {
+		return err
+	}
+	if n > 1 {
+		f.fast.batchIn.Add(1)
+	}
+	now := time.Now()
+	for i := range f.msgs[:n] {
+		m := &f.msgs[i]
+		b := m.Buffers[0][:m.N]
+		if m.Flags&unix.MSG_TRUNC != 0 && Framed(b) {
+			continue
+		}
+		f.receive(b, m.Addr, m.OOB[:m.NN], now)
+	}
+	return nil
+}
+
+// splitSegmentSize takes the UDP_SEGMENT control message out of oob: it
+// returns the segment size (0: none) and the other messages.
+func splitSegmentSize(oob []byte) (seg int, rest []byte) {
+	if len(oob) == 0 {
+		return 0, nil
+	}
+	rest = oob
+	for off := 0; off < len(oob); {
+		h, body, remainder, err := unix.ParseOneSocketControlMessage(oob[off:])
+		if err != nil {
+			return seg, rest
+		}
+		next := len(oob) - len(remainder)
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 {
+			seg = int(*(*uint16)(unsafe.Pointer(&body[0])))
+			rest = append(append([]byte(nil), oob[:off]...), oob[next:]...)
+			return seg, rest
+		}
+		off = next
+	}
+	return 0, rest
+}
+
+// appendSegmentSize returns oob with a UDP_SEGMENT control message of
+// size seg added (in a new slice: oob is the caller's).
+func appendSegmentSize(oob []byte, seg int) []byte {
+	b := make([]byte, len(oob), len(oob)+unix.CmsgSpace(2))
+	copy(b, oob)
+	start := len(b)
+	b = b[:start+unix.CmsgSpace(2)]
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
+	h.Level = unix.IPPROTO_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[start+unix.CmsgSpace(0)])) = uint16(seg)
+	return b
+}
+
+// isGSOError reports a write the device cannot segment (EIO: no
+// checksum offload, which UDP_SEGMENT needs).
+func isGSOError(err error) bool {
+	var serr *os.SyscallError
+	return errors.As(err, &serr) && serr.Err == unix.EIO
+}

@@ -1,0 +1,300 @@
+//go:build linux
+
+package fec
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/ptproxy/ptproxy/session/fec/fectest"
+	"github.com/ptproxy/ptproxy/session/pki"
+)
+
+// fastConnOn wraps a new loopback UDP socket in a Conn and returns its
+// fast path.
+func fastConnOn(t *testing.T, cfg Config) (*Conn, *fastConn) {
+	t.Helper()
+	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.SetReadBuffer(4 << 20)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	c, err := New(u, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	f, ok := c.PacketConn().(*fastConn)
+	if !ok {
+		t.Fatalf("PacketConn over a UDP socket is %T, not the fast path", c.PacketConn())
+	}
+	return c, f
+}
+
+// requireGSO fails in CI, and skips elsewhere, on a kernel without
+// UDP_SEGMENT (before Linux 4.18).
+func requireGSO(t *testing.T, c *Conn) {
+	t.Helper()
+	if c.gso.Load() {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("UDP_SEGMENT (GSO) not available on this kernel")
+	}
+	t.Skip("UDP_SEGMENT (GSO) not available on this kernel (Linux 4.18 or newer needed)")
+}
+
+// recvTOS asks the socket for each datagram's TOS byte (ECN), as quic-go
+// does through SyscallConn.
+func recvTOS(t *testing.T, f *fastConn) {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+}
+
+// tosOOB is an IP_TOS control message, as quic-go sends for ECN.
+func tosOOB(tos byte) []byte {
+	b := make([]byte, unix.CmsgSpace(1))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	h.SetLen(unix.CmsgLen(1))
+	b[unix.CmsgSpace(0)] = tos
+	return b
+}
+
+// tosOf returns the TOS byte of a received datagram's control messages,
+// -1 when there is none.
+func tosOf(oob []byte) int {
+	for len(oob) > 0 {
+		h, body, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return -1
+		}
+		if h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TOS && len(body) >= 1 {
+			return int(body[0])
+		}
+		oob = rest
+	}
+	return -1
+}
+
+// readBatchAll reads n datagrams with ReadBatch, as quic-go does.
+func readBatchAll(t *testing.T, f *fastConn, n int) []ipv4.Message {
+	t.Helper()
+	var out []ipv4.Message
+	f.SetReadDeadline(time.Now().Add(safety))
+	for len(out) < n {
+		ms := make([]ipv4.Message, 8)
+		for i := range ms {
+			ms[i].Buffers = [][]byte{make([]byte, 1500)}
+			ms[i].OOB = make([]byte, 128)
+		}
+		k, err := f.ReadBatch(ms, 0)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", len(out), n, err)
+		}
+		out = append(out, ms[:k]...)
+	}
+	return out
+}
+
+// A GSO write from quic-go (one buffer, UDP_SEGMENT in the control
+// messages) leaves as framed datagrams in GSO runs with its ECN marking,
+// and the receiver's ReadBatch returns each datagram on its own, in order,
+// the last one shorter, with the TOS byte it arrived with.
+func TestFastPathGSOAndECN(t *testing.T) {
+	a, fa := fastConnOn(t, Config{GroupSize: 4, Repair: 1})
+	b, fb := fastConnOn(t, Config{GroupSize: 4, Repair: 1})
+	requireGSO(t, a)
+	recvTOS(t, fb)
+
+	const seg, n = 200, 11
+	var want [][]byte
+	var buf []byte
+	for i := range n {
+		d := bytes.Repeat([]byte{byte('a' + i)}, seg)
+		if i == n-1 {
+			d = d[:77]
+		}
+		want = append(want, d)
+		buf = append(buf, d...)
+	}
+	const ect0 = 0x02
+	wrote, _, err := fa.WriteMsgUDP(buf, appendSegmentSize(tosOOB(ect0), seg), fb.LocalAddr().(*net.UDPAddr))
+	if err != nil || wrote != len(buf) {
+		t.Fatalf("WriteMsgUDP: %d, %v", wrote, err)
+	}
+	got := readBatchAll(t, fb, n)
+	for i, m := range got {
+		if d := m.Buffers[0][:m.N]; !bytes.Equal(d, want[i]) {
+			t.Errorf("datagram %d: %d bytes %q…, want %d bytes of %q", i, len(d), d[:min(len(d), 4)], len(want[i]), want[i][:1])
+		}
+		if tos := tosOf(m.OOB[:m.NN]); tos&0x03 != ect0 {
+			t.Errorf("datagram %d: TOS %d, want ECN ECT(0)", i, tos)
+		}
+		if m.Addr.String() != fa.LocalAddr().String() {
+			t.Errorf("datagram %d from %v", i, m.Addr)
+		}
+	}
+	if a.fast.gsoIn.Load() != 1 || a.fast.gsoOut.Load() == 0 {
+		t.Errorf("GSO writes: %d in, %d runs out; want 1 in and at least one run out", a.fast.gsoIn.Load(), a.fast.gsoOut.Load())
+	}
+	if b.fast.batchIn.Load() == 0 {
+		t.Error("no socket read took more than one datagram, though all were queued before the first read")
+	}
+	if st := a.Stats(); st.DataSent != n || st.RepairSent < 2 {
+		t.Errorf("sent %d data, %d repairs; want %d data and the repairs of the two full groups", st.DataSent, st.RepairSent, n)
+	}
+}
+
+// Through a relay that drops datagrams, the fast path rebuilds them: every
+// datagram reaches the reader whole and in order, some of them rebuilt,
+// and every one
+// carries control messages (a rebuilt one those of the datagram that
+// completed it), so quic-go's ECN counts stay whole.
+func TestFastPathRebuildsThroughRelay(t *testing.T) {
+	a, fa := fastConnOn(t, Config{GroupSize: 8, Repair: 3, Hold: forever})
+	b, fb := fastConnOn(t, Config{GroupSize: 8, Repair: 3, Hold: forever})
+	recvTOS(t, fb)
+	relay := fectest.NewRelay(t, fb.LocalAddr().(*net.UDPAddr), 0.05, 7)
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: relay.Port()}
+
+	const seg, batches, per = 100, 20, 8
+	total := batches * per
+	for k := range batches {
+		var buf []byte
+		for i := range per {
+			d := make([]byte, seg)
+			putIndex(d, k*per+i)
+			buf = append(buf, d...)
+		}
+		if _, _, err := fa.WriteMsgUDP(buf, appendSegmentSize(nil, seg), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The seeded drops (5%) never take more than 3 of a group of 11, so
+	// every datagram must arrive (the hold never gives one up).
+	got := readBatchAll(t, fb, total)
+	last := -1
+	for _, m := range got {
+		d := m.Buffers[0][:m.N]
+		if len(d) != seg {
+			t.Fatalf("datagram of %d bytes", len(d))
+		}
+		i := getIndex(d)
+		if i <= last {
+			t.Fatalf("datagram %d after %d", i, last)
+		}
+		last = i
+		if tos := tosOf(m.OOB[:m.NN]); tos < 0 {
+			t.Errorf("datagram %d without its control messages", i)
+		}
+	}
+	st := b.Stats()
+	_, dropped := relay.Counts()
+	t.Logf("relay dropped %d; receiver %+v; sender %+v", dropped, st, a.Stats())
+	if dropped == 0 || st.Recovered == 0 {
+		t.Fatalf("the relay dropped %d and %d were rebuilt: the test did not exercise recovery", dropped, st.Recovered)
+	}
+	if len(got) != total || st.Unrecoverable != 0 || st.DataReceived+st.Recovered != uint64(total) {
+		t.Errorf("delivered %d of %d; %d received, %d rebuilt, %d given up", len(got), total, st.DataReceived, st.Recovered, st.Unrecoverable)
+	}
+}
+
+func putIndex(d []byte, i int) { d[0], d[1] = byte(i>>8), byte(i) }
+func getIndex(d []byte) int    { return int(d[0])<<8 | int(d[1]) }
+
+// quic-go over the layer takes the fast path as over a bare socket: it
+// writes GSO batches and reads in batches, and a 1 MiB stream arrives
+// whole.
+func TestQUICTakesFastPath(t *testing.T) {
+	srv, fs := fastConnOn(t, Config{GroupSize: 16, Repair: 2})
+	cli, fc := fastConnOn(t, Config{GroupSize: 16, Repair: 2})
+	requireGSO(t, cli)
+	ca, err := pki.NewCA("fec test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Server("fec.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := leaf.TLS
+	qc := &quic.Config{InitialPacketSize: 1280 - Overhead, DisablePathMTUDiscovery: true}
+	st := &quic.Transport{Conn: fs}
+	defer st.Close()
+	ln, err := st.Listen(&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &quic.Transport{Conn: fc}
+	defer ct.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+
+	payload := make([]byte, 1<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	recv := make(chan []byte, 1)
+	go func() {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			recv <- nil
+			return
+		}
+		s, err := conn.AcceptStream(ctx)
+		if err != nil {
+			recv <- nil
+			return
+		}
+		b, _ := io.ReadAll(s)
+		recv <- b
+	}()
+	conn, err := ct.Dial(ctx, fs.LocalAddr(), &tls.Config{RootCAs: ca.Pool(), ServerName: "fec.test", NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	s, err := conn.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if got := <-recv; !bytes.Equal(got, payload) {
+		t.Fatalf("received %d bytes, want the %d sent", len(got), len(payload))
+	}
+	if cli.fast.gsoIn.Load() == 0 || cli.fast.gsoOut.Load() == 0 {
+		t.Errorf("quic-go's GSO writes through the layer: %d in, %d runs out", cli.fast.gsoIn.Load(), cli.fast.gsoOut.Load())
+	}
+	if srv.fast.batchIn.Load() == 0 {
+		t.Error("the receiving side never read more than one datagram per system call")
+	}
+	if s := srv.Stats(); s.DataReceived == 0 || s.RepairReceived == 0 {
+		t.Errorf("receiver stats %+v: the transfer did not go through the layer", s)
+	}
+}
