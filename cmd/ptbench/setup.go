@@ -63,6 +63,7 @@ type bench struct {
 	pairs   []*pairs.Pair
 	cleanup []func()
 	self    string
+	commit  string // what ptproxy was built from (treeCommit)
 }
 
 // base returns the results file name for mode, with the tag if any.
@@ -169,6 +170,9 @@ func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
 	os.MkdirAll(filepath.Join(b.work, "bin"), 0o755)
 	bins := pairs.Bins{Ptproxy: filepath.Join(b.work, "bin", "ptproxy")}
 	log.Printf("building ptproxy from %s", root)
+	// The commit is read as the binary is built: the tree may change
+	// during a long run, and the results must name what was measured.
+	b.commit = treeCommit(root)
 	build := exec.Command("go", "build", "-o", bins.Ptproxy, "./cmd/ptproxy")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -342,7 +346,7 @@ func startPair(ctx context.Context, p *pairs.Pair, dial loadgen.DialFunc, timeou
 }
 
 // hostInfo describes the machine and the programs' versions.
-func hostInfo(repo string, bins pairs.Bins) map[string]string {
+func hostInfo(commit string, bins pairs.Bins) map[string]string {
 	h := map[string]string{
 		"cpus":       strconv.Itoa(runtime.NumCPU()),
 		"go":         runtime.Version(),
@@ -378,13 +382,24 @@ func hostInfo(repo string, bins pairs.Bins) map[string]string {
 	if bins.Caddy != "" {
 		h["caddy"] = "v2.11.9 (" + caddyModule + ")"
 	}
-	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		h["ptproxy commit"] = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-			h["ptproxy commit"] += " + uncommitted changes in the working tree (ptproxy is built from the working tree)"
-		}
+	if commit != "" {
+		h["ptproxy commit"] = commit
 	}
 	return h
+}
+
+// treeCommit names the commit of the working tree at repo, and says so
+// when the tree differs from it ("" when git cannot tell).
+func treeCommit(repo string) string {
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		c += " + uncommitted changes in the working tree (ptproxy is built from the working tree)"
+	}
+	return c
 }
 
 // cpuMeter samples CPU time of a pair, of the origin, of this process and

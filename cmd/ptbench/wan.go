@@ -314,7 +314,7 @@ func wanSession(ctx context.Context, b *bench, names, notes []string, o wanOpts,
 	}
 	recSc.Finish()
 
-	res.Host = hostInfo(b.c.repo, b.env.Bins)
+	res.Host = hostInfo(b.commit, b.env.Bins)
 	lossHow := "independent (Bernoulli)"
 	if link.GE != nil {
 		lossHow = link.GE.String() + ", each direction its own state"
