@@ -95,6 +95,11 @@ type lossFilter struct {
 // than Bernoulli gets lines of its own.
 func seriesLabel(f lossFile, pair string) string {
 	l := pair
+	if pair == pairs.PtproxyAlt {
+		if env := altSetting(f.res.Notes); env != "" {
+			l = "ptproxy " + env
+		}
+	}
 	if pairs.IsPtproxy(pair) && f.tag != "" {
 		l += " " + f.tag
 	}
@@ -334,4 +339,29 @@ prints the plotted medians as a Markdown table.
 	fmt.Fprint(stdout, lossTable(series, unit))
 	fmt.Fprintf(os.Stderr, "wrote %s from %d files\n", *out, len(parsed))
 	return nil
+}
+
+// altSetting reads what the ptproxy-alt pair of a run had in its
+// environment from the run's notes (experimentNotes), shortened:
+// "PTPROXY_TRANSPORT__FEC=auto" becomes "fec=auto".
+func altSetting(notes []string) string {
+	prefix := "Pair " + pairs.PtproxyAlt + " is ptproxy with "
+	for _, n := range notes {
+		rest, ok := strings.CutPrefix(n, prefix)
+		if !ok {
+			continue
+		}
+		env, _, _ := strings.Cut(rest, " added to")
+		var out []string
+		for _, kv := range strings.Fields(env) {
+			k, v, _ := strings.Cut(kv, "=")
+			k = strings.TrimPrefix(k, "PTPROXY_")
+			if _, after, ok := strings.Cut(k, "__"); ok {
+				k = after
+			}
+			out = append(out, strings.ToLower(k)+"="+v)
+		}
+		return strings.Join(out, " ")
+	}
+	return ""
 }

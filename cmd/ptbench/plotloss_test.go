@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/pairs"
 	"github.com/ptproxy/ptproxy/cmd/ptbench/internal/report"
 )
 
@@ -142,5 +143,24 @@ func TestPlotLossWritesSVG(t *testing.T) {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("svg lacks %q", w)
 		}
+	}
+}
+
+// The ptproxy-alt pair's line is named by the setting it ran with, read
+// from the run's note; a tag still tells runs apart.
+func TestAltSeriesLabel(t *testing.T) {
+	b := &bench{env: pairs.Env{PtproxyAltEnv: []string{"PTPROXY_TRANSPORT__FEC=auto", "GOMAXPROCS=1"}}}
+	f := lossFile{tag: "x", res: report.Results{Notes: append([]string{"other"}, b.experimentNotes([]string{"ptproxy-alt"})...)}}
+	for pair, want := range map[string]string{
+		"ptproxy-alt": "ptproxy fec=auto gomaxprocs=1 x",
+		"ptproxy":     "ptproxy x",
+		"nginx":       "nginx",
+	} {
+		if got := seriesLabel(f, pair); got != want {
+			t.Errorf("%s: label %q, want %q", pair, got, want)
+		}
+	}
+	if got := seriesLabel(lossFile{}, "ptproxy-alt"); got != "ptproxy-alt" {
+		t.Errorf("without the note: %q", got)
 	}
 }
