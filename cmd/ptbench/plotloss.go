@@ -95,9 +95,13 @@ type lossFilter struct {
 // than Bernoulli gets lines of its own.
 func seriesLabel(f lossFile, pair string) string {
 	l := pair
-	if pair == pairs.PtproxyAlt {
-		if env := altSetting(f.res.Notes); env != "" {
+	// In a run with both ptproxy pairs, each is named by its setting.
+	if env := altSetting(f.res.Notes); env != "" {
+		switch pair {
+		case pairs.PtproxyAlt:
 			l = "ptproxy " + env
+		case pairs.Ptproxy:
+			l = "ptproxy defaults"
 		}
 	}
 	if pairs.IsPtproxy(pair) && f.tag != "" {

@@ -146,14 +146,15 @@ func TestPlotLossWritesSVG(t *testing.T) {
 	}
 }
 
-// The ptproxy-alt pair's line is named by the setting it ran with, read
-// from the run's note; a tag still tells runs apart.
+// In a run with the ptproxy-alt pair, its line is named by the setting it
+// ran with (read from the run's note) and ptproxy's by "defaults"; a tag
+// still tells runs apart.
 func TestAltSeriesLabel(t *testing.T) {
 	b := &bench{env: pairs.Env{PtproxyAltEnv: []string{"PTPROXY_TRANSPORT__FEC=auto", "GOMAXPROCS=1"}}}
 	f := lossFile{tag: "x", res: report.Results{Notes: append([]string{"other"}, b.experimentNotes([]string{"ptproxy-alt"})...)}}
 	for pair, want := range map[string]string{
 		"ptproxy-alt": "ptproxy fec=auto gomaxprocs=1 x",
-		"ptproxy":     "ptproxy x",
+		"ptproxy":     "ptproxy defaults x",
 		"nginx":       "nginx",
 	} {
 		if got := seriesLabel(f, pair); got != want {
@@ -162,5 +163,8 @@ func TestAltSeriesLabel(t *testing.T) {
 	}
 	if got := seriesLabel(lossFile{}, "ptproxy-alt"); got != "ptproxy-alt" {
 		t.Errorf("without the note: %q", got)
+	}
+	if got := seriesLabel(lossFile{tag: "x"}, "ptproxy"); got != "ptproxy x" {
+		t.Errorf("ptproxy alone: %q", got)
 	}
 }
