@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Point is one point of a line.
@@ -46,14 +47,20 @@ func niceStep(max float64, n int) float64 {
 // axes from zero, ticks, grid lines and a legend.
 func LineChart(title, xLabel, yLabel string, series []Series) string {
 	const (
-		width   = 760
-		height  = 420
-		left    = 70
-		right   = 190 // legend
-		top     = 40
-		bottom  = 50
-		fontCSS = "font-family:sans-serif;font-size:12px"
+		plotArea = 500
+		height   = 420
+		left     = 70
+		top      = 40
+		bottom   = 50
+		fontCSS  = "font-family:sans-serif;font-size:12px"
 	)
+	// The legend is as wide as its longest label (about 7 px a character
+	// at 12 px), at least 190 px.
+	right := 190
+	for _, sr := range series {
+		right = max(right, 45+7*utf8.RuneCountInString(sr.Label))
+	}
+	width := left + plotArea + right
 	maxX, maxY := 0.0, 0.0
 	for _, s := range series {
 		for _, p := range s.Points {
