@@ -18,8 +18,10 @@ var importRules = map[string][]string{
 	module + "/config":    {"github.com/knadh/koanf", "github.com/go-viper/mapstructure"},
 	module + "/pipeline":  {module + "/httpio"},
 	module + "/session":   {"github.com/quic-go/", "github.com/looplab/fsm", "golang.org/x/", module + "/session/fec", module + "/httpio"},
-	// The FEC layer is a net.PacketConn: it knows no QUIC, only datagrams.
-	module + "/session/fec": {"github.com/klauspost/reedsolomon"},
+	// The FEC layer is a net.PacketConn: it knows no QUIC, only datagrams
+	// and the socket calls of the fast paths it offers quic-go (recvmmsg
+	// through x/net/ipv4, UDP_SEGMENT and control messages through x/sys).
+	module + "/session/fec": {"github.com/klauspost/reedsolomon", "golang.org/x/net/ipv4", "golang.org/x/sys/unix"},
 }
 
 func TestImportRules(t *testing.T) {
