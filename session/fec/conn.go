@@ -445,27 +445,31 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	}
 	p := c.txPeer(addr)
-	return p.write(b, 0, nil)
+	return p.write(b, 0, nil, nil)
 }
 
 // send writes b to addr: one datagram, or with seg > 0 datagrams of seg
-// bytes (GSO), with the control messages oob (fast path only). A GSO
-// write the device refuses (EIO: no checksum offload) switches GSO off
-// for good and goes out one datagram at a time.
-func (c *Conn) send(b []byte, seg int, oob []byte, addr net.Addr) error {
+// bytes (GSO), with the control messages oob (fast path only); scratch
+// holds oob plus the segment size between calls. A GSO write the device
+// refuses (EIO: no checksum offload) switches GSO off for good and goes
+// out one datagram at a time.
+func (c *Conn) send(b []byte, seg int, oob []byte, scratch *[]byte, addr net.Addr) error {
 	if c.udp == nil {
 		_, err := c.pc.WriteTo(b, addr)
 		return err
 	}
-	ua, ok := addr.(*net.UDPAddr)
+	u, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return fmt.Errorf("fec: write to %T: not a UDP address", addr)
 	}
+	// The netip form spares the socket-address allocation of every write.
+	ua := u.AddrPort()
 	if seg == 0 {
-		_, _, err := c.udp.WriteMsgUDP(b, oob, ua)
+		_, _, err := c.udp.WriteMsgUDPAddrPort(b, oob, ua)
 		return err
 	}
-	_, _, err := c.udp.WriteMsgUDP(b, appendSegmentSize(oob, seg), ua)
+	*scratch = appendSegmentSize(append((*scratch)[:0], oob...), seg)
+	_, _, err := c.udp.WriteMsgUDPAddrPort(b, *scratch, ua)
 	if err == nil {
 		c.fast.gsoOut.Add(1)
 	}
@@ -477,7 +481,7 @@ func (c *Conn) send(b []byte, seg int, oob []byte, addr net.Addr) error {
 	}
 	var first error
 	for off := 0; off < len(b); off += seg {
-		if _, _, err := c.udp.WriteMsgUDP(b[off:min(off+seg, len(b))], oob, ua); err != nil {
+		if _, _, err := c.udp.WriteMsgUDPAddrPort(b[off:min(off+seg, len(b))], oob, ua); err != nil {
 			first = cmp.Or(first, err)
 		}
 	}

@@ -98,11 +98,11 @@ func (f *fastConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, e
 	if f.closed.Load() {
 		return 0, 0, net.ErrClosed
 	}
-	seg, rest := splitSegmentSize(oob)
+	seg, from, to := segmentSize(oob)
 	if seg > 0 {
 		f.fast.gsoIn.Add(1)
 	}
-	n, err = f.txPeer(addr).write(b, seg, rest)
+	n, err = f.txPeer(addr).write(b, seg, oob[:from], oob[to:])
 	return n, len(oob), err
 }
 
@@ -182,36 +182,28 @@ func (f *fastConn) readBatch() error {
 	return nil
 }
 
-// splitSegmentSize takes the UDP_SEGMENT control message out of oob: it
-// returns the segment size (0: none) and the other messages.
-func splitSegmentSize(oob []byte) (seg int, rest []byte) {
-	if len(oob) == 0 {
-		return 0, nil
-	}
-	rest = oob
+// segmentSize finds the UDP_SEGMENT control message in oob: the segment
+// size (0: none) and where the message lies, oob[from:to].
+func segmentSize(oob []byte) (seg, from, to int) {
 	for off := 0; off < len(oob); {
 		h, body, remainder, err := unix.ParseOneSocketControlMessage(oob[off:])
 		if err != nil {
-			return seg, rest
+			return 0, len(oob), len(oob)
 		}
 		next := len(oob) - len(remainder)
 		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 {
-			seg = int(*(*uint16)(unsafe.Pointer(&body[0])))
-			rest = append(append([]byte(nil), oob[:off]...), oob[next:]...)
-			return seg, rest
+			return int(*(*uint16)(unsafe.Pointer(&body[0]))), off, next
 		}
 		off = next
 	}
-	return 0, rest
+	return 0, len(oob), len(oob)
 }
 
-// appendSegmentSize returns oob with a UDP_SEGMENT control message of
-// size seg added (in a new slice: oob is the caller's).
-func appendSegmentSize(oob []byte, seg int) []byte {
-	b := make([]byte, len(oob), len(oob)+unix.CmsgSpace(2))
-	copy(b, oob)
+// appendSegmentSize appends a UDP_SEGMENT control message of size seg to
+// b.
+func appendSegmentSize(b []byte, seg int) []byte {
 	start := len(b)
-	b = b[:start+unix.CmsgSpace(2)]
+	b = append(b, make([]byte, unix.CmsgSpace(2))...)
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[start]))
 	h.Level = unix.IPPROTO_UDP
 	h.Type = unix.UDP_SEGMENT

@@ -16,6 +16,6 @@ func (c *Conn) enableFast(net.PacketConn) {}
 // PacketConn returns c: quic-go reads and writes one datagram at a time.
 func (c *Conn) PacketConn() net.PacketConn { return c }
 
-func appendSegmentSize(oob []byte, _ int) []byte { return oob }
+func appendSegmentSize(b []byte, _ int) []byte { return b }
 
 func isGSOError(error) bool { return false }

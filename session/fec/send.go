@@ -30,6 +30,7 @@ type txPeer struct {
 	out     []byte     // frames waiting for sendOut, back to back
 	outF    []outFrame // their sizes and kinds
 	oob     []byte     // control messages of the last write
+	cmsg    []byte     // scratch: oob plus the GSO segment size
 	enc     codecs
 	work    [][]byte  // one group's shards at flush
 	rep     [][]byte  // repair shard buffers of the block's groups
@@ -81,16 +82,17 @@ func (p *txPeer) stop() {
 
 // write sends the datagrams of b, framed: one datagram, or with seg > 0
 // (a GSO write from quic-go) consecutive datagrams of seg bytes, the last
-// possibly shorter. oob is the control messages to send them with (ECN
-// marking, source address; none on the plain path); the timer's repairs
-// go out with the last write's.
-func (p *txPeer) write(b []byte, seg int, oob []byte) (int, error) {
+// possibly shorter. oob and more are the control messages to send them
+// with (ECN marking, source address; none on the plain path), in two
+// pieces so the caller can leave one out without a copy; the timer's
+// repairs go out with the last write's.
+func (p *txPeer) write(b []byte, seg int, oob, more []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
 		return 0, net.ErrClosed
 	}
-	p.oob = append(p.oob[:0], oob...)
+	p.oob = append(append(p.oob[:0], oob...), more...)
 	if seg <= 0 || seg >= len(b) {
 		p.frameData(b)
 	} else {
@@ -182,7 +184,7 @@ func (p *txPeer) sendOut() error {
 		if j-i > 1 {
 			seg = size
 		}
-		if err := c.send(p.out[off:off+total], seg, p.oob, p.addr); err != nil {
+		if err := c.send(p.out[off:off+total], seg, p.oob, &p.cmsg, p.addr); err != nil {
 			first = cmp.Or(first, err)
 		} else {
 			for _, f := range p.outF[i:j] {
