@@ -77,10 +77,6 @@ func Run(ctx context.Context, spec Spec) (*Result, error) {
 func runPhase(ctx context.Context, spec Spec, record bool) (*Result, error) {
 	var started atomic.Int64
 	max := int64(spec.MaxRequests)
-	ctx, cancel := context.WithTimeout(ctx, spec.Duration)
-	defer cancel()
-	deadline, _ := ctx.Deadline()
-	grace := deadline.Add(10 * time.Second) // hard bound on a stuck request
 
 	type worker struct {
 		lat      *stats.Recorder
@@ -92,15 +88,22 @@ func runPhase(ctx context.Context, spec Spec, record bool) (*Result, error) {
 	if per > 1<<20 {
 		per = 1 << 20
 	}
+	// The recorders (up to 8 MiB each) are allocated before the clock
+	// starts: the phase measures requests, not their bookkeeping.
 	workers := make([]*worker, spec.Concurrency)
+	for i := range workers {
+		workers[i] = &worker{lat: stats.NewRecorder(per)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, spec.Duration)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	grace := deadline.Add(10 * time.Second) // hard bound on a stuck request
 	var wg sync.WaitGroup
 	if spec.Begin != nil {
 		spec.Begin()
 	}
 	start := time.Now()
-	for i := range workers {
-		w := &worker{lat: stats.NewRecorder(per)}
-		workers[i] = w
+	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
