@@ -60,7 +60,7 @@ func TestHedgedRedialAfterLoss(t *testing.T) {
 		o.Transport.MaxIdleTimeout = 10 * time.Second
 		o.ConnectInterval = 5 * time.Second
 	})
-	waitFor(t, "client ready", func() bool { return cl.State() == Ready })
+	waitFor(t, "client ready", cl.readyRecorded)
 	before := len(cl.transitions())
 
 	dials.reset()
@@ -84,7 +84,7 @@ func TestHedgedRedialAfterLoss(t *testing.T) {
 		t.Fatalf("%d attempts, want the hedged dials inside one", n)
 	}
 	startServer(t, srvTLS, port, echo)
-	waitFor(t, "client ready again", func() bool { return cl.State() == Ready })
+	waitFor(t, "client ready again", cl.readyRecorded)
 	if since(EvDial) != 1 || since(EvFail) != 0 || since(EvEstablished) != 1 {
 		t.Fatalf("reconnection: %d attempts, %d failed, %d established; want 1, 0, 1", since(EvDial), since(EvFail), since(EvEstablished))
 	}

@@ -269,6 +269,17 @@ func startClient(t *testing.T, tlsConf *tls.Config, port int, mod func(*ClientOp
 	return tc
 }
 
+// readyRecorded reports that the client is ready and its hook has
+// recorded the transition there: the state machine makes a state visible
+// before it calls the hook, so State alone can run ahead of transitions.
+func (tc *testClient) readyRecorded() bool {
+	if tc.State() != Ready {
+		return false
+	}
+	tr := tc.transitions()
+	return len(tr) > 0 && tr[len(tr)-1].To == Ready
+}
+
 func (tc *testClient) transitions() []Transition {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
