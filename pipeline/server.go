@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -662,7 +663,18 @@ type streamSink struct {
 }
 
 // interim writes a 1xx head.
-func (k *streamSink) interim(h *Head) error { return k.s.WriteHead(ResponseH3Head(h)) }
+func (k *streamSink) interim(h *Head) error { return streamWrite(k.s.WriteHead(ResponseH3Head(h))) }
+
+// errStreamWrite marks a failure to write to the request stream: the
+// client cancelled it (its caller went away) or the connection is gone.
+var errStreamWrite = errors.New("writing to the stream")
+
+func streamWrite(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errStreamWrite, err)
+}
 
 // head writes the final response head. A head over the peer's field
 // section limit is not written, and the stream still needs an answer.
@@ -670,6 +682,7 @@ func (k *streamSink) head(h *Head) error {
 	err := k.s.WriteHead(ResponseH3Head(h))
 	if !errors.Is(err, h3.ErrFieldSectionTooLarge) {
 		k.cur = h
+		return streamWrite(err)
 	}
 	return err
 }
@@ -677,7 +690,7 @@ func (k *streamSink) head(h *Head) error {
 // data writes one DATA frame of the body.
 func (k *streamSink) data(p []byte) error {
 	if err := k.s.WriteData(p); err != nil {
-		return err
+		return streamWrite(err)
 	}
 	k.cur.ex.addResponse(len(p))
 	return nil
@@ -694,6 +707,7 @@ func (k *streamSink) end(trailers httpio.Header) error {
 		err = k.s.Close()
 	}
 	if err != nil {
+		err = streamWrite(err)
 		k.reset(err)
 		return err
 	}
@@ -712,9 +726,23 @@ func (k *streamSink) reset(err error) {
 	k.s.Reset()
 	if k.cur != nil {
 		k.cur.ex.finish(k.cur.Status, Cut, nil)
-		if k.logger != nil {
-			k.logger.Warn("error when proxying response", "error", err)
+		if k.logger == nil {
+			return
 		}
+		// A stream the client cancelled (its caller went away) or a
+		// connection that closed fails the next write, or interrupts the
+		// origin read with a deadline (then the error reads as an origin
+		// timeout): no fault of ours or the origin's, and the client side
+		// logs what its caller got.
+		if k.ctx != nil && k.ctx.Err() != nil {
+			k.logger.Debug("response cut: the stream ended", "cause", context.Cause(k.ctx))
+			return
+		}
+		if errors.Is(err, errStreamWrite) {
+			k.logger.Debug("response cut: the stream ended", "error", err)
+			return
+		}
+		k.logger.Warn("error when proxying response", "error", err)
 	}
 }
 

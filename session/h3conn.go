@@ -211,6 +211,8 @@ func (c *h3Conn) readControl(str *quic.ReceiveStream) {
 	}
 	c.peerSettings = s
 	close(c.settings)
+	c.log.Debug("peer SETTINGS received", KeyRemoteAddr, c.conn.RemoteAddr().String(),
+		"max_field_section_size", s.MaxFieldSectionSize, "extended_connect", s.EnableConnectProtocol)
 	for {
 		id, err := cr.NextGoAway()
 		if err != nil {

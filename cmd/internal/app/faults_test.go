@@ -297,6 +297,18 @@ func TestOriginFaults(t *testing.T) {
 // is a leak.
 func settled() goleak.Option { return goleak.IgnoreCurrent() }
 
+// settledTunnel is settled once both ends of tp run the goroutines a
+// session keeps for its life: the client is ready only after the server's
+// SETTINGS came, but the server may read the client's control stream (on a
+// goroutine of its own) later than that.
+func settledTunnel(t *testing.T, tp *tunnelPair) goleak.Option {
+	t.Helper()
+	eventually(t, "the server read the client's SETTINGS", func() bool {
+		return tp.serverLog.contains("peer SETTINGS received")
+	})
+	return settled()
+}
+
 // noLeaks waits until no goroutine other than the ignored ones runs.
 func noLeaks(t *testing.T, base goleak.Option) {
 	t.Helper()
@@ -358,7 +370,7 @@ func TestCallerDisconnectMidUpload(t *testing.T) {
 			})
 			tp := startTunnel(t, o.addr, nil, nil)
 			warm(t, tp.addr)
-			base := settled()
+			base := settledTunnel(t, tp)
 
 			c := callerConn(t, tp.addr)
 			head := "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
@@ -411,7 +423,7 @@ func TestCallerDisconnectMidDownload(t *testing.T) {
 		}
 	})
 	tp := startTunnel(t, o.addr, nil, nil)
-	base := settled()
+	base := settledTunnel(t, tp)
 
 	c := callerConn(t, tp.addr)
 	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -426,6 +438,16 @@ func TestCallerDisconnectMidDownload(t *testing.T) {
 	c.Close()
 	eventually(t, "the origin's writes fail: its connection was closed", func() bool { return o.closed.Load() == 1 })
 	noLeaks(t, base)
+	// A caller going away is no proxying failure: the server says the
+	// stream ended, and warns of nothing.
+	if !tp.serverLog.contains("response cut: the stream ended") {
+		t.Error("the server did not log why the response was cut")
+	}
+	for _, r := range tp.serverLog.records() {
+		if r["level"] == "WARN" || r["level"] == "ERROR" {
+			t.Errorf("server logged %v: %v", r["level"], r)
+		}
+	}
 }
 
 // warm sends one request so that lazily started goroutines exist before a
@@ -452,7 +474,7 @@ func TestSlowCallersBoundedByHeaderReadTimeout(t *testing.T) {
 		io.WriteString(w, "ok")
 	})), nil, func(c *config.Config) { c.System.HeaderReadTimeout = 300 })
 	warm(t, tp.addr)
-	base := settled()
+	base := settledTunnel(t, tp)
 
 	// closedByProxy reads until the proxy closes c and returns what came.
 	closedByProxy := func(what string, c net.Conn) string {
