@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
 	"github.com/ptproxy/ptproxy/httpio/h3"
@@ -41,12 +42,13 @@ type Exchange struct {
 	tries   int
 	lostErr error // the request may have been processed: a failed resend reports this
 
-	gotHead   bool        // a head (interim or final) was returned: no resend any more
-	respDone  bool        // the response was read to its end
-	wroteDone atomic.Bool // the request side ended (bodiless, or CloseWrite)
-	cancelled atomic.Bool
-	cancelMu  sync.Mutex // orders Cancel against a resend replacing str
-	closed    bool
+	gotHead    bool        // a head (interim or final) was returned: no resend any more
+	resendable bool        // ReadHead failed and the request may be sent through another client
+	respDone   bool        // the response was read to its end
+	wroteDone  atomic.Bool // the request side ended (bodiless, or CloseWrite)
+	cancelled  atomic.Bool
+	cancelMu   sync.Mutex // orders Cancel against a resend replacing str
+	closed     bool
 }
 
 // Open sends a request head over the current session and returns its
@@ -70,6 +72,20 @@ type Exchange struct {
 // request lost with its connection that cannot be sent again keeps that
 // error (the server may have processed it: a gateway error, 502).
 func (c *Client) Open(ctx context.Context, head *h3.Head, bodiless bool) (*Exchange, error) {
+	return c.open(ctx, head, bodiless, c.o.SessionWait)
+}
+
+// OpenNoWait is Open for a caller that has other servers to turn to: the
+// exchange never waits for a session of this client. With none usable
+// Open's NotReadyError comes at once; a request that must be sent again
+// (see Open) is sent again here only while this client has a usable
+// session, and otherwise ReadHead fails with Resendable true, so the
+// caller can send it through another client.
+func (c *Client) OpenNoWait(ctx context.Context, head *h3.Head, bodiless bool) (*Exchange, error) {
+	return c.open(ctx, head, bodiless, 0)
+}
+
+func (c *Client) open(ctx context.Context, head *h3.Head, bodiless bool, wait time.Duration) (*Exchange, error) {
 	c.mu.Lock()
 	draining := c.draining
 	c.mu.Unlock()
@@ -77,7 +93,7 @@ func (c *Client) Open(ctx context.Context, head *h3.Head, bodiless bool) (*Excha
 		return nil, ErrDraining
 	}
 	x := &Exchange{c: c, ctx: ctx, head: head, bodiless: bodiless,
-		wait: sessionWait{c: c, ctx: ctx, budget: c.o.SessionWait}}
+		wait: sessionWait{c: c, ctx: ctx, budget: wait}}
 	if bodiless {
 		x.wroteDone.Store(true)
 	}
@@ -213,6 +229,7 @@ func (x *Exchange) ReadHead() (*h3.Head, error) {
 		if x.early != nil {
 			if err := x.confirmEarly(); err != nil {
 				if rerr := x.resend(err, notSent); rerr != nil {
+					x.resendable = x.ctx.Err() == nil && mayResend(x.head, x.bodiless, notSent)
 					return nil, rerr
 				}
 				continue
@@ -238,10 +255,18 @@ func (x *Exchange) ReadHead() (*h3.Head, error) {
 		}
 		class := classify(x.ctx, x.conn, refuse, err)
 		if rerr := x.resend(err, class); rerr != nil {
+			x.resendable = x.ctx.Err() == nil && mayResend(x.head, x.bodiless, class)
 			return nil, rerr
 		}
 	}
 }
+
+// Resendable reports whether the request may be sent through another
+// client after ReadHead failed: the server refused it unprocessed (or it
+// never left), or it was lost with its connection and is replayable
+// (bodiless and idempotent, as for a resend on this client); never once a
+// head arrived or the caller gave up.
+func (x *Exchange) Resendable() bool { return x.resendable }
 
 // resend sends the request again on the next session after err (of class)
 // ended its stream before any head, when the request allows it; otherwise

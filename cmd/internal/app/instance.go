@@ -280,7 +280,7 @@ func (in *Instance) startClient() error {
 		// One server: exactly the single-session tunnel of before.
 		in.tunnel = tunnel{in.client}
 	} else {
-		mt := newMultiTunnel(sessions, cfg.General.ServerSelection, cfg.System.SessionWaitTimeout.Duration(), in.drainCtx.Done())
+		mt := newMultiTunnel(sessions, cfg.General.ServerSelection, cfg.System.SessionWaitTimeout.Duration(), in.drainCtx.Done(), in.log)
 		in.transitionHooks = append(in.transitionHooks, mt.transition)
 		in.tunnel = mt
 	}

@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/httpio"
 	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/pipeline"
 	"github.com/ptproxy/ptproxy/session"
@@ -145,23 +147,39 @@ func waitFirstAttempts(sessions []*serverSession, stop <-chan struct{}) {
 // broadcast from the transition hook); then it is answered 503 with every
 // session's reason. A request that a session refused before sending it
 // (NotReadyError from Open: nothing reached a server) goes to the next
-// usable session. Once a request was sent, the session package's rules
-// apply unchanged: it is retried only on the same server, as with one
-// server, so a request the server may have processed is never sent to
-// another one.
+// usable session. Once a request was sent, it is sent again only where the
+// session package would send it again on its own server (session.Open):
+// refused unprocessed (GOAWAY, REQUEST_REJECTED), or bodiless, replayable
+// and lost with its connection (close to what nginx's proxy_next_upstream
+// does by default). Its own session sends it again while it is usable; otherwise
+// the tunnel sends it to the next usable server (multiStream), or waits
+// for any, so a request never waits for its first server while another is
+// ready. A request with a body, or one that is not idempotent and may
+// have been processed, is never sent twice.
 type multiTunnel struct {
 	sessions  []*serverSession
 	selection config.ServerSelection
 	wait      time.Duration   // session_wait_timeout
 	draining  <-chan struct{} // closed when the instance drains
 	rr        atomic.Uint64   // active_active: the next pick
+	log       *slog.Logger
 
 	mu      sync.Mutex
 	readyCh chan struct{} // closed, then replaced, when a session became ready
 }
 
-func newMultiTunnel(sessions []*serverSession, selection config.ServerSelection, wait time.Duration, draining <-chan struct{}) *multiTunnel {
-	return &multiTunnel{sessions: sessions, selection: selection, wait: wait, draining: draining, readyCh: make(chan struct{})}
+func newMultiTunnel(sessions []*serverSession, selection config.ServerSelection, wait time.Duration, draining <-chan struct{}, log *slog.Logger) *multiTunnel {
+	return &multiTunnel{sessions: sessions, selection: selection, wait: wait, draining: draining, log: log, readyCh: make(chan struct{})}
+}
+
+// name is the server name of the session c.
+func (t *multiTunnel) name(c *session.Client) string {
+	for _, s := range t.sessions {
+		if s.client == c {
+			return s.srv.Name
+		}
+	}
+	return ""
 }
 
 // transition is the instance's transition hook: a session that became
@@ -201,6 +219,16 @@ func (t *multiTunnel) candidates() []*session.Client {
 }
 
 func (t *multiTunnel) Open(ctx context.Context, h *h3.Head, bodiless bool) (pipeline.TunnelStream, error) {
+	x, c, err := t.open(ctx, h, bodiless)
+	if err != nil {
+		return nil, err
+	}
+	return &multiStream{t: t, ctx: ctx, head: h, bodiless: bodiless, x: x, on: c}, nil
+}
+
+// open sends h on the first candidate that takes it, waiting for any
+// session to become ready when none does.
+func (t *multiTunnel) open(ctx context.Context, h *h3.Head, bodiless bool) (*session.Exchange, *session.Client, error) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -212,17 +240,19 @@ func (t *multiTunnel) Open(ctx context.Context, h *h3.Head, bodiless bool) (pipe
 		// becomes ready after the look still wakes this request.
 		ch := t.changed()
 		for _, c := range t.candidates() {
-			x, err := c.Open(ctx, h, bodiless)
+			// The tunnel does the waiting, for any session: a session
+			// must not hold a request for itself while another is ready.
+			x, err := c.OpenNoWait(ctx, h, bodiless)
 			if err == nil {
-				return tunnelStream{x}, nil
+				return x, c, nil
 			}
 			if !errors.Is(err, session.ErrNotReady) {
-				return nil, tunnelErr(err)
+				return nil, nil, tunnelErr(err)
 			}
 			// Not sent: the next usable session may take it.
 		}
 		if t.wait <= 0 {
-			return nil, t.notReady()
+			return nil, nil, t.notReady()
 		}
 		if timer == nil {
 			timer = time.NewTimer(t.wait)
@@ -230,14 +260,87 @@ func (t *multiTunnel) Open(ctx context.Context, h *h3.Head, bodiless bool) (pipe
 		select {
 		case <-ch:
 		case <-timer.C:
-			return nil, t.notReady()
+			return nil, nil, t.notReady()
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-t.draining:
-			return nil, tunnelErr(session.ErrDraining)
+			return nil, nil, tunnelErr(session.ErrDraining)
 		}
 	}
 }
+
+// multiStream is one exchange of a multiTunnel. When the server's stream
+// fails before any response head and the request may be sent again
+// (session.Exchange.Resendable: refused unprocessed, or a replayable
+// request lost with its connection) while its own session cannot take it
+// now, ReadHead sends it through the tunnel again, so it reaches another
+// server instead of waiting for this one to come back.
+type multiStream struct {
+	t        *multiTunnel
+	ctx      context.Context
+	head     *h3.Head
+	bodiless bool
+	on       *session.Client // the session x was sent on
+	resent   int
+
+	mu        sync.Mutex // orders Cancel against ReadHead replacing x
+	x         *session.Exchange
+	cancelled bool
+}
+
+func (s *multiStream) ReadHead() (*h3.Head, error) {
+	for {
+		h, err := s.x.ReadHead()
+		if err == nil || !s.x.Resendable() || s.resent >= len(s.t.sessions) {
+			return h, tunnelErr(err)
+		}
+		s.resent++
+		x, c, oerr := s.t.open(s.ctx, s.head, s.bodiless)
+		if oerr != nil {
+			// The caller learns why nothing took it: the 503 of no
+			// session, or the first failure when that says more.
+			if errors.Is(oerr, pipeline.ErrTunnelDown) {
+				return nil, tunnelErr(err)
+			}
+			return nil, oerr
+		}
+		s.t.log.Debug("request not answered by its server; sent through another session",
+			"method", s.head.Method, "reason", err.Error(), "from", s.t.name(s.on), "to", s.t.name(c))
+		s.mu.Lock()
+		old, cancelled := s.x, s.cancelled
+		s.x, s.on = x, c
+		s.mu.Unlock()
+		old.Close()
+		if cancelled {
+			x.Cancel()
+		}
+	}
+}
+
+func (s *multiStream) current() *session.Exchange {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.x
+}
+
+func (s *multiStream) Cancel() {
+	s.mu.Lock()
+	s.cancelled = true
+	x := s.x
+	s.mu.Unlock()
+	x.Cancel()
+}
+
+func (s *multiStream) WriteData(p []byte) error { return s.x.WriteData(p) }
+func (s *multiStream) CloseWrite(trailers httpio.Header) error {
+	return s.x.CloseWrite(trailers)
+}
+func (s *multiStream) SetNoBody()                     { s.x.SetNoBody() }
+func (s *multiStream) NextData() (int64, error)       { return s.x.NextData() }
+func (s *multiStream) ReadData(p []byte) (int, error) { return s.x.ReadData(p) }
+func (s *multiStream) FrameLeft() int64               { return s.x.FrameLeft() }
+func (s *multiStream) Trailers() httpio.Header        { return s.x.Trailers() }
+func (s *multiStream) Close()                         { s.current().Close() }
 
 // notReady is the answer when no session took the request: every
 // server's state and latest failure.
