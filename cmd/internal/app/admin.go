@@ -80,7 +80,14 @@ func (in *Instance) status() Status {
 		st.Ready = state == session.Ready
 	}
 	t := in.cfg.Transport
-	if fs := in.fecStats(); t.FEC != config.FECOff || fs.Mismatched > 0 {
+	// One snapshot for the sum and the sessions' parts. Every session
+	// has its own socket: the sum is the instance's.
+	byServer := in.fecByServer()
+	var fs session.FECStats
+	for _, f := range byServer {
+		fs.Add(f.Stats)
+	}
+	if t.FEC != config.FECOff || fs.Mismatched > 0 {
 		st.FEC = &FECStatus{Mode: string(t.FEC), Recovered: fs.Recovered, Unrecoverable: fs.Unrecoverable,
 			Mismatched: fs.Mismatched, DataReceived: fs.DataReceived}
 		if t.FEC != config.FECOff {
@@ -89,6 +96,12 @@ func (in *Instance) status() Status {
 		if t.FEC == config.FECAuto {
 			st.FEC.Repair = fecRepair(in.cfg)
 			st.FEC.ReportsSent, st.FEC.ReportsReceived = fs.ReportsSent, fs.ReportsReceived
+		}
+		if len(st.Sessions) > 0 {
+			for i, f := range byServer {
+				st.Sessions[i].FEC = &SessionFEC{Recovered: f.Stats.Recovered, Unrecoverable: f.Stats.Unrecoverable,
+					Mismatched: f.Stats.Mismatched, DataReceived: f.Stats.DataReceived}
+			}
 		}
 	}
 	return st

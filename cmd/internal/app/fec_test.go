@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,7 +11,9 @@ import (
 	"testing"
 
 	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/session"
 	"github.com/ptproxy/ptproxy/session/fec/fectest"
+	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // TestFECEndToEnd: caller -> client -> 2% lossy relay -> server -> origin
@@ -55,15 +58,15 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	}
 
 	m := scrape(t, "http://"+client.AdminAddr().String()+"/metrics")
-	for _, k := range []string{"ptproxy_fec_recovered_datagrams_total", "ptproxy_fec_unrecoverable_datagrams_total",
-		"ptproxy_fec_mismatched_datagrams_total", `ptproxy_fec_datagrams_total{direction="received",kind="data"}`} {
+	for _, k := range []string{`ptproxy_fec_recovered_datagrams_total{server="server.test"}`, `ptproxy_fec_unrecoverable_datagrams_total{server="server.test"}`,
+		`ptproxy_fec_mismatched_datagrams_total{server="server.test"}`, `ptproxy_fec_datagrams_total{direction="received",kind="data",server="server.test"}`} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("/metrics has no %s", k)
 		}
 	}
-	if m["ptproxy_fec_recovered_datagrams_total"] == 0 || m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair"}`] == 0 {
-		t.Errorf("client metrics: recovered %v, repairs sent %v", m["ptproxy_fec_recovered_datagrams_total"],
-			m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair"}`])
+	if m[`ptproxy_fec_recovered_datagrams_total{server="server.test"}`] == 0 || m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair",server="server.test"}`] == 0 {
+		t.Errorf("client metrics: recovered %v, repairs sent %v", m[`ptproxy_fec_recovered_datagrams_total{server="server.test"}`],
+			m[`ptproxy_fec_datagrams_total{direction="sent",kind="repair",server="server.test"}`])
 	}
 
 	resp, err := http.Get("http://" + client.AdminAddr().String() + "/status")
@@ -98,7 +101,7 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 			t.Fatalf("status output:\n%s", out.String())
 		}
 		for _, dir := range []string{"sent", "received"} {
-			if k := `ptproxy_fec_datagrams_total{direction="` + dir + `",kind="report"}`; m[k] == 0 {
+			if k := `ptproxy_fec_datagrams_total{direction="` + dir + `",kind="report",server="server.test"}`; m[k] == 0 {
 				t.Errorf("/metrics: %s is %v, want the loss reports counted", k, m[k])
 			}
 		}
@@ -145,5 +148,81 @@ func TestFECRepairSetting(t *testing.T) {
 		if got := tr.FECRepair; got != c.want || !tr.FEC || tr.FECAuto != (cfg.Transport.FEC == config.FECAuto) {
 			t.Errorf("%v: repair %d (want %d), %+v", c.env, got, c.want, tr)
 		}
+	}
+}
+
+// TestFECPerServer: a client with two servers, FEC on everywhere, the
+// first server behind a 2% lossy relay. Every session has its own socket
+// and its own counters: /metrics labels them by server, /status has them
+// per session, and they add up to the top-level FEC status.
+func TestFECPerServer(t *testing.T) {
+	body := bytes.Repeat([]byte("fec per server "), 1<<16)
+	pk := newTestPKI(t)
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	fecOn := func(c *config.Config) *config.Config {
+		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = config.FECOn, 16, 2
+		return c
+	}
+	ts := &twoServers{pk: pk, origins: [2]string{origin, origin}}
+	leaf, err := pk.ca.Leaf(pki.LeafOptions{Names: []string{server2Name}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.server2Cert, ts.server2Key = pk.writeLeaf(t, "server2", leaf)
+	for i := range 2 {
+		slog, _ := newTestLogger(t)
+		ts.servers[i] = startInstance(t, fecOn(ts.serverConfig(i, 0)), slog)
+		ts.ports[i] = ts.servers[i].QUICAddr().(*net.UDPAddr).Port
+	}
+	relay := fectest.NewRelay(t, ts.servers[0].QUICAddr().(*net.UDPAddr), 0.02, 11)
+	ccfg := fecOn(pk.clientConfig(relay.Port()))
+	ccfg.Servers = []config.Server{{PeerHostname: server2Name, ConnectAddress: "127.0.0.1", QUICPort: ts.ports[1]}}
+	ccfg.System.AdminAddress = "127.0.0.1:0"
+	if err := ccfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	clog, _ := newTestLogger(t)
+	ts.client = startInstance(t, ccfg, clog)
+	ts.waitState(t, 0, session.Ready)
+	ts.waitState(t, 1, session.Ready)
+
+	url := "http://" + ts.client.HTTPAddr().String() + "/"
+	for i := range 3 {
+		code, got := getStatusBody(t, callerClient(), url)
+		if code != 200 || got != string(body) {
+			t.Fatalf("GET %d: %d, %d bytes", i, code, len(got))
+		}
+	}
+
+	admin := "http://" + ts.client.AdminAddr().String()
+	m := scrape(t, admin+"/metrics")
+	for _, server := range []string{serverName, server2Name} {
+		for _, k := range []string{`ptproxy_fec_recovered_datagrams_total{server="` + server + `"}`,
+			`ptproxy_fec_datagrams_total{direction="received",kind="data",server="` + server + `"}`} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("/metrics has no %s", k)
+			}
+		}
+	}
+	// Every answer came over the first server's lossy path (priority).
+	if v := m[`ptproxy_fec_recovered_datagrams_total{server="`+serverName+`"}`]; v == 0 {
+		t.Errorf("the first server's session recovered %v datagrams, want some", v)
+	}
+	st := fetchStatus(t, admin)
+	if st.FEC == nil || len(st.Sessions) != 2 || st.Sessions[0].FEC == nil || st.Sessions[1].FEC == nil {
+		t.Fatalf("status: fec %+v, sessions %+v", st.FEC, st.Sessions)
+	}
+	if st.Sessions[0].FEC.Recovered == 0 {
+		t.Errorf("first session's fec %+v, want datagrams recovered", st.Sessions[0].FEC)
+	}
+	// One snapshot of the counters: the top level is the sum.
+	if s0, s1 := st.Sessions[0].FEC, st.Sessions[1].FEC; st.FEC.DataReceived != s0.DataReceived+s1.DataReceived ||
+		st.FEC.Recovered != s0.Recovered+s1.Recovered || s1.DataReceived >= s0.DataReceived {
+		t.Errorf("top-level fec %+v, sessions %+v and %+v", st.FEC, s0, s1)
+	}
+	var out strings.Builder
+	writeStatus(&out, &st, st.Started)
+	if strings.Count(out.String(), ", fec recovered ") != 2 {
+		t.Errorf("ptproxy status: want a fec part on both session lines:\n%s", out.String())
 	}
 }

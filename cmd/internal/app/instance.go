@@ -186,20 +186,20 @@ func fecRepair(cfg *config.Config) int {
 	return cfg.Transport.FECRepair
 }
 
-// fecStats returns the FEC counters of the session endpoint of either mode.
-func (in *Instance) fecStats() session.FECStats {
+// fecByServer returns the FEC counters of every server session (client),
+// or of the one endpoint (server, under the name "").
+func (in *Instance) fecByServer() []serverFEC {
 	switch {
 	case in.client != nil:
-		// Every session has its own socket: the sum is the instance's.
-		var sum session.FECStats
-		for _, s := range in.sessions {
-			sum.Add(s.client.FECStats())
+		out := make([]serverFEC, len(in.sessions))
+		for i, s := range in.sessions {
+			out[i] = serverFEC{Server: s.srv.Name, Stats: s.client.FECStats()}
 		}
-		return sum
+		return out
 	case in.server != nil:
-		return in.server.FECStats()
+		return []serverFEC{{Stats: in.server.FECStats()}}
 	}
-	return session.FECStats{}
+	return nil
 }
 
 func limitsOf(cfg *config.Config) httpio.Limits {
@@ -290,7 +290,7 @@ func (in *Instance) startClient() error {
 		in.metrics.addServer(s.srv.Name)
 	}
 	in.metrics.reg.MustRegister(newQUICCollector(sessions))
-	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
+	in.metrics.reg.MustRegister(newFECCollector(in.fecByServer, true))
 	for _, s := range sessions {
 		in.wg.Go(func() {
 			if err := s.client.Run(in.runCtx); err != nil && !errors.Is(err, context.Canceled) {
@@ -354,7 +354,7 @@ func (in *Instance) startServer() error {
 	}
 	in.server = srv
 	in.metrics.addServer("")
-	in.metrics.reg.MustRegister(newFECCollector(in.fecStats))
+	in.metrics.reg.MustRegister(newFECCollector(in.fecByServer, false))
 	in.metrics.reg.MustRegister(newRouteCollector(in))
 	in.useRoutes(groups, endpoints)
 	in.wg.Go(func() {

@@ -234,23 +234,39 @@ func (c *quicCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // fecCollector exports the counters of the FEC layer (transport.fec) at
-// scrape time. They count since the process started, across sessions.
+// scrape time. On a client they are labelled by server like the session
+// metrics, one series per server session (each has its own socket); a
+// server has one socket for every client and one series without the
+// label. They count since the process started, across sessions.
 type fecCollector struct {
-	stats                                         func() session.FECStats
+	stats                                         func() []serverFEC
+	perServer                                     bool
 	recovered, unrecoverable, mismatched, packets *prometheus.Desc
 }
 
-func newFECCollector(stats func() session.FECStats) *fecCollector {
+// serverFEC is the FEC counters of one server's session (Server "" on a
+// server).
+type serverFEC struct {
+	Server string
+	Stats  session.FECStats
+}
+
+func newFECCollector(stats func() []serverFEC, perServer bool) *fecCollector {
+	var server []string
+	if perServer {
+		server = []string{"server"}
+	}
 	return &fecCollector{
-		stats: stats,
+		stats: stats, perServer: perServer,
 		recovered: prometheus.NewDesc("ptproxy_fec_recovered_datagrams_total",
-			"Datagrams lost on the link and rebuilt by FEC before QUIC saw the loss.", nil, nil),
+			"Datagrams lost on the link and rebuilt by FEC before QUIC saw the loss.", server, nil),
 		unrecoverable: prometheus.NewDesc("ptproxy_fec_unrecoverable_datagrams_total",
-			"Datagrams lost on the link that FEC could not rebuild in time (QUIC saw the loss).", nil, nil),
+			"Datagrams lost on the link that FEC could not rebuild in time (QUIC saw the loss).", server, nil),
 		mismatched: prometheus.NewDesc("ptproxy_fec_mismatched_datagrams_total",
-			"Datagrams dropped because the peer's transport.fec differs from ours.", nil, nil),
+			"Datagrams dropped because the peer's transport.fec differs from ours.", server, nil),
 		packets: prometheus.NewDesc("ptproxy_fec_datagrams_total",
-			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair, report: the loss reports of fec = \"auto\").", []string{"direction", "kind"}, nil),
+			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair, report: the loss reports of fec = \"auto\").",
+			append(server, "direction", "kind"), nil),
 	}
 }
 
@@ -262,19 +278,24 @@ func (c *fecCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *fecCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.stats()
-	n := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	for _, f := range c.stats() {
+		s := f.Stats
+		n := func(d *prometheus.Desc, v uint64, labels ...string) {
+			if c.perServer {
+				labels = append([]string{f.Server}, labels...)
+			}
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		}
+		n(c.recovered, s.Recovered)
+		n(c.unrecoverable, s.Unrecoverable)
+		n(c.mismatched, s.Mismatched)
+		n(c.packets, s.DataSent, "sent", "data")
+		n(c.packets, s.RepairSent, "sent", "repair")
+		n(c.packets, s.DataReceived, "received", "data")
+		n(c.packets, s.RepairReceived, "received", "repair")
+		n(c.packets, s.ReportsSent, "sent", "report")
+		n(c.packets, s.ReportsReceived, "received", "report")
 	}
-	n(c.recovered, s.Recovered)
-	n(c.unrecoverable, s.Unrecoverable)
-	n(c.mismatched, s.Mismatched)
-	n(c.packets, s.DataSent, "sent", "data")
-	n(c.packets, s.RepairSent, "sent", "repair")
-	n(c.packets, s.DataReceived, "received", "data")
-	n(c.packets, s.RepairReceived, "received", "repair")
-	n(c.packets, s.ReportsSent, "sent", "report")
-	n(c.packets, s.ReportsReceived, "received", "report")
 }
 
 // accessLog is the optional per-request log line.

@@ -365,6 +365,17 @@ type SessionStatus struct {
 	Since       time.Time `json:"since"`
 	LastFailure string    `json:"last_failure,omitempty"`
 	SessionStats
+	// FEC is this server's part of Status.FEC (each session has its own
+	// socket), present when Status.FEC is.
+	FEC *SessionFEC `json:"fec,omitempty"`
+}
+
+// SessionFEC is the FEC counters of one session's socket since the start.
+type SessionFEC struct {
+	Recovered     uint64 `json:"recovered_datagrams"`
+	Unrecoverable uint64 `json:"unrecoverable_datagrams"`
+	Mismatched    uint64 `json:"mismatched_datagrams"`
+	DataReceived  uint64 `json:"data_datagrams_received"`
 }
 
 // SessionStats are the statistics of a session while it is up (in

@@ -79,6 +79,9 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 			if ss.SmoothedRTTms != nil {
 				text += fmt.Sprintf(", rtt %.2f ms", *ss.SmoothedRTTms)
 			}
+			if f := ss.FEC; f != nil {
+				text += fmt.Sprintf(", fec recovered %d, unrecoverable %d of %d datagrams", f.Recovered, f.Unrecoverable, f.DataReceived)
+			}
 			if ss.LastFailure != "" {
 				text += "; last error: " + ss.LastFailure
 			}
