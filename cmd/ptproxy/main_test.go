@@ -233,6 +233,7 @@ type setup struct {
 	quicPort          int
 	httpAddr          string
 	serverCfg, client string
+	ca                *pki.CA // signed the files in dir
 }
 
 func freeUDPPort(t *testing.T) int {
@@ -273,6 +274,7 @@ func writeConfigs(t *testing.T, origin string, drainTimeoutMS int) *setup {
 	if err := pki.WriteFiles(s.dir, ca, map[string]*pki.Leaf{"client": cl, "server": sv}); err != nil {
 		t.Fatal(err)
 	}
+	s.ca = ca
 	s.serverCfg = filepath.Join(s.dir, "server.toml")
 	s.client = filepath.Join(s.dir, "client.toml")
 	server := fmt.Sprintf(`[general]
