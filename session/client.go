@@ -83,6 +83,9 @@ type Client struct {
 	// testHookReady, when set, runs on the Run goroutine right after a
 	// session was established (tests use it to stall the actor).
 	testHookReady atomic.Pointer[func()]
+	// testHookSent, when set, runs on the requester's goroutine right
+	// after a request head was written on a session.
+	testHookSent atomic.Pointer[func()]
 	// testHookEarly, when set, runs on the attempt's goroutine right after
 	// an early (0-RTT) session was published.
 	testHookEarly atomic.Pointer[func()]

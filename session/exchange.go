@@ -149,6 +149,18 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 		str *quic.Stream
 		err error
 	)
+	if s != nil {
+		// Counted before the stream opens: once its HEADERS are out the
+		// server may answer GOAWAY at any moment, and a session that
+		// counted no exchange would close under it (goneAway).
+		s.active.Add(1)
+	}
+	sent := false
+	defer func() {
+		if !sent && s != nil {
+			s.exchangeDone()
+		}
+	}()
 	if e != nil {
 		str, err = e.open(x.ctx)
 	} else {
@@ -180,9 +192,10 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 		w.Release()
 		return fmt.Errorf("sending request head: %w", err)
 	}
-	if s != nil {
-		s.active.Add(1)
+	if h := x.c.testHookSent.Load(); h != nil && s != nil {
+		(*h)()
 	}
+	sent = true
 	x.cancelMu.Lock()
 	x.str, x.w, x.sess, x.early = str, w, s, e
 	if e != nil {

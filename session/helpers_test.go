@@ -74,7 +74,14 @@ func newLogger(t *testing.T) (*slog.Logger, *logBuf) {
 	if testing.Verbose() {
 		w = io.MultiWriter(b, os.Stderr)
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})), b
+	t.Cleanup(func() {
+		if t.Failed() && !testing.Verbose() {
+			b.mu.Lock()
+			t.Logf("log:\n%s", b.buf.String())
+			b.mu.Unlock()
+		}
+	})
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -2,8 +2,11 @@ package app
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"testing"
+
+	"github.com/ptproxy/ptproxy/config"
 )
 
 // BenchmarkPairGET measures a small GET through an in-process client and
@@ -33,4 +36,33 @@ func BenchmarkPairGET(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkPairGETSerial is one caller sending small GETs one after the
+// other (the loopback harness's c1) with FEC off and auto: the cost of the
+// layer when every request is a group of its own, closed by the idle timer.
+//
+//	go test ./cmd/internal/app -run '^$' -bench PairGETSerial -benchmem -cpuprofile cpu.out
+func BenchmarkPairGETSerial(b *testing.B) {
+	for _, mode := range []config.FECMode{config.FECOff, config.FECAuto} {
+		b.Run("fec="+string(mode), func(b *testing.B) {
+			fec := func(c *config.Config) { c.Transport.FEC = mode }
+			tp := startTunnelLog(b, slog.LevelWarn, startOrigin(b, echoOrigin(nil)), fec, fec)
+			c := callerClient()
+			url := "http://" + tp.addr + "/bytes?n=100"
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
 }

@@ -44,7 +44,7 @@ func startTunnel(t *testing.T, origin string, server, client func(*config.Config
 
 // startTunnelLog is startTunnel with the instances logging at level and
 // above (the soak keeps per-request debug lines out of its heap).
-func startTunnelLog(t *testing.T, level slog.Level, origin string, server, client func(*config.Config)) *tunnelPair {
+func startTunnelLog(t testing.TB, level slog.Level, origin string, server, client func(*config.Config)) *tunnelPair {
 	t.Helper()
 	pk := newTestPKI(t)
 	tp := &tunnelPair{}
@@ -66,7 +66,7 @@ func startTunnelLog(t *testing.T, level slog.Level, origin string, server, clien
 }
 
 // newLevelLogger is newTestLogger at another level.
-func newLevelLogger(t *testing.T, level slog.Level) (*slog.Logger, *logBuffer) {
+func newLevelLogger(t testing.TB, level slog.Level) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
