@@ -4,9 +4,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	rtmetrics "runtime/metrics"
 	"testing"
 
 	"github.com/ptproxy/ptproxy/config"
+	"github.com/ptproxy/ptproxy/session"
 )
 
 // BenchmarkPairGET measures a small GET through an in-process client and
@@ -51,6 +53,9 @@ func BenchmarkPairGETSerial(b *testing.B) {
 			c := callerClient()
 			url := "http://" + tp.addr + "/bytes?n=100"
 			b.ReportAllocs()
+			created := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+			rtmetrics.Read(created)
+			before := created[0].Value.Uint64()
 			b.ResetTimer()
 			for b.Loop() {
 				resp, err := c.Get(url)
@@ -63,6 +68,18 @@ func BenchmarkPairGETSerial(b *testing.B) {
 					b.Fatalf("status %d", resp.StatusCode)
 				}
 			}
+			b.StopTimer()
+			rtmetrics.Read(created)
+			b.ReportMetric(float64(created[0].Value.Uint64()-before)/float64(b.N), "goroutines/op")
+			var sent session.FECStats
+			for _, in := range []*Instance{tp.client, tp.server} {
+				for _, f := range in.fecByServer() {
+					sent.Add(f.Stats)
+				}
+			}
+			b.ReportMetric(float64(sent.DataSent)/float64(b.N), "data-datagrams/op")
+			b.ReportMetric(float64(sent.RepairSent)/float64(b.N), "repairs/op")
+			b.ReportMetric(float64(sent.ReportsSent)/float64(b.N), "reports/op")
 		})
 	}
 }
