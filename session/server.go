@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,12 @@ type Server struct {
 	// perHS is what every handshake gets (see handshakeTLS); SetTLS
 	// replaces it for the handshakes that follow.
 	perHS atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Config, error)]
+	// verifyPeer is the handshakes' check of a client (chain and names)
+	// without its log line, for RecheckPeers.
+	verifyPeer atomic.Pointer[func(tls.ConnectionState) error]
+	// names are the accepted client names in order (identity);
+	// SetPeerIdentities replaces them.
+	names atomic.Pointer[[]string]
 }
 
 // NewServer validates o. Nothing is bound until Listen.
@@ -102,7 +109,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	o.TLS = withKeyLog(o.TLS, o.KeyLogWriter)
-	return &Server{
+	srv := &Server{
 		o:          o,
 		log:        o.Logger,
 		m:          newMachine(o.Logger, o.PeerHostname, o.OnTransition),
@@ -111,7 +118,64 @@ func NewServer(o ServerOptions) (*Server, error) {
 		finished:   make(chan struct{}),
 		probeCh:    make(chan struct{}),
 		conns:      map[*quic.Conn]*serverConn{},
-	}, nil
+	}
+	srv.SetPeerIdentities(o.PeerIdentities)
+	return srv, nil
+}
+
+// SetPeerIdentities replaces the accepted client names the identities of
+// new connections are taken from (ServerOptions.PeerIdentities; empty:
+// [PeerHostname]). The names the handshake accepts are the TLS config's
+// (SetTLS); give both the same list.
+func (s *Server) SetPeerIdentities(names []string) {
+	if len(names) == 0 {
+		names = []string{s.o.PeerHostname}
+	}
+	names = slices.Clone(names)
+	s.names.Store(&names)
+}
+
+// RecheckPeers checks every established connection's client certificate
+// again, as a new handshake would now (SetTLS, SetPeerIdentities): the
+// chain against the CA and the time now, and the accepted names. A
+// connection that fails, or whose identity is no longer the same, is
+// closed with a WARN line that names its identity and the reason, and its
+// requests in flight are cut: a reload that removes a client's trust
+// takes effect at once. It returns how many were closed.
+func (s *Server) RecheckPeers() int {
+	verify := s.verifyPeer.Load()
+	s.connsMu.Lock()
+	type refusal struct {
+		sc  *serverConn
+		err error
+	}
+	var refused []refusal
+	for _, sc := range s.conns {
+		if sc == nil {
+			continue // still in its handshake, under the config it began with
+		}
+		st := sc.conn.ConnectionState().TLS
+		if len(st.PeerCertificates) == 0 {
+			continue // a test server without client authentication
+		}
+		var err error
+		if verify != nil {
+			err = (*verify)(st)
+		}
+		if err == nil && s.identity(st) != sc.identity {
+			err = fmt.Errorf("its identity is now %q", s.identity(st))
+		}
+		if err != nil {
+			refused = append(refused, refusal{sc, err})
+		}
+	}
+	s.connsMu.Unlock()
+	for _, r := range refused {
+		s.log.Warn("closing connection: the client is no longer accepted", KeyRemoteAddr, r.sc.conn.RemoteAddr().String(),
+			KeyIdentity, r.sc.identity, KeyReason, r.err.Error(), KeyPeer, s.o.PeerHostname)
+		_ = r.sc.conn.CloseWithError(quic.ApplicationErrorCode(h3.ErrCodeNoError), "client no longer accepted")
+	}
+	return len(refused)
 }
 
 // State returns the current state (lock-free snapshot).
@@ -204,6 +268,17 @@ func (s *Server) storeTLS(base *tls.Config) {
 		// than "no client certificate".
 		perHS.ClientCAs = nil
 	}
+	verify := func(cs tls.ConnectionState) error {
+		var err error
+		if chain != nil {
+			err = chain(cs)
+		}
+		if err == nil && userVerify != nil {
+			err = userVerify(cs)
+		}
+		return err
+	}
+	s.verifyPeer.Store(&verify)
 	get := func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 		remote := "unknown"
 		if chi.Conn != nil && chi.Conn.RemoteAddr() != nil {
@@ -211,13 +286,7 @@ func (s *Server) storeTLS(base *tls.Config) {
 		}
 		cfg := perHS.Clone()
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			var err error
-			if chain != nil {
-				err = chain(cs)
-			}
-			if err == nil && userVerify != nil {
-				err = userVerify(cs)
-			}
+			err := verify(cs)
 			if err != nil {
 				s.log.Warn("handshake refused", KeyRemoteAddr, remote, KeyReason, err.Error(), KeyPeer, s.o.PeerHostname)
 			}
@@ -366,11 +435,7 @@ func (s *Server) identity(st tls.ConnectionState) string {
 	if len(st.PeerCertificates) == 0 {
 		return ""
 	}
-	names := s.o.PeerIdentities
-	if len(names) == 0 {
-		names = []string{s.o.PeerHostname}
-	}
-	id, _ := PeerIdentity(st.PeerCertificates[0], names)
+	id, _ := PeerIdentity(st.PeerCertificates[0], *s.names.Load())
 	return id
 }
 

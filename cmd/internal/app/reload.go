@@ -27,6 +27,11 @@ var reloadable = []string{
 	"system.origin_idle_timeout",
 }
 
+// serverReloadable are keys a server also switches while running: the
+// accepted client names (a client's own peer_hostname names its server,
+// whose session was made at start).
+var serverReloadable = []string{"general.peer_hostname", "general.peer_hostnames"}
+
 // ReloadResult says what a reload did.
 type ReloadResult struct {
 	Applied []string // keys switched for new connections and requests
@@ -38,7 +43,8 @@ var errReloadRefused = errors.New("reload refused; the running configuration sta
 
 // Reload switches the running instance to cfg where it can without a
 // restart: new TLS handshakes use the certificates and CA read now (the
-// sessions and connections up keep theirs), new caller connections (client)
+// sessions and connections up keep theirs; a server closes those of
+// clients its new CA or accepted names refuse), new caller connections (client)
 // and new request streams (server) use the new pipeline options, and a new
 // origin address gets a new connection pool while exchanges on the old one
 // finish. A configuration whose certificates cannot be loaded, or that
@@ -56,7 +62,7 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 	var res ReloadResult
 	next := *cfg
 	for _, key := range config.Changed(old, cfg) {
-		if slices.Contains(reloadable, key) {
+		if slices.Contains(reloadable, key) || in.server != nil && slices.Contains(serverReloadable, key) {
 			res.Applied = append(res.Applied, key)
 		} else {
 			res.Kept = append(res.Kept, key)
@@ -136,6 +142,10 @@ func (in *Instance) Reload(cfg *config.Config) (ReloadResult, error) {
 			}
 		}
 		in.server.SetTLS(tlsConf)
+		in.server.SetPeerIdentities(next.PeerIdentities())
+		// Connections of clients the new CA or names no longer accept
+		// close now (each with a WARN line); the others stay.
+		in.server.RecheckPeers()
 		in.handler.SetOptions(in.serverOptions(&next, endpoints))
 		if routesChanged {
 			// The old groups' idle connections close now; those in use

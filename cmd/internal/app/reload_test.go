@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ptproxy/ptproxy/session"
+	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // TestReloadSwitchesOriginWhileDownloadContinues: a reload that points the
@@ -171,4 +173,81 @@ func TestReloadCertificates(t *testing.T) {
 	if got := getBody(t, callerClient(), "http://"+stale.HTTPAddr().String()+"/"); got != "ok" {
 		t.Fatalf("after the client's reload: %q", got)
 	}
+}
+
+// TestReloadRevokesClients: a server reload that stops accepting a client
+// closes that client's connection at once (and its reconnection is
+// refused), while the connections of clients still accepted stay up:
+// first by removing a name from general.peer_hostnames, then by a CA that
+// no longer signs the other client's certificate.
+func TestReloadRevokesClients(t *testing.T) {
+	p := newTestPKI(t)
+	ops, err := p.ca.Leaf(pki.LeafOptions{Names: []string{"ops.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsCert, opsKey := p.writeLeaf(t, "ops", ops)
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	scfg := p.serverConfig(origin)
+	scfg.General.PeerHostnames = []string{"ops.test"}
+	slog, slb := newTestLogger(t)
+	server := startInstance(t, scfg, slog)
+	port := server.QUICAddr().(*net.UDPAddr).Port
+
+	alog, alb := newTestLogger(t)
+	app := startInstance(t, p.clientConfig(port), alog)
+	ocfg := p.clientConfig(port)
+	ocfg.TLS.Cert, ocfg.TLS.Key = opsCert, opsKey
+	olog, _ := newTestLogger(t)
+	opsClient := startInstance(t, ocfg, olog)
+	waitReady(t, app)
+	waitReady(t, opsClient)
+	for _, c := range []*Instance{app, opsClient} {
+		if got := getBody(t, callerClient(), "http://"+c.HTTPAddr().String()+"/"); got != "ok" {
+			t.Fatalf("before the reload: %q", got)
+		}
+	}
+	lost := func(lb *logBuffer) int {
+		n := 0
+		for _, r := range lb.records() {
+			if r["event"] == "lost" {
+				n++
+			}
+		}
+		return n
+	}
+
+	// ops.test is no longer an accepted name.
+	cfg := *server.live
+	cfg.General.PeerHostnames = nil
+	res, err := server.Reload(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(res.Applied, "general.peer_hostnames") || slices.Contains(res.Kept, "general.peer_hostnames") {
+		t.Fatalf("reload result %+v, want general.peer_hostnames applied", res)
+	}
+	if !slb.contains("closing connection: the client is no longer accepted", "ops.test") {
+		t.Error("no WARN line naming the refused identity")
+	}
+	eventually(t, "the ops client's session closed", func() bool { return opsClient.Client().State() != session.Ready })
+	eventually(t, "the ops client's reconnection refused", func() bool { return slb.contains("handshake refused", "ops.test") })
+	if code, _ := getStatusBody(t, callerClient(), "http://"+opsClient.HTTPAddr().String()+"/"); code != http.StatusServiceUnavailable {
+		t.Errorf("a request through the refused client: %d, want 503", code)
+	}
+	if got := getBody(t, callerClient(), "http://"+app.HTTPAddr().String()+"/"); got != "ok" || lost(alb) != 0 {
+		t.Fatalf("the accepted client after the reload: %q, %d sessions lost", got, lost(alb))
+	}
+
+	// A CA that did not sign client.test's certificate.
+	other := newTestPKI(t)
+	cfg2 := *server.live
+	cfg2.TLS.CA = other.path("ca.pem")
+	if _, err := server.Reload(&cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if !slb.contains("closing connection: the client is no longer accepted", clientName, "unknown authority") {
+		t.Error("no WARN line naming the client and its unknown authority")
+	}
+	eventually(t, "the client's session closed", func() bool { return lost(alb) == 1 })
 }
