@@ -2,7 +2,6 @@ package app
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/session"
 	"github.com/ptproxy/ptproxy/session/fec/fectest"
-	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // TestFECEndToEnd: caller -> client -> 2% lossy relay -> server -> origin
@@ -163,12 +161,8 @@ func TestFECPerServer(t *testing.T) {
 		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = config.FECOn, 16, 2
 		return c
 	}
-	ts := &twoServers{pk: pk, origins: [2]string{origin, origin}}
-	leaf, err := pk.ca.Leaf(pki.LeafOptions{Names: []string{server2Name}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.server2Cert, ts.server2Key = pk.writeLeaf(t, "server2", leaf)
+	ts := newTwoServers(t, pk)
+	ts.origins = [2]string{origin, origin}
 	for i := range 2 {
 		slog, _ := newTestLogger(t)
 		ts.servers[i] = startInstance(t, fecOn(ts.serverConfig(i, 0)), slog)

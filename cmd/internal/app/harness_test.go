@@ -63,6 +63,17 @@ func newTestPKIAt(t testing.TB, notBefore time.Time) *testPKI {
 
 func (p *testPKI) path(name string) string { return filepath.Join(p.dir, name) }
 
+// issueLeaf issues a leaf for names with one extended key usage from the
+// test CA, writes it under name and returns its paths.
+func (p *testPKI) issueLeaf(t testing.TB, name string, usage x509.ExtKeyUsage, names ...string) (cert, key string) {
+	t.Helper()
+	l, err := p.ca.Leaf(pki.LeafOptions{Names: names, ExtKeyUsage: []x509.ExtKeyUsage{usage}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.writeLeaf(t, name, l)
+}
+
 // writeLeaf writes an extra leaf (for negative tests) and returns its paths.
 func (p *testPKI) writeLeaf(t testing.TB, name string, l *pki.Leaf) (cert, key string) {
 	t.Helper()

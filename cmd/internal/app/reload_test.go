@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/ptproxy/ptproxy/session"
-	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // TestReloadSwitchesOriginWhileDownloadContinues: a reload that points the
@@ -182,11 +181,7 @@ func TestReloadCertificates(t *testing.T) {
 // no longer signs the other client's certificate.
 func TestReloadRevokesClients(t *testing.T) {
 	p := newTestPKI(t)
-	ops, err := p.ca.Leaf(pki.LeafOptions{Names: []string{"ops.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opsCert, opsKey := p.writeLeaf(t, "ops", ops)
+	opsCert, opsKey := p.issueLeaf(t, "ops", x509.ExtKeyUsageClientAuth, "ops.test")
 	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	scfg := p.serverConfig(origin)
 	scfg.General.PeerHostnames = []string{"ops.test"}

@@ -20,7 +20,6 @@ import (
 	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/pipeline"
 	"github.com/ptproxy/ptproxy/session"
-	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // restartableOrigin is an HTTP origin that can be killed (listener and
@@ -147,11 +146,7 @@ func (hc *h3Client) do(t *testing.T, endpoint, method, path string) (int, string
 // access rules do not name is refused with 403 and a WARN line.
 func TestEndToEndEndpointsGroupsAndACL(t *testing.T) {
 	p := newTestPKI(t)
-	ops, err := p.ca.Leaf(pki.LeafOptions{Names: []string{"ops.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opsCert, opsKey := p.writeLeaf(t, "ops", ops)
+	opsCert, opsKey := p.issueLeaf(t, "ops", x509.ExtKeyUsageClientAuth, "ops.test")
 
 	webA, webB := startRestartableOrigin(t, "web-a"), startRestartableOrigin(t, "web-b")
 	api := startRestartableOrigin(t, "api")

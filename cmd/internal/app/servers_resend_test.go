@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/session"
-	"github.com/ptproxy/ptproxy/session/pki"
 	"github.com/quic-go/quic-go"
 )
 
@@ -109,12 +107,7 @@ func TestServersResendElsewhere(t *testing.T) {
 			pk := newTestPKI(t)
 			bad := startBadServer(t, pk, tc.mode)
 			var seen atomic.Int32
-			ts := &twoServers{pk: pk}
-			leaf, err := pk.ca.Leaf(pki.LeafOptions{Names: []string{server2Name}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ts.server2Cert, ts.server2Key = pk.writeLeaf(t, "server2", leaf)
+			ts := newTwoServers(t, pk)
 			ts.origins[1] = startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				seen.Add(1)
 				io.Copy(io.Discard, r.Body)

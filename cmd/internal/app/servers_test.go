@@ -15,7 +15,6 @@ import (
 
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/session"
-	"github.com/ptproxy/ptproxy/session/pki"
 )
 
 // server2Name is the second server's certificate name in these tests.
@@ -63,14 +62,18 @@ func (ts *twoServers) startServer(t *testing.T, i int) {
 	ts.ports[i] = ts.servers[i].QUICAddr().(*net.UDPAddr).Port
 }
 
+// newTwoServers is a twoServers on pk, with the second server's
+// certificate issued; nothing is started.
+func newTwoServers(t *testing.T, pk *testPKI) *twoServers {
+	t.Helper()
+	ts := &twoServers{pk: pk}
+	ts.server2Cert, ts.server2Key = pk.issueLeaf(t, "server2", x509.ExtKeyUsageServerAuth, server2Name)
+	return ts
+}
+
 func startTwoServers(t *testing.T, selection config.ServerSelection) *twoServers {
 	t.Helper()
-	ts := &twoServers{pk: newTestPKI(t)}
-	leaf, err := ts.pk.ca.Leaf(pki.LeafOptions{Names: []string{server2Name}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.server2Cert, ts.server2Key = ts.pk.writeLeaf(t, "server2", leaf)
+	ts := newTwoServers(t, newTestPKI(t))
 	ts.origins[0] = startOrigin(t, nameOrigin("one"))
 	ts.origins[1] = startOrigin(t, nameOrigin("two"))
 	ts.startServer(t, 0)
