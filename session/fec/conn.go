@@ -27,7 +27,7 @@ type Config struct {
 	Auto   bool
 	Logger *slog.Logger
 
-	FlushIdle time.Duration // close a group when no datagram came for this long
+	FlushIdle time.Duration // a group is idle when no datagram came for this long (see the package doc)
 	FlushMax  time.Duration // close a group at the latest this long after its first datagram
 	Hold      time.Duration // how long the receiver holds datagrams behind a gap
 }

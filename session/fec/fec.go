@@ -45,9 +45,15 @@
 // # Groups (sender)
 //
 // A group is closed, and its repairs sent, when it holds Config.GroupSize
-// datagrams, when the sender went idle (no datagram for Config.FlushIdle),
-// or at the latest Config.FlushMax after its first datagram: a small request
-// never waits for a full group. A full group gets Config.Repair repairs (in
+// datagrams, when the sender went idle, or at the latest Config.FlushMax
+// after its first datagram: a small request never waits for a full group.
+// Idle is seen by the group timer, armed Config.FlushIdle after a group
+// opens when it is not armed already (a lone burst, nothing sent for half
+// of FlushIdle when it fires, is closed then), or by the next datagram
+// after FlushIdle of silence (the old group's repairs go out with it).
+// While datagrams keep coming the timer fires about once per FlushMax
+// rather than once per group: arming and firing it cost a thread wake-up
+// each on a quiet host, 7% of the CPU of a small request (c1) on loopback. A full group gets Config.Repair repairs (in
 // the adaptive mode the count the reports call for), a group cut short
 // ceil(Repair*n/GroupSize), at least one.
 //

@@ -124,6 +124,12 @@ func (p *txPeer) frameData(b []byte) {
 	}
 
 	now := time.Now()
+	if p.n > 0 && now.Sub(p.lastAt) >= p.flushIdle() {
+		// The sender went idle and the timer has not closed the group
+		// yet (see onTimer): close it now, its repairs going out with
+		// this datagram, so no wake-up is spent on it.
+		p.flushLocked()
+	}
 	if p.n == 0 {
 		p.first = seq
 		p.firstAt = now
@@ -145,6 +151,9 @@ func (p *txPeer) frameData(b []byte) {
 		p.armed = true
 		p.timer.Reset(p.flushIdle())
 	}
+	// A timer still armed for an earlier group stays armed: onTimer
+	// takes the group open when it fires. Stopping and arming it for
+	// every group cost a thread wake-up each on a quiet host.
 }
 
 // queue appends a frame of hdr header bytes (filled in by the caller)
@@ -216,8 +225,16 @@ func (p *txPeer) flushIdle() time.Duration {
 	return p.c.cfg.FlushIdle
 }
 
-// onTimer closes the open group when the sender went idle or the group is
-// FlushMax old; otherwise it re-arms for the earlier of the two.
+// onTimer closes the open group when the sender is idle or the group is
+// FlushMax old, and otherwise re-arms for the group's FlushMax.
+//
+// The timer is armed FlushIdle after a group opens while it is not armed
+// already, so a lone burst (a small request) is closed about FlushIdle
+// after it: it counts as idle when nothing was sent for half of
+// FlushIdle. While datagrams keep coming the timer fires about once per
+// FlushMax, not once per group: groups fill and close on their own, and
+// one that goes quiet is closed by the next datagram (frameData) or by
+// the timer within FlushMax.
 func (p *txPeer) onTimer() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -226,8 +243,8 @@ func (p *txPeer) onTimer() {
 		return
 	}
 	now := time.Now()
-	due := min(p.lastAt.Add(p.flushIdle()).Sub(now), p.firstAt.Add(p.c.cfg.FlushMax).Sub(now))
-	if due > 0 {
+	idle := p.blockDepth == 1 && now.Sub(p.lastAt) >= p.c.cfg.FlushIdle/2
+	if due := p.firstAt.Add(p.c.cfg.FlushMax).Sub(now); !idle && due > 0 {
 		p.armed = true
 		p.timer.Reset(due)
 		return
@@ -258,10 +275,6 @@ func (p *txPeer) onTimer() {
 func (p *txPeer) flushLocked() {
 	n := p.n
 	p.n = 0
-	if p.armed {
-		p.armed = false
-		p.timer.Stop()
-	}
 	if n == 0 || p.stopped {
 		return
 	}
