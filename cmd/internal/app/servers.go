@@ -223,7 +223,12 @@ func (t *multiTunnel) Open(ctx context.Context, h *h3.Head, bodiless bool) (pipe
 	if err != nil {
 		return nil, err
 	}
-	return &multiStream{t: t, ctx: ctx, head: h, bodiless: bodiless, x: x, on: c}, nil
+	if !bodiless {
+		// A streamed body cannot be sent twice (Exchange.Resendable is
+		// never true): no stream to replace.
+		return tunnelStream{x}, nil
+	}
+	return &multiStream{t: t, ctx: ctx, head: h, x: x, on: c}, nil
 }
 
 // open sends h on the first candidate that takes it, waiting for any
@@ -275,13 +280,15 @@ func (t *multiTunnel) open(ctx context.Context, h *h3.Head, bodiless bool) (*ses
 // request lost with its connection) while its own session cannot take it
 // now, ReadHead sends it through the tunnel again, so it reaches another
 // server instead of waiting for this one to come back.
+//
+// Only bodiless requests get one; its request side ended with Open, so
+// only the response side and Cancel ever see x replaced.
 type multiStream struct {
-	t        *multiTunnel
-	ctx      context.Context
-	head     *h3.Head
-	bodiless bool
-	on       *session.Client // the session x was sent on
-	resent   int
+	t      *multiTunnel
+	ctx    context.Context
+	head   *h3.Head
+	on     *session.Client // the session x was sent on
+	resent int
 
 	mu        sync.Mutex // orders Cancel against ReadHead replacing x
 	x         *session.Exchange
@@ -295,7 +302,7 @@ func (s *multiStream) ReadHead() (*h3.Head, error) {
 			return h, tunnelErr(err)
 		}
 		s.resent++
-		x, c, oerr := s.t.open(s.ctx, s.head, s.bodiless)
+		x, c, oerr := s.t.open(s.ctx, s.head, true)
 		if oerr != nil {
 			// The caller learns why nothing took it: the 503 of no
 			// session, or the first failure when that says more.
@@ -331,16 +338,14 @@ func (s *multiStream) Cancel() {
 	x.Cancel()
 }
 
-func (s *multiStream) WriteData(p []byte) error { return s.x.WriteData(p) }
-func (s *multiStream) CloseWrite(trailers httpio.Header) error {
-	return s.x.CloseWrite(trailers)
-}
-func (s *multiStream) SetNoBody()                     { s.x.SetNoBody() }
-func (s *multiStream) NextData() (int64, error)       { return s.x.NextData() }
-func (s *multiStream) ReadData(p []byte) (int, error) { return s.x.ReadData(p) }
-func (s *multiStream) FrameLeft() int64               { return s.x.FrameLeft() }
-func (s *multiStream) Trailers() httpio.Header        { return s.x.Trailers() }
-func (s *multiStream) Close()                         { s.current().Close() }
+func (s *multiStream) WriteData(p []byte) error                { return s.x.WriteData(p) }
+func (s *multiStream) CloseWrite(trailers httpio.Header) error { return s.x.CloseWrite(trailers) }
+func (s *multiStream) SetNoBody()                              { s.x.SetNoBody() }
+func (s *multiStream) NextData() (int64, error)                { return s.x.NextData() }
+func (s *multiStream) ReadData(p []byte) (int, error)          { return s.x.ReadData(p) }
+func (s *multiStream) FrameLeft() int64                        { return s.x.FrameLeft() }
+func (s *multiStream) Trailers() httpio.Header                 { return s.x.Trailers() }
+func (s *multiStream) Close()                                  { s.current().Close() }
 
 // notReady is the answer when no session took the request: every
 // server's state and latest failure.
