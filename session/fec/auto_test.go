@@ -424,9 +424,160 @@ func TestSparseBlockNotInterleaved(t *testing.T) {
 	if d == 1 {
 		t.Fatal("the report did not call for interleaving")
 	}
-	want := repairHdr{tagRepair, 3, repairCount(3, 16, r), 1}
+	want := repairHdr{tagRepair, 3, max(repairCount(3, 16, r), chooseShort(3, maxAutoRepair(16), (40+math.Sqrt(40*4))/1000)), 1}
 	if hs := wire.all(); len(hs) == 0 || hs[0] != want {
 		t.Fatalf("repairs %+v, want %+v first", hs, want)
+	}
+}
+
+// TestShortGroupPolicy: a group cut short gets the fewest repairs with
+// which it loses data at most once in 1/residualTarget groups, within the
+// ceiling; at no loss, the floor.
+func TestShortGroupPolicy(t *testing.T) {
+	cases := []struct {
+		n, ceiling int
+		loss       float64
+		r          int
+	}{
+		{1, 4, 0, 1},     // no loss: the floor
+		{8, 4, 0, 1},     //
+		{1, 4, 0.01, 1},  // 1e-4: one lost pair in 10^4
+		{2, 4, 0.01, 2},  //
+		{1, 4, 0.03, 2},  // 2.7e-5
+		{2, 4, 0.03, 3},  // 2 would leave 1.1e-4
+		{4, 4, 0.03, 3},  //
+		{8, 4, 0.03, 4},  // the ceiling: 16+4 at full size
+		{15, 4, 0.03, 4}, //
+		{2, 1, 0.03, 1},  // an explicit ceiling holds
+	}
+	for _, c := range cases {
+		r := chooseShort(c.n, c.ceiling, c.loss)
+		ok := func(r int) bool { return groupLost(c.n, r, c.loss) <= residualTarget }
+		if r < c.ceiling && !ok(r) {
+			t.Errorf("chooseShort(%d, %d, %v) = %d: group loss %.2e above target", c.n, c.ceiling, c.loss, r, groupLost(c.n, r, c.loss))
+		}
+		if r > floorRepair && ok(r-1) {
+			t.Errorf("chooseShort(%d, %d, %v) = %d: %d would do", c.n, c.ceiling, c.loss, r, r-1)
+		}
+		if r != c.r {
+			t.Errorf("chooseShort(%d, %d, %v) = %d, want %d", c.n, c.ceiling, c.loss, r, c.r)
+		}
+	}
+	// "on" holds short groups to the rate its setting is made for.
+	for _, c := range []struct {
+		n, r   int
+		lo, hi float64
+	}{{16, 2, 0.008, 0.01}, {16, 4, 0.03, 0.04}, {10, 3, 0.025, 0.035}} {
+		p := impliedLoss(c.n, c.r)
+		if p < c.lo || p > c.hi || residual(c.n, c.r, p) > residualTarget || residual(c.n, c.r, p*1.01) <= residualTarget {
+			t.Errorf("impliedLoss(%d, %d) = %v, want the highest rate within the target, in %v..%v", c.n, c.r, p, c.lo, c.hi)
+		}
+	}
+	// Proportional repairs at 3% left short groups far above the target:
+	// the reason for chooseShort.
+	if g := groupLost(2, repairCount(2, 16, 4), 0.03); g < 20*residualTarget {
+		t.Errorf("group of 2 with proportional repairs loses %.2e", g)
+	}
+}
+
+// TestShortGroupsAfterLossReport: once the peer reports loss, a lone
+// datagram and a small burst (closed by idleness) get chooseShort's
+// repairs, and a datagram lost from them is rebuilt; before any report
+// they get the floor.
+func TestShortGroupsAfterLossReport(t *testing.T) {
+	// a's reads are not drained: the report is injected, and b's own
+	// reports must not replace it.
+	p := newPair(t, Config{GroupSize: 16, Auto: true, Hold: forever, FlushIdle: 5 * time.Millisecond, FlushMax: 5 * time.Millisecond})
+	var wire wireLog
+	var mu sync.Mutex
+	dropData := -1 // index of the data datagram from a to drop
+	nData := 0
+	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
+		if from == p.a.LocalAddr().String() {
+			wire.add(b)
+			if b[0] == tagData {
+				mu.Lock()
+				drop := nData == dropData
+				nData++
+				mu.Unlock()
+				if drop {
+					return
+				}
+			}
+		}
+		emit(b)
+	})
+	waitRepairs := func(k int) []repairHdr {
+		t.Helper()
+		deadline := time.Now().Add(safety)
+		for len(wire.all()) < k && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		return wire.all()
+	}
+	p.send(t, 0, 1)
+	if got := p.read(t, 1); len(got) != 1 {
+		t.Fatalf("got %v", got)
+	}
+	if hs := waitRepairs(1); len(hs) != 1 || hs[0] != (repairHdr{tagRepair, 1, floorRepair, 1}) {
+		t.Fatalf("before any report: repairs %+v", hs)
+	}
+	inject(p.a, report(1, 1000, 30, 1), p.b.LocalAddr())
+	loss, _ := estimate(lossReport{1000, 30, 1})
+	for _, n := range []int{1, 3} {
+		want := chooseShort(n, maxAutoRepair(16), loss)
+		if want <= repairCount(n, 16, maxAutoRepair(16)) {
+			t.Fatalf("chooseShort(%d) = %d is no more than proportional: the test shows nothing", n, want)
+		}
+		before := len(wire.all())
+		mu.Lock()
+		dropData = nData // the group's first datagram is lost
+		mu.Unlock()
+		p.send(t, 0, n)
+		if got := p.read(t, n); len(got) != n {
+			t.Fatalf("group of %d: got %v", n, got)
+		}
+		hs := waitRepairs(before + want)[before:]
+		if len(hs) != want {
+			t.Fatalf("group of %d: repairs %+v, want %d", n, hs, want)
+		}
+		for _, h := range hs {
+			if h != (repairHdr{tagRepair, n, want, 1}) {
+				t.Fatalf("group of %d: repair %+v, want %d repairs", n, h, want)
+			}
+		}
+	}
+	if st := p.b.Stats(); st.Recovered != 2 || st.Unrecoverable != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestShortGroupsOn: with a fixed setting a lone datagram's group gets
+// the repairs chooseShort gives at the rate the setting is made for (2
+// with 16+4), not the proportional 1.
+func TestShortGroupsOn(t *testing.T) {
+	p := newPair(t, Config{GroupSize: 16, Repair: 4, Hold: forever, FlushIdle: 5 * time.Millisecond, FlushMax: 5 * time.Millisecond})
+	var wire wireLog
+	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
+		if from == p.a.LocalAddr().String() {
+			wire.add(b)
+		}
+		emit(b)
+	})
+	want := chooseShort(1, 4, impliedLoss(16, 4))
+	if want != 2 {
+		t.Fatalf("chooseShort for 16+4: %d", want)
+	}
+	p.send(t, 0, 1)
+	if got := p.read(t, 1); len(got) != 1 {
+		t.Fatalf("got %v", got)
+	}
+	deadline := time.Now().Add(safety)
+	for len(wire.all()) < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if hs := wire.all(); len(hs) != want || hs[0] != (repairHdr{tagRepair, 1, want, 1}) {
+		t.Fatalf("repairs %+v, want %d for the group of 1", hs, want)
 	}
 }
 

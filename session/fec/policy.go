@@ -74,6 +74,71 @@ func residual(n, r int, p float64) float64 {
 	return res
 }
 
+// groupLost is the probability that a group of n data and r repairs,
+// each lost independently with probability p, loses more than r of them:
+// the group then loses data for good.
+func groupLost(n, r int, p float64) float64 {
+	if p <= 0 {
+		return 0
+	}
+	if p >= 1 {
+		return 1
+	}
+	m := n + r
+	res := 0.0
+	for k := r + 1; k <= m; k++ {
+		res += binomPMF(m, k, p)
+	}
+	return res
+}
+
+// chooseShort is the repairs of a plain group cut short at n datagrams
+// (a small request, the start or end of a transfer, paced sending), for
+// a reported loss rate: the fewest, from the floor up to the ceiling,
+// with which the group loses data at most once in 1/residualTarget
+// groups.
+//
+// Full groups are held to a residual per datagram; a short group cannot
+// be: one lost datagram of a group of 2 is as much a loss event for
+// quic-go as one of a group of 16, and short groups are where the
+// session spends its time at a small congestion window (requests, the
+// first round trips of a transfer). A loss event there sets quic-go's
+// slow-start threshold to that small window for good: it does not
+// restart slow start after idle, and its Reno congestion avoidance grows
+// the window by one packet a round trip, so every later bulk transfer
+// crawls (measured at 3% loss: 1 MiB in 0.6-1.2 s against 165 ms, for a
+// whole run, decided by whether such an event happened early;
+// docs/benchmarks/fec.md). Proportional repairs (a quarter of the full
+// count for a quarter of the datagrams) left a group of 2 with 1 repair
+// losing data once in ~400 groups at 3%.
+func chooseShort(n, ceiling int, loss float64) int {
+	hi := max(floorRepair, ceiling)
+	for r := floorRepair; r < hi; r++ {
+		if groupLost(n, r, loss) <= residualTarget {
+			return r
+		}
+	}
+	return hi
+}
+
+// impliedLoss is the loss rate a fixed setting ("on": r repairs per full
+// group of n) is made for: the highest at which a full group still meets
+// residualTarget. Short groups of "on" are held to that rate
+// (chooseShort), so a setting that protects its full groups protects its
+// small requests alike.
+func impliedLoss(n, r int) float64 {
+	lo, hi := 0.0, 0.5
+	for range 40 {
+		mid := (lo + hi) / 2
+		if residual(n, r, mid) <= residualTarget {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
 // binomPMF is P(K = k) for K ~ Binomial(m, p), through logarithms so
 // that C(m, k) never overflows.
 func binomPMF(m, k int, p float64) float64 {

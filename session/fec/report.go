@@ -237,7 +237,29 @@ func (p *txPeer) report(rseq uint16, w lossReport, now time.Time) {
 	if r >= p.repair || now.Sub(p.repairAt) >= lowerAfter {
 		p.repair, p.repairAt = r, now
 	}
+	if loss >= p.loss || now.Sub(p.lossAt) >= lowerAfter {
+		if loss != p.loss {
+			p.setShort(loss)
+		}
+		p.lossAt = now
+	}
 	if d >= p.depth || now.Sub(p.depthAt) >= lowerAfter {
 		p.depth, p.depthAt = d, now
+	}
+}
+
+// setShort sets the loss rate the sender follows and the repairs of a
+// plain group cut short at each size for it (chooseShort), computed here
+// rather than at every flush: reports come at most every 10 ms, flushes
+// at every small request.
+func (p *txPeer) setShort(loss float64) {
+	p.loss = loss
+	g := p.c.cfg.GroupSize
+	if cap(p.short) < g {
+		p.short = make([]uint8, g)
+	}
+	p.short = p.short[:g]
+	for n := 1; n < g; n++ {
+		p.short[n] = uint8(chooseShort(n, p.c.cfg.Repair, loss))
 	}
 }

@@ -47,6 +47,13 @@ type txPeer struct {
 	reported          bool
 	rseq              uint16
 	unreported        int // data datagrams sent before any report, up to silentAfter
+
+	// loss is the rate the sender follows (raised at once, lowered after
+	// lowerAfter, like repair); short[n] the repairs of a plain group cut
+	// short at n datagrams for it (setShort; nil until a report).
+	loss   float64
+	lossAt time.Time
+	short  []uint8
 }
 
 func newTxPeer(c *Conn, addr net.Addr) *txPeer {
@@ -65,6 +72,8 @@ func newTxPeer(c *Conn, addr net.Addr) *txPeer {
 		// Before the first report: the floor, which still rebuilds a
 		// loss per group; the first report with loss raises it.
 		p.repair = floorRepair
+	} else {
+		p.setShort(impliedLoss(c.cfg.GroupSize, c.cfg.Repair))
 	}
 	p.timer = time.AfterFunc(time.Hour, p.onTimer)
 	p.timer.Stop()
@@ -266,8 +275,10 @@ func (p *txPeer) onTimer() {
 // below what keeps each group within GroupSize. With d = 1 the groups are
 // exactly those of version 1 (tag 0x32).
 //
-// A plain group cut short gets repairs in proportion to its size (random
-// loss hits it in proportion); an interleaved group gets the full count
+// A plain group cut short gets repairs in proportion to its size, and in
+// the adaptive mode at least as many as keep its own chance of losing
+// data at the target (chooseShort: one loss event per short group
+// matters to quic-go as much as one per full group); an interleaved group gets the full count
 // whatever its size, as a burst of length L costs every group about L/d
 // however few datagrams it holds. The repairs go out round-robin over the
 // groups (the first of each, then the second of each, ...), so a burst
@@ -285,8 +296,11 @@ func (p *txPeer) flushLocked() {
 	for j := range d {
 		cnt := (n - j + d - 1) / d
 		r := repairCount(cnt, g, p.repair)
-		if d > 1 {
+		switch {
+		case d > 1:
 			r = p.repair
+		case cnt < len(p.short):
+			r = max(r, int(p.short[cnt]))
 		}
 		if p.encodeGroup(j, d, cnt, r, nrep) {
 			p.groups = append(p.groups, txGroup{j: j, cnt: cnt, r: r, rep: nrep})
