@@ -109,6 +109,15 @@ const (
 	DefaultFECRepair         = 2
 	MaxFECGroupSize          = 128
 	MaxFECRepair             = 32
+
+	// DefaultFECPacketSize is quic-go's packet size with FEC on: a repair
+	// (packet + 10 bytes) is then no larger than quic-go's own first
+	// packets without FEC (1280 B), which every QUIC path must carry.
+	DefaultFECPacketSize = 1270
+	// MinFECPacketSize and MaxFECPacketSize bound transport.fec_packet_size:
+	// QUIC's smallest datagram (RFC 9000 14), and quic-go's largest.
+	MinFECPacketSize = 1200
+	MaxFECPacketSize = 1452
 )
 
 // Config is a loaded, validated ptproxy configuration.
@@ -237,6 +246,10 @@ type Transport struct {
 	// FECRepair is the number of repair datagrams of a full group; with
 	// "auto" the most the adaptive mode may send when set explicitly.
 	FECRepair int `koanf:"fec_repair" json:"fec_repair"`
+	// FECPacketSize is the size of quic-go's packets with FEC on (path
+	// MTU discovery is off then); a datagram on the wire is up to 10
+	// bytes larger.
+	FECPacketSize int `koanf:"fec_packet_size" json:"fec_packet_size"`
 }
 
 // System is the [system] section (optional).
@@ -309,6 +322,8 @@ func Defaults() Config {
 			FEC:          FECOff,
 			FECGroupSize: DefaultFECGroupSize,
 			FECRepair:    DefaultFECRepair,
+
+			FECPacketSize: DefaultFECPacketSize,
 		},
 		System: System{
 			ConnectInterval:     1000,

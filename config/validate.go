@@ -192,6 +192,9 @@ func (c *Config) check() []*FieldError {
 	if tr.FECRepair < 1 || tr.FECRepair > MaxFECRepair {
 		k.fail("transport.fec_repair", "must be between 1 and %d (repair datagrams per full FEC group), got %d", MaxFECRepair, tr.FECRepair)
 	}
+	if tr.FECPacketSize < MinFECPacketSize || tr.FECPacketSize > MaxFECPacketSize {
+		k.fail("transport.fec_packet_size", "must be between %d and %d (bytes of a QUIC packet with FEC on; the path must carry 10 more), got %d", MinFECPacketSize, MaxFECPacketSize, tr.FECPacketSize)
+	}
 
 	// [system]
 	k.nonNegative("system.connect_interval", s.ConnectInterval, "")

@@ -16,7 +16,8 @@ import (
 // [fec.Stats].
 type FECStats = fec.Stats
 
-// FECPacketSize is quic-go's packet size with FEC on. Path MTU discovery
+// FECPacketSize is quic-go's default packet size with FEC on
+// (transport.fec_packet_size sets another). Path MTU discovery
 // stays off: its probes would size quic-go's packets, not the repairs,
 // which are up to fec.Overhead larger. So packets keep one size, chosen
 // so that a repair datagram (packet + fec.Overhead) is no larger than

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -49,6 +50,9 @@ type Transport struct {
 	FECAuto      bool
 	FECGroupSize int
 	FECRepair    int
+	// FECPacketSize is quic-go's packet size with FEC on; 0 is
+	// FECPacketSize (the constant).
+	FECPacketSize int
 }
 
 // QUICConfig maps t onto a quic.Config for the server or the client role.
@@ -88,7 +92,7 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 		// Path MTU discovery would size the packets, not the repairs
 		// (larger by fec.Overhead); fix the size so repairs fit
 		// (FECPacketSize).
-		c.InitialPacketSize = FECPacketSize
+		c.InitialPacketSize = uint16(cmp.Or(t.FECPacketSize, FECPacketSize))
 		c.DisablePathMTUDiscovery = true
 	}
 	return c

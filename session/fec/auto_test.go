@@ -552,6 +552,38 @@ func TestShortGroupsAfterLossReport(t *testing.T) {
 	}
 }
 
+// TestShortGroupBudget: short groups' extra repairs come from a budget
+// that a quiet sender fills up to extraBurst, and that refills by the
+// full groups' repair ratio per data datagram and by one per extraEvery.
+func TestShortGroupBudget(t *testing.T) {
+	p := newPair(t, Config{GroupSize: 16, Repair: 4, Auto: true})
+	tx := p.a.txPeer(p.b.LocalAddr())
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	now := time.Now()
+	steps := []struct {
+		data    uint32        // data datagrams sent since the last step
+		elapsed time.Duration // time since the last step
+		want    int
+		got     int
+	}{
+		{0, 0, 100, extraBurst}, // a new (quiet) sender: the whole burst
+		{0, 0, 1, 0},            // spent
+		{8, 0, 5, 2},            // 8 datagrams at 4/16
+		{2, 0, 5, 0},            // half a repair so far
+		{2, 0, 5, 1},            // one
+		{0, 3 * extraEvery, 5, 3},
+		{0, 100 * extraEvery, extraBurst + 5, extraBurst}, // capped
+	}
+	for i, st := range steps {
+		tx.seq += st.data
+		now = now.Add(st.elapsed)
+		if got := tx.spendExtra(st.want, now); got != st.got {
+			t.Fatalf("step %d %+v: got %d", i, st, got)
+		}
+	}
+}
+
 // TestShortGroupsOn: with a fixed setting a lone datagram's group gets
 // the repairs chooseShort gives at the rate the setting is made for (2
 // with 16+4), not the proportional 1.

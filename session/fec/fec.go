@@ -55,9 +55,12 @@
 // rather than once per group: arming and firing it cost a thread wake-up
 // each on a quiet host, 7% of the CPU of a small request (c1) on loopback. A full group gets Config.Repair repairs (in
 // the adaptive mode the count the reports call for), a group cut short
-// ceil(Repair*n/GroupSize), at least one, and in the adaptive mode at
-// least the fewest with which it loses data at most once in 10^4 groups
-// at the reported loss (policy.go, chooseShort).
+// ceil(Repair*n/GroupSize), at least one, raised towards the fewest with
+// which it loses data at most once in 10^4 groups at the reported loss
+// (adaptive mode) or at the loss the fixed setting is made for ("on"),
+// as far as a budget of such extra repairs allows: Repair/GroupSize per
+// data datagram sent plus one per 10 ms, up to 32 saved (policy.go,
+// chooseShort; send.go, spendExtra).
 //
 // # Adaptive mode (receiver reports, sender follows)
 //

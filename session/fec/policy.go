@@ -1,6 +1,9 @@
 package fec
 
-import "math"
+import (
+	"math"
+	"time"
+)
 
 // Policy of the adaptive mode (Config.Auto): how many repairs a full group
 // gets, and over how many groups consecutive datagrams are spread, for the
@@ -31,6 +34,12 @@ const (
 	// acknowledgements) is one plain group, so its repairs stay few and
 	// it waits for nothing.
 	minPerGroup = 4
+
+	// extraEvery and extraBurst bound the repairs short groups get beyond
+	// the proportional count (txPeer.spendExtra): one more per 10 ms of
+	// time, up to 32 saved.
+	extraEvery = 10 * time.Millisecond
+	extraBurst = 32
 
 	// minRuns is how many runs of losses the receiver must have seen
 	// before it reports their mean length as a burst length.

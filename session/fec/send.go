@@ -54,6 +54,30 @@ type txPeer struct {
 	loss   float64
 	lossAt time.Time
 	short  []uint8
+
+	// The budget of repairs short groups get beyond the proportional
+	// count (spendExtra).
+	extra    float64
+	extraAt  time.Time
+	extraSeq uint32
+}
+
+// spendExtra takes up to want repairs from the budget of short groups'
+// extra repairs and returns how many it took. The budget grows by the
+// full groups' repair ratio (Config.Repair/GroupSize) per data datagram
+// sent and by one every extraEvery, up to extraBurst: the extra repairs
+// are load quic-go's congestion control does not see, so under paced
+// sending (a transfer's first round trips, where most groups are short)
+// they add at most what full groups would, while an idle session's small
+// requests get them all.
+func (p *txPeer) spendExtra(want int, now time.Time) int {
+	ratio := float64(p.c.cfg.Repair) / float64(p.c.cfg.GroupSize)
+	p.extra += float64(p.seq-p.extraSeq)*ratio + float64(now.Sub(p.extraAt))/float64(extraEvery)
+	p.extraSeq, p.extraAt = p.seq, now
+	p.extra = min(p.extra, extraBurst)
+	k := min(want, int(p.extra))
+	p.extra -= float64(k)
+	return k
 }
 
 func newTxPeer(c *Conn, addr net.Addr) *txPeer {
@@ -275,10 +299,11 @@ func (p *txPeer) onTimer() {
 // below what keeps each group within GroupSize. With d = 1 the groups are
 // exactly those of version 1 (tag 0x32).
 //
-// A plain group cut short gets repairs in proportion to its size, and in
-// the adaptive mode at least as many as keep its own chance of losing
-// data at the target (chooseShort: one loss event per short group
-// matters to quic-go as much as one per full group); an interleaved group gets the full count
+// A plain group cut short gets repairs in proportion to its size, and up
+// to as many as keep its own chance of losing data at the target
+// (chooseShort: one loss event per short group matters to quic-go as much
+// as one per full group) as far as the budget of such extra repairs
+// allows (spendExtra); an interleaved group gets the full count
 // whatever its size, as a burst of length L costs every group about L/d
 // however few datagrams it holds. The repairs go out round-robin over the
 // groups (the first of each, then the second of each, ...), so a burst
@@ -300,7 +325,9 @@ func (p *txPeer) flushLocked() {
 		case d > 1:
 			r = p.repair
 		case cnt < len(p.short):
-			r = max(r, int(p.short[cnt]))
+			if want := int(p.short[cnt]); want > r {
+				r += p.spendExtra(want-r, time.Now())
+			}
 		}
 		if p.encodeGroup(j, d, cnt, r, nrep) {
 			p.groups = append(p.groups, txGroup{j: j, cnt: cnt, r: r, rep: nrep})

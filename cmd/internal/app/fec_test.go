@@ -106,6 +106,50 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	}
 }
 
+// TestFECPacketSize: transport.fec_packet_size sizes quic-go's packets
+// with FEC on: by default no datagram on the wire (repairs included) is
+// larger than 1280 bytes; with 1452 a download uses packets above 1280
+// and no datagram exceeds 1452 + 10.
+func TestFECPacketSize(t *testing.T) {
+	if config.DefaultFECPacketSize != session.FECPacketSize {
+		t.Fatalf("config.DefaultFECPacketSize %d, session.FECPacketSize %d", config.DefaultFECPacketSize, session.FECPacketSize)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
+	pk := newTestPKI(t)
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	for _, size := range []int{0, config.MaxFECPacketSize} {
+		withFEC := func(c *config.Config) *config.Config {
+			c.Transport.FEC = config.FECAuto
+			if size != 0 {
+				c.Transport.FECPacketSize = size
+			}
+			return c
+		}
+		slog, _ := newTestLogger(t)
+		server := startInstance(t, withFEC(pk.serverConfig(origin)), slog)
+		relay := fectest.NewRelay(t, server.QUICAddr().(*net.UDPAddr), 0, 1)
+		clog, _ := newTestLogger(t)
+		client := startInstance(t, withFEC(pk.clientConfig(relay.Port())), clog)
+		waitReady(t, client)
+		resp, err := callerClient().Get("http://" + client.HTTPAddr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("size %d: %d bytes, err %v", size, len(got), err)
+		}
+		fromClient, fromServer := relay.Largest()
+		switch {
+		case size == 0 && max(fromClient, fromServer) > 1280:
+			t.Errorf("default size: largest datagrams %d (client) %d (server), want at most 1280", fromClient, fromServer)
+		case size != 0 && (fromServer <= 1280 || max(fromClient, fromServer) > size+10):
+			t.Errorf("size %d: largest datagrams %d (client) %d (server), want the server's above 1280 and none above %d", size, fromClient, fromServer, size+10)
+		}
+	}
+}
+
 // TestFECOffStatus: with FEC off (the default) /status has no fec part and
 // the FEC series are zero.
 func TestFECOffStatus(t *testing.T) {

@@ -172,6 +172,7 @@ func transportOf(cfg *config.Config) session.Transport {
 		FECAuto:              t.FEC == config.FECAuto,
 		FECGroupSize:         t.FECGroupSize,
 		FECRepair:            fecRepair(cfg),
+		FECPacketSize:        t.FECPacketSize,
 	}
 }
 

@@ -25,6 +25,7 @@ type Relay struct {
 	wg        sync.WaitGroup
 	dropped   atomic.Int64
 	forwarded atomic.Int64
+	largest   [2]atomic.Int64 // largest datagram seen from the client, from the server
 }
 
 // NewRelay starts a relay to server; t's cleanup stops it and waits for
@@ -58,7 +59,17 @@ func (r *Relay) Port() int { return r.ln.LocalAddr().(*net.UDPAddr).Port }
 // Counts returns how many datagrams were forwarded and dropped.
 func (r *Relay) Counts() (forwarded, dropped int64) { return r.forwarded.Load(), r.dropped.Load() }
 
+// Largest returns the size of the largest datagram the relay read from the
+// client and from the server.
+func (r *Relay) Largest() (fromClient, fromServer int) {
+	return int(r.largest[0].Load()), int(r.largest[1].Load())
+}
+
 func (r *Relay) pump(from *net.UDPConn, fromClient bool) {
+	side := &r.largest[1]
+	if fromClient {
+		side = &r.largest[0]
+	}
 	buf := make([]byte, 65536)
 	for {
 		n, addr, err := from.ReadFromUDP(buf)
@@ -66,6 +77,9 @@ func (r *Relay) pump(from *net.UDPConn, fromClient bool) {
 			return
 		} else if err != nil {
 			continue
+		}
+		if int64(n) > side.Load() {
+			side.Store(int64(n)) // one pump per side: no other writer
 		}
 		r.mu.Lock()
 		if fromClient {
