@@ -131,8 +131,11 @@ func (x *Exchange) start() error {
 			// Over the server's limit: no session would take it.
 			return err
 		}
-		if s != nil && (s.conn.Context().Err() != nil || isConnError(err)) {
-			s.refuse(lostReason(connCause(s.conn, err)))
+		if s != nil {
+			// A refused stream (H3_REQUEST_REJECTED) or a lost connection
+			// takes the session out of use, as for a refusal after the head
+			// (ReadHead): with other servers the request goes there at once.
+			classify(x.ctx, s.conn, s.refuse, err)
 		}
 		if x.tries++; x.tries > maxRetries {
 			return x.c.giveUp(err, notSent)
@@ -190,6 +193,12 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 			qs.CancelWrite(h3.ErrCodeRequestCanceled)
 		}
 		w.Release()
+		// quic-go's error for a write or close on a stream the peer
+		// stopped does not carry the peer's code; the stream's context
+		// does (a server refusing the request: H3_REQUEST_REJECTED).
+		if se, ok := errors.AsType[*quic.StreamError](context.Cause(str.Context())); ok && se.Remote {
+			return fmt.Errorf("sending request head: %w (%w)", err, se)
+		}
 		return fmt.Errorf("sending request head: %w", err)
 	}
 	if h := x.c.testHookSent.Load(); h != nil && s != nil {

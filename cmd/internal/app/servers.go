@@ -244,17 +244,27 @@ func (t *multiTunnel) open(ctx context.Context, h *h3.Head, bodiless bool) (*ses
 		// Taken before the sessions are looked at, so a session that
 		// becomes ready after the look still wakes this request.
 		ch := t.changed()
+		var missed *session.Client // a usable session that did not take it
+		var missedErr error
 		for _, c := range t.candidates() {
 			// The tunnel does the waiting, for any session: a session
 			// must not hold a request for itself while another is ready.
 			x, err := c.OpenNoWait(ctx, h, bodiless)
 			if err == nil {
+				if missed != nil {
+					t.log.Debug("request not taken by its server; sent through another session",
+						"method", h.Method, "reason", missedErr.Error(), "from", t.name(missed), "to", t.name(c))
+				}
 				return x, c, nil
 			}
 			if !errors.Is(err, session.ErrNotReady) {
 				return nil, nil, tunnelErr(err)
 			}
-			// Not sent: the next usable session may take it.
+			// Not sent (the session went out of use, or refused the
+			// stream): the next usable session may take it.
+			if missed == nil {
+				missed, missedErr = c, err
+			}
 		}
 		if t.wait <= 0 {
 			return nil, nil, t.notReady()
