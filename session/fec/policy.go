@@ -68,25 +68,16 @@ func estimate(w lossReport) (loss, burst float64) {
 // are neither received nor rebuilt when each of its n data and r repair
 // datagrams is lost independently with probability p: a group that lost
 // k > r of its n+r datagrams loses, on average, k·n/(n+r) of its data.
-func residual(n, r int, p float64) float64 {
-	if p <= 0 {
-		return 0
-	}
-	if p >= 1 {
-		return 1
-	}
-	m := n + r
-	res := 0.0
-	for k := r + 1; k <= m; k++ {
-		res += binomPMF(m, k, p) * float64(k) / float64(m)
-	}
-	return res
-}
+func residual(n, r int, p float64) float64 { return lossTail(n, r, p, true) }
 
 // groupLost is the probability that a group of n data and r repairs,
 // each lost independently with probability p, loses more than r of them:
 // the group then loses data for good.
-func groupLost(n, r int, p float64) float64 {
+func groupLost(n, r int, p float64) float64 { return lossTail(n, r, p, false) }
+
+// lossTail sums P(K = k) for K ~ Binomial(n+r, p) over k > r, each term
+// weighted by k/(n+r) when perDatagram.
+func lossTail(n, r int, p float64, perDatagram bool) float64 {
 	if p <= 0 {
 		return 0
 	}
@@ -96,7 +87,11 @@ func groupLost(n, r int, p float64) float64 {
 	m := n + r
 	res := 0.0
 	for k := r + 1; k <= m; k++ {
-		res += binomPMF(m, k, p)
+		t := binomPMF(m, k, p)
+		if perDatagram {
+			t *= float64(k) / float64(m)
+		}
+		res += t
 	}
 	return res
 }
