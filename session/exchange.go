@@ -193,13 +193,7 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 			qs.CancelWrite(h3.ErrCodeRequestCanceled)
 		}
 		w.Release()
-		// quic-go's error for a write or close on a stream the peer
-		// stopped does not carry the peer's code; the stream's context
-		// does (a server refusing the request: H3_REQUEST_REJECTED).
-		if se, ok := errors.AsType[*quic.StreamError](context.Cause(str.Context())); ok && se.Remote {
-			return fmt.Errorf("sending request head: %w (%w)", err, se)
-		}
-		return fmt.Errorf("sending request head: %w", err)
+		return fmt.Errorf("sending request head: %w", withPeerStop(err, str))
 	}
 	if h := x.c.testHookSent.Load(); h != nil && s != nil {
 		(*h)()
@@ -239,6 +233,19 @@ func (x *Exchange) CloseWrite(trailers httpio.Header) error {
 	err := x.w.Close()
 	if err == nil {
 		x.wroteDone.Store(true)
+		return nil
+	}
+	return withPeerStop(err, x.str)
+}
+
+// withPeerStop adds to err the peer's STOP_SENDING (a *quic.StreamError)
+// when the peer stopped str: quic-go's error for closing such a stream
+// does not carry the peer's code, which tells a server refusing the
+// request (H3_REQUEST_REJECTED) from one that answered early and needs no
+// more body (H3_NO_ERROR). The stream's context has it.
+func withPeerStop(err error, str *quic.Stream) error {
+	if se, ok := errors.AsType[*quic.StreamError](context.Cause(str.Context())); ok && se.Remote && !errors.Is(err, se) {
+		return fmt.Errorf("%w (%w)", err, se)
 	}
 	return err
 }
