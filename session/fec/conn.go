@@ -89,7 +89,7 @@ type Conn struct {
 
 	st struct {
 		dataSent, repairSent, dataRecv, repairRecv, recovered, unrecoverable, mismatched atomic.Uint64
-		reportSent, reportRecv                                                           atomic.Uint64
+		reportSent, reportRecv, askSent, resent, retrieved                               atomic.Uint64
 	}
 }
 
@@ -150,6 +150,9 @@ func (c *Conn) Stats() Stats {
 
 		ReportsSent:     c.st.reportSent.Load(),
 		ReportsReceived: c.st.reportRecv.Load(),
+		AsksSent:        c.st.askSent.Load(),
+		Resent:          c.st.resent.Load(),
+		Retrieved:       c.st.retrieved.Load(),
 	}
 }
 
@@ -321,7 +324,7 @@ func (c *Conn) expireHolds(now time.Time) time.Time {
 			if busy && now.Before(late) {
 				until = late
 			} else {
-				p.skipGap(now)
+				p.expire(now)
 				p.maybeReport(now)
 				until = p.holdUntil
 			}
@@ -373,6 +376,18 @@ func (c *Conn) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		c.st.reportRecv.Add(1)
 		rseq, r := parseReport(b)
 		c.txPeer(addr).report(rseq, r, now)
+		if len(b) >= reportFlagsLen && b[reportLen]&flagResends != 0 {
+			c.rxPeer(key, addr, now).resends = true
+		}
+	case tagAsk:
+		if !c.cfg.Auto {
+			c.mismatch(b, addr, key)
+			return
+		}
+		var buf [maxAsk]uint32
+		if seqs := parseAsk(b, buf[:0]); len(seqs) > 0 {
+			c.txPeer(addr).resend(seqs)
+		}
 	default:
 		c.mismatch(b, addr, key)
 	}

@@ -7,7 +7,7 @@
 // Reed-Solomon repair datagrams to each group of outgoing datagrams, and the
 // receiver rebuilds lost datagrams before quic-go reads them.
 //
-// # Framing (version 2)
+// # Framing (version 3)
 //
 // Every datagram on the wire starts with a tag byte whose two high bits are
 // 0, so it can never be taken for a QUIC packet (RFC 9000 17.2 and 17.3 set
@@ -16,8 +16,9 @@
 //
 //	data:        0x31 | seq u32 | QUIC datagram
 //	repair:      0x32 | first u32 | n u8 | r u8 | idx u8 | RS shard
-//	report:      0x33 | rseq u16 | count u16 | lost u16 | burst u16
+//	report:      0x33 | rseq u16 | count u16 | lost u16 | burst u16 [| flags u8]
 //	interleaved: 0x34 | first u32 | n u8 | r u8 | (stride-1)<<5 | idx | RS shard
+//	request:     0x35 | count u8 | seq u32 × count
 //
 // seq numbers every data datagram sent to one peer, starting at a random
 // value. A group is the n consecutive datagrams first..first+n-1; its r
@@ -33,12 +34,16 @@
 // data datagrams (in seq order) the link lost lost, and the recent runs of
 // consecutive losses (the last 16, each counted as at most 8) were
 // burst/256 datagrams long on average (0: fewer than 3 runs seen); rseq
-// numbers the reports to one peer. Other tag values in 0x00-0x3F are
-// reserved for later versions.
+// numbers the reports to one peer. The flags byte (framing version 3)
+// has bit 0 set when the report's sender keeps its history and answers
+// requests; a version-2 receiver reads the first 9 bytes and ignores it.
+// A request (0x35, version 3) goes from the receiver of data to its
+// sender: send these data datagrams again. Other tag values in 0x00-0x3F
+// are reserved for later versions.
 //
 // Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
 // so an "on" end of this version and a version-1 end interoperate. Both
-// modes of this version read all four tags. A version-1 receiver drops
+// modes of this version read all five tags. A version-1 receiver drops
 // 0x33 and 0x34 with its WARN about an unknown framing version: an "auto"
 // peer needs this version.
 //
@@ -106,7 +111,24 @@
 // would still shrink its window. Reordering is smoothed the same way;
 // duplicates are dropped. A datagram that arrives or is rebuilt after its gap
 // was given up is still delivered. State is bounded: a window of 1024
-// datagrams and at most 16 peers, the least recently heard one evicted.
+// datagrams and at most 16 peers, the least recently heard one evicted;
+// in the adaptive mode the sender also keeps its last 1024 data datagrams
+// per peer (about 1.3 MB at the default packet size) for requests.
+//
+// # Resending on request (adaptive mode)
+//
+// When the hold of a gap ends and the peer's reports carry the resend
+// flag, the receiver asks for the datagrams missing behind next (0x35)
+// and holds the gap once more, for the measured time from a request to
+// the datagram it brought plus four deviations (250 ms before the first
+// measurement); only then does it give the gap up. It asks at most once
+// per such wait and only when at most 4 datagrams are missing: a loss the
+// repairs could not rebuild at a small window (a session's first round
+// trips, short groups) would set quic-go's slow-start threshold for the
+// session, while many missing datagrams mean a queue overflowing, which
+// quic-go must see. The sender keeps the last 1024 data datagrams it sent
+// to each peer and sends each again at most twice. A datagram that came
+// again counts as lost in the loss meter (the link lost it).
 //
 // # Mismatch
 //
@@ -119,7 +141,8 @@
 // between them, but the "on" end sends no reports: it drops the "auto"
 // end's reports (counted in Stats.Mismatched) with one WARN per peer, and
 // the "auto" end warns once per peer when 4096 data datagrams went out
-// without a report; its repairs then stay at the floor.
+// without a report; its repairs then stay at the floor. An "auto" end of
+// version 2 sends reports without flags and is never asked to resend.
 //
 // # Cost
 //
@@ -243,6 +266,13 @@ type Stats struct {
 	// ReportsSent and ReportsReceived count loss reports (adaptive mode).
 	ReportsSent     uint64
 	ReportsReceived uint64
+	// AsksSent counts requests for datagrams the repairs could not
+	// rebuild, Resent the datagrams sent again on the peer's requests,
+	// Retrieved the datagrams that came again on this end's requests
+	// before they were given up (adaptive mode, resend.go).
+	AsksSent  uint64
+	Resent    uint64
+	Retrieved uint64
 }
 
 // Add adds o's counters to s (the sum over several sockets).
@@ -256,4 +286,7 @@ func (s *Stats) Add(o Stats) {
 	s.Mismatched += o.Mismatched
 	s.ReportsSent += o.ReportsSent
 	s.ReportsReceived += o.ReportsReceived
+	s.AsksSent += o.AsksSent
+	s.Resent += o.Resent
+	s.Retrieved += o.Retrieved
 }

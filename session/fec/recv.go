@@ -12,6 +12,7 @@ const (
 	slotEmpty   slotState = iota // no record of this seq
 	slotHave                     // datagram present (received or rebuilt)
 	slotGivenUp                  // given up on; it may still arrive late
+	slotAsked                    // missing and asked for again (resend.go); at is when
 )
 
 // slot is the record of one seq in the receive window (index seq%window).
@@ -55,6 +56,13 @@ type rxPeer struct {
 	pending   []*rxGroup
 	oldRun    int       // consecutive datagrams too old for the window
 	holdUntil time.Time // zero: no gap held
+
+	// resends: the peer's reports say it answers requests (resend.go);
+	// askRTT and askVar the measured time from a request to the datagram
+	// it brought.
+	resends        bool
+	askRTT, askVar time.Duration
+	askedAt        time.Time // the last request
 
 	enc     codecs
 	shards  [][]byte
@@ -167,7 +175,7 @@ func (p *rxPeer) pass(now time.Time) {
 			p.c.deliver(s.buf, s.oob, p.addr)
 		}
 		p.meter.add(s.rebuilt)
-	} else if s == nil {
+	} else if s == nil || s.st == slotAsked {
 		s = &p.slots[p.next%window]
 		s.seq, s.st, s.delivered, s.at = p.next, slotGivenUp, false, now
 		p.c.st.unrecoverable.Add(1)
@@ -185,7 +193,15 @@ func (p *rxPeer) data(seq uint32, payload []byte, now time.Time) {
 		return // duplicate
 	}
 	p.c.st.dataRecv.Add(1)
-	p.store(seq, payload, now, false)
+	if s := p.record(seq); s != nil && s.st == slotAsked {
+		// Sent again on request: the link lost it (the meter counts it
+		// so), and its round trip times the next requests.
+		p.c.st.retrieved.Add(1)
+		p.sampleAsk(now.Sub(s.at))
+		p.store(seq, payload, now, true)
+	} else {
+		p.store(seq, payload, now, false)
+	}
 	for _, g := range p.pending {
 		if g.holds(seq) {
 			p.tryRecover(g, now)
@@ -239,15 +255,22 @@ func (p *rxPeer) flush(now time.Time) {
 		}
 	}
 	p.holdUntil = since.Add(p.c.cfg.Hold)
+	if s := p.record(p.next); s != nil && s.st == slotAsked {
+		p.holdUntil = s.at.Add(p.askWait())
+	}
 }
 
 // skipGap gives up the gap at next (its hold ended) and delivers what
-// waited behind it.
+// waited behind it. When the gap was asked for, a missing datagram behind
+// it that was not (it went missing later) stops it: it gets its own hold
+// and maybe a request.
 func (p *rxPeer) skipGap(now time.Time) {
-	for p.next != p.high {
-		if s := p.record(p.next); s != nil && s.st == slotHave {
+	for asked := false; p.next != p.high; {
+		s := p.record(p.next)
+		if s != nil && s.st == slotHave || asked && s == nil {
 			break
 		}
+		asked = asked || s != nil && s.st == slotAsked
 		p.pass(now)
 	}
 	p.flush(now)

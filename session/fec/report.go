@@ -203,8 +203,9 @@ func (p *rxPeer) maybeReport(now time.Time) {
 	if !p.reportAt.IsZero() && now.Sub(p.reportAt) < iv {
 		return
 	}
-	var b [reportLen]byte
+	var b [reportFlagsLen]byte
 	putReport(b[:], p.rseq, m.report())
+	b[reportLen] = flagResends
 	if _, err := c.pc.WriteTo(b[:], p.addr); err != nil {
 		// Not sent: the next datagram retries; the loss is only that the
 		// peer's repairs follow a little later.

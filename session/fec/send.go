@@ -55,6 +55,10 @@ type txPeer struct {
 	lossAt time.Time
 	short  []uint8
 
+	// hist: the last window of data datagrams, for the peer's requests
+	// (adaptive mode, resend.go).
+	hist []histEntry
+
 	// The budget of repairs short groups get beyond the proportional
 	// count (spendExtra).
 	extra    float64
@@ -147,8 +151,11 @@ func (p *txPeer) frameData(b []byte) {
 	c := p.c
 	seq := p.seq
 	p.seq++
-	p.queue(b, dataHeaderLen, false)
+	p.queue(b, dataHeaderLen, frameData)
 	putData(p.out[len(p.out)-dataHeaderLen-len(b):], seq)
+	if c.cfg.Auto {
+		p.remember(seq, b)
+	}
 	if c.cfg.Auto && !p.reported && p.unreported < silentAfter {
 		if p.unreported++; p.unreported == silentAfter {
 			c.log.Warn(`no FEC loss reports from the peer: transport.fec is "auto" here but the peer does not report (it has transport.fec = "on", or runs an older version), so repairs stay at their floor; set both ends to the same transport.fec`,
@@ -191,17 +198,26 @@ func (p *txPeer) frameData(b []byte) {
 
 // queue appends a frame of hdr header bytes (filled in by the caller)
 // and body to the frames waiting for sendOut.
-func (p *txPeer) queue(body []byte, hdr int, repair bool) {
+func (p *txPeer) queue(body []byte, hdr int, kind frameKind) {
 	p.out = append(p.out, make([]byte, hdr)...)
 	p.out = append(p.out, body...)
-	p.outF = append(p.outF, outFrame{n: hdr + len(body), repair: repair})
+	p.outF = append(p.outF, outFrame{n: hdr + len(body), kind: kind})
 }
 
 // outFrame is one frame in txPeer.out.
 type outFrame struct {
-	n      int
-	repair bool
+	n    int
+	kind frameKind
 }
+
+// frameKind is what a queued frame is, for the counters.
+type frameKind uint8
+
+const (
+	frameData frameKind = iota
+	frameRepair
+	frameResent // a data datagram sent again on request
+)
 
 // sendOut sends the queued frames in order and empties the queue. With
 // GSO, each run of equal-size frames (and a shorter one ending it) goes
@@ -230,9 +246,12 @@ func (p *txPeer) sendOut() error {
 			first = cmp.Or(first, err)
 		} else {
 			for _, f := range p.outF[i:j] {
-				if f.repair {
+				switch f.kind {
+				case frameRepair:
 					c.st.repairSent.Add(1)
-				} else {
+				case frameResent:
+					c.st.resent.Add(1)
+				default:
 					c.st.dataSent.Add(1)
 				}
 			}
@@ -341,7 +360,7 @@ func (p *txPeer) flushLocked() {
 				continue
 			}
 			body := p.rep[gr.rep+i]
-			p.queue(body, repairHeaderLen, true)
+			p.queue(body, repairHeaderLen, frameRepair)
 			putRepair(p.out[len(p.out)-repairHeaderLen-len(body):], p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
 		}
 	}

@@ -55,6 +55,11 @@ type FECStatus struct {
 	// Loss reports (mode "auto").
 	ReportsSent     uint64 `json:"loss_reports_sent,omitempty"`
 	ReportsReceived uint64 `json:"loss_reports_received,omitempty"`
+	// Resending on request (mode "auto"): datagrams lost beyond the
+	// repairs that came again before QUIC saw the loss, and datagrams
+	// this end sent again on the peer's requests.
+	Retrieved uint64 `json:"retrieved_datagrams,omitempty"`
+	Resent    uint64 `json:"resent_datagrams,omitempty"`
 }
 
 // status builds the current Status.
@@ -96,6 +101,7 @@ func (in *Instance) status() Status {
 		if t.FEC == config.FECAuto {
 			st.FEC.Repair = fecRepair(in.cfg)
 			st.FEC.ReportsSent, st.FEC.ReportsReceived = fs.ReportsSent, fs.ReportsReceived
+			st.FEC.Retrieved, st.FEC.Resent = fs.Retrieved, fs.Resent
 		}
 		if len(st.Sessions) > 0 {
 			for i, f := range byServer {

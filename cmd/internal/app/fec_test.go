@@ -103,6 +103,17 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 				t.Errorf("/metrics: %s is %v, want the loss reports counted", k, m[k])
 			}
 		}
+		// Whether a loss goes beyond its group's repairs here is chance;
+		// the counters of resending on request must be there either way
+		// (session/fec's TestResend* show them counting).
+		for _, k := range []string{`ptproxy_fec_retrieved_datagrams_total{server="server.test"}`,
+			`ptproxy_fec_datagrams_total{direction="sent",kind="request",server="server.test"}`,
+			`ptproxy_fec_datagrams_total{direction="sent",kind="resent",server="server.test"}`} {
+			if _, ok := m[k]; !ok {
+				t.Errorf("/metrics has no %s", k)
+			}
+		}
+		t.Logf("client: retrieved %d, resent %d, unrecoverable %d", st.FEC.Retrieved, st.FEC.Resent, st.FEC.Unrecoverable)
 	}
 }
 

@@ -239,9 +239,9 @@ func (c *quicCollector) Collect(ch chan<- prometheus.Metric) {
 // server has one socket for every client and one series without the
 // label. They count since the process started, across sessions.
 type fecCollector struct {
-	stats                                         func() []serverFEC
-	perServer                                     bool
-	recovered, unrecoverable, mismatched, packets *prometheus.Desc
+	stats                                                    func() []serverFEC
+	perServer                                                bool
+	recovered, retrieved, unrecoverable, mismatched, packets *prometheus.Desc
 }
 
 // serverFEC is the FEC counters of one server's session (Server "" on a
@@ -260,18 +260,21 @@ func newFECCollector(stats func() []serverFEC, perServer bool) *fecCollector {
 		stats: stats, perServer: perServer,
 		recovered: prometheus.NewDesc("ptproxy_fec_recovered_datagrams_total",
 			"Datagrams lost on the link and rebuilt by FEC before QUIC saw the loss.", server, nil),
+		retrieved: prometheus.NewDesc("ptproxy_fec_retrieved_datagrams_total",
+			"Datagrams lost on the link beyond FEC's repairs that came again on request before QUIC saw the loss (fec = \"auto\").", server, nil),
 		unrecoverable: prometheus.NewDesc("ptproxy_fec_unrecoverable_datagrams_total",
 			"Datagrams lost on the link that FEC could not rebuild in time (QUIC saw the loss).", server, nil),
 		mismatched: prometheus.NewDesc("ptproxy_fec_mismatched_datagrams_total",
 			"Datagrams dropped because the peer's transport.fec differs from ours.", server, nil),
 		packets: prometheus.NewDesc("ptproxy_fec_datagrams_total",
-			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair, report: the loss reports of fec = \"auto\").",
+			"Datagrams through the FEC layer by direction (sent, received) and kind (data, repair; with fec = \"auto\" also report: loss reports, request: requests for datagrams to send again, resent: datagrams sent again on request).",
 			append(server, "direction", "kind"), nil),
 	}
 }
 
 func (c *fecCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.recovered
+	ch <- c.retrieved
 	ch <- c.unrecoverable
 	ch <- c.mismatched
 	ch <- c.packets
@@ -287,6 +290,7 @@ func (c *fecCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 		}
 		n(c.recovered, s.Recovered)
+		n(c.retrieved, s.Retrieved)
 		n(c.unrecoverable, s.Unrecoverable)
 		n(c.mismatched, s.Mismatched)
 		n(c.packets, s.DataSent, "sent", "data")
@@ -295,6 +299,8 @@ func (c *fecCollector) Collect(ch chan<- prometheus.Metric) {
 		n(c.packets, s.RepairReceived, "received", "repair")
 		n(c.packets, s.ReportsSent, "sent", "report")
 		n(c.packets, s.ReportsReceived, "received", "report")
+		n(c.packets, s.AsksSent, "sent", "request")
+		n(c.packets, s.Resent, "sent", "resent")
 	}
 }
 

@@ -94,8 +94,8 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 			line("fec", "on (%d+%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d",
 				f.GroupSize, f.Repair, f.Recovered, f.Unrecoverable, f.DataReceived, f.Mismatched)
 		case "auto":
-			line("fec", "auto (%d+1..%d): recovered %d, unrecoverable %d of %d datagrams received, mismatched %d, loss reports sent %d received %d",
-				f.GroupSize, f.Repair, f.Recovered, f.Unrecoverable, f.DataReceived, f.Mismatched, f.ReportsSent, f.ReportsReceived)
+			line("fec", "auto (%d+1..%d): recovered %d, retrieved %d, unrecoverable %d of %d datagrams received, mismatched %d, loss reports sent %d received %d, resent %d",
+				f.GroupSize, f.Repair, f.Recovered, f.Retrieved, f.Unrecoverable, f.DataReceived, f.Mismatched, f.ReportsSent, f.ReportsReceived, f.Resent)
 		default:
 			line("fec", "off: dropped %d FEC-framed datagrams (the peer has transport.fec on)", f.Mismatched)
 		}
