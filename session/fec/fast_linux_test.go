@@ -308,9 +308,23 @@ func TestQUICTakesFastPath(t *testing.T) {
 }
 
 // BenchmarkGSOWrite: one GSO write from quic-go (10 datagrams of 1270
-// bytes) through the layer: framing, groups, repairs and GSO runs. The
-// receiving socket is not read; the kernel drops what overflows it.
+// bytes) through the layer: framing, groups, repairs and GSO runs, with
+// "on" (16+2) and "auto" (before any report: 16+1, and the history kept
+// for requests). The receiving socket is not read; the kernel drops what
+// overflows it.
 func BenchmarkGSOWrite(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"on", Config{GroupSize: 16, Repair: 2}},
+		{"auto", Config{GroupSize: 16, Auto: true}},
+	} {
+		b.Run(mode.name, func(b *testing.B) { benchGSOWrite(b, mode.cfg) })
+	}
+}
+
+func benchGSOWrite(b *testing.B, cfg Config) {
 	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
@@ -321,7 +335,8 @@ func BenchmarkGSOWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sink.Close()
-	c, err := New(u, Config{GroupSize: 16, Repair: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := New(u, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
