@@ -2,12 +2,15 @@ package app
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/session"
@@ -23,6 +26,26 @@ func TestFECEndToEnd(t *testing.T) { testFECEndToEnd(t, config.FECOn) }
 // arrive identical, and both ends exchanged loss reports.
 func TestFECAutoEndToEnd(t *testing.T) { testFECEndToEnd(t, config.FECAuto) }
 
+// fecRelayPair starts a server for origin and a client that reaches it
+// through a fectest.Relay dropping loss of the datagrams (seeded), both
+// with FEC set by withFEC and an admin address; it returns once the
+// client is ready.
+func fecRelayPair(t *testing.T, pk *testPKI, origin string, loss float64, seed uint64, withFEC func(*config.Config)) (server, client *Instance, relay *fectest.Relay) {
+	t.Helper()
+	conf := func(c *config.Config) *config.Config {
+		withFEC(c)
+		c.System.AdminAddress = "127.0.0.1:0"
+		return c
+	}
+	slog, _ := newTestLogger(t)
+	server = startInstance(t, conf(pk.serverConfig(origin)), slog)
+	relay = fectest.NewRelay(t, server.QUICAddr().(*net.UDPAddr), loss, seed)
+	clog, _ := newTestLogger(t)
+	client = startInstance(t, conf(pk.clientConfig(relay.Port())), clog)
+	waitReady(t, client)
+	return server, client, relay
+}
+
 func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	body := make([]byte, 1<<20)
 	for i := range body {
@@ -30,17 +53,9 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	}
 	pk := newTestPKI(t)
 	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	fecOn := func(c *config.Config) *config.Config {
+	_, client, _ := fecRelayPair(t, pk, origin, 0.02, 7, func(c *config.Config) {
 		c.Transport.FEC, c.Transport.FECGroupSize, c.Transport.FECRepair = mode, 16, 2
-		c.System.AdminAddress = "127.0.0.1:0"
-		return c
-	}
-	slog, _ := newTestLogger(t)
-	server := startInstance(t, fecOn(pk.serverConfig(origin)), slog)
-	relay := fectest.NewRelay(t, server.QUICAddr().(*net.UDPAddr), 0.02, 7)
-	clog, _ := newTestLogger(t)
-	client := startInstance(t, fecOn(pk.clientConfig(relay.Port())), clog)
-	waitReady(t, client)
+	})
 
 	c := callerClient()
 	for i := range 3 {
@@ -117,6 +132,96 @@ func testFECEndToEnd(t *testing.T, mode config.FECMode) {
 	}
 }
 
+// TestFECResendHidesLossFromQUIC: with transport.fec = "auto", one data
+// datagram of a POST body that the relay drops together with every repair
+// of its group (so FEC cannot rebuild it) is asked for and sent again
+// below QUIC: the POST is answered, the server counts the datagram
+// retrieved and none unrecoverable, and the client's quic-go counts no
+// lost packet (it would count one if the datagram were given up).
+func TestFECResendHidesLossFromQUIC(t *testing.T) {
+	pk := newTestPKI(t)
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}))
+	server, client, relay := fecRelayPair(t, pk, origin, 0, 1, func(c *config.Config) { c.Transport.FEC = config.FECAuto })
+	serverMetrics := "http://" + server.AdminAddr().String() + "/metrics"
+	clientMetrics := "http://" + client.AdminAddr().String() + "/metrics"
+	// The server asks only a client whose reports say it answers.
+	deadline := time.Now().Add(20 * time.Second)
+	for scrape(t, serverMetrics)[`ptproxy_fec_datagrams_total{direction="received",kind="report"}`] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never got a loss report from the client")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Framing of session/fec: data 0x31 | seq u32; repairs 0x32 and 0x34
+	// | first u32 | n u8 | r u8 | idx (0x34: (stride-1)<<5 | idx).
+	var big int
+	var target uint32
+	var targeted, dropped bool
+	relay.DropWhen(func(fromClient bool, b []byte) bool {
+		if !fromClient || len(b) < 8 {
+			return false
+		}
+		switch b[0] {
+		case 0x31:
+			seq := binary.BigEndian.Uint32(b[1:5])
+			if targeted {
+				if seq == target && !dropped {
+					dropped = true
+					return true
+				}
+				return false
+			}
+			// The third full-size datagram: body data, which quic-go
+			// counts as lost when it is given up.
+			if len(b) > 1000 {
+				if big++; big == 3 {
+					target, targeted, dropped = seq, true, true
+					return true
+				}
+			}
+		case 0x32, 0x34:
+			if !targeted {
+				return false
+			}
+			first, n, stride := binary.BigEndian.Uint32(b[1:5]), uint32(b[5]), uint32(1)
+			if b[0] == 0x34 {
+				stride = uint32(b[7]>>5) + 1
+			}
+			d := target - first
+			return int32(d) >= 0 && d%stride == 0 && d/stride < n
+		}
+		return false
+	})
+	body := bytes.Repeat([]byte("ptproxy "), 8<<10) // 64 KiB
+	resp, err := callerClient().Post("http://"+client.HTTPAddr().String()+"/", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(got) != fmt.Sprint(len(body)) {
+		t.Fatalf("POST: %d %q, err %v", resp.StatusCode, got, err)
+	}
+	if _, drops := relay.Counts(); !targeted || drops < 2 {
+		t.Fatalf("the relay dropped %d datagrams (target chosen: %v): want the target and its group's repairs", drops, targeted)
+	}
+	sm, cm := scrape(t, serverMetrics), scrape(t, clientMetrics)
+	if sm[`ptproxy_fec_retrieved_datagrams_total`] < 1 || sm[`ptproxy_fec_unrecoverable_datagrams_total`] != 0 {
+		t.Errorf("server: retrieved %v, unrecoverable %v; want the dropped datagram retrieved",
+			sm[`ptproxy_fec_retrieved_datagrams_total`], sm[`ptproxy_fec_unrecoverable_datagrams_total`])
+	}
+	if k := `ptproxy_fec_datagrams_total{direction="sent",kind="resent",server="server.test"}`; cm[k] < 1 {
+		t.Errorf("client: %s = %v, want the datagram sent again", k, cm[k])
+	}
+	if k := `ptproxy_quic_session_packets{direction="lost",server="server.test"}`; cm[k] != 0 {
+		t.Errorf("client: %s = %v, want quic-go to have seen no loss", k, cm[k])
+	}
+}
+
 // TestFECPacketSize: transport.fec_packet_size sizes quic-go's packets
 // with FEC on: by default no datagram on the wire (repairs included) is
 // larger than 1280 bytes; with 1452 a download uses packets above 1280
@@ -129,19 +234,12 @@ func TestFECPacketSize(t *testing.T) {
 	pk := newTestPKI(t)
 	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	for _, size := range []int{0, config.MaxFECPacketSize} {
-		withFEC := func(c *config.Config) *config.Config {
+		_, client, relay := fecRelayPair(t, pk, origin, 0, 1, func(c *config.Config) {
 			c.Transport.FEC = config.FECAuto
 			if size != 0 {
 				c.Transport.FECPacketSize = size
 			}
-			return c
-		}
-		slog, _ := newTestLogger(t)
-		server := startInstance(t, withFEC(pk.serverConfig(origin)), slog)
-		relay := fectest.NewRelay(t, server.QUICAddr().(*net.UDPAddr), 0, 1)
-		clog, _ := newTestLogger(t)
-		client := startInstance(t, withFEC(pk.clientConfig(relay.Port())), clog)
-		waitReady(t, client)
+		})
 		resp, err := callerClient().Get("http://" + client.HTTPAddr().String() + "/")
 		if err != nil {
 			t.Fatal(err)

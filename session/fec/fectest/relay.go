@@ -19,9 +19,10 @@ type Relay struct {
 	ln, up    *net.UDPConn
 	server    *net.UDPAddr
 	loss      float64
-	mu        sync.Mutex // guards client and rng
+	mu        sync.Mutex // guards client, rng and drop
 	client    *net.UDPAddr
 	rng       *rand.Rand
+	drop      func(fromClient bool, b []byte) bool
 	wg        sync.WaitGroup
 	dropped   atomic.Int64
 	forwarded atomic.Int64
@@ -51,6 +52,14 @@ func NewRelay(t testing.TB, server *net.UDPAddr, loss float64, seed uint64) *Rel
 	r.wg.Go(func() { r.pump(up, false) })
 	t.Cleanup(func() { ln.Close(); up.Close(); r.wg.Wait() })
 	return r
+}
+
+// DropWhen makes the relay also drop every datagram for which f returns
+// true (nil: none); f sees each datagram in the order read, one at a time.
+func (r *Relay) DropWhen(f func(fromClient bool, b []byte) bool) {
+	r.mu.Lock()
+	r.drop = f
+	r.mu.Unlock()
 }
 
 // Port is the UDP port clients dial instead of the server's.
@@ -86,6 +95,9 @@ func (r *Relay) pump(from *net.UDPConn, fromClient bool) {
 			r.client = addr
 		}
 		to, drop := r.client, r.rng.Float64() < r.loss
+		if r.drop != nil && r.drop(fromClient, buf[:n]) {
+			drop = true
+		}
 		r.mu.Unlock()
 		switch {
 		case drop:
