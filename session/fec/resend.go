@@ -27,7 +27,7 @@ const (
 	// sets its slow-start threshold for the session. Measured at 3% on
 	// the benchmark WAN (50 ms, 100 Mbit/s; docs/benchmarks/fec.md): the
 	// losses given up in a new session's first GET that made it slow had
-	// 19–64 datagrams behind them and 1–2 missing; those of a queue
+	// 29 and 64 datagrams behind them and 1–2 missing; those of a queue
 	// overflowing at the slow-start overshoot 96–160 behind and 8–50
 	// missing (down to 1–2 at a burst's tail, still 100 or more behind).
 	// quic-go must see the overflow to back off, and with a large window
@@ -41,8 +41,8 @@ const (
 	// flagResends: the report's sender keeps its history and answers
 	// requests.
 	flagResends = 0x01
-	// maxResend is how often one datagram is sent again at most: a
-	// request repeated (or spoofed) costs the link nothing more.
+	// maxResend is how often one datagram is sent again at most: requests
+	// repeated (or spoofed) cost the link at most this many more copies.
 	maxResend = 2
 
 	// askWaitFirst is how long a gap is held after a request before the
