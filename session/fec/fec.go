@@ -122,11 +122,13 @@
 // and holds the gap once more, for the measured time from a request to
 // the datagram it brought plus four deviations (250 ms before the first
 // measurement); only then does it give the gap up. It asks at most once
-// per such wait and only when at most 4 datagrams are missing: a loss the
-// repairs could not rebuild at a small window (a session's first round
-// trips, short groups) would set quic-go's slow-start threshold for the
-// session, while many missing datagrams mean a queue overflowing, which
-// quic-go must see. The sender keeps the last 1024 data datagrams it sent
+// per such wait, and only when at most 80 datagrams arrived behind the gap
+// during its hold and at most 2 of them are missing: a loss the repairs
+// could not rebuild at a small window (a session's first round trips,
+// short groups) would set quic-go's slow-start threshold for the session,
+// while a dense flow means a large window (a held round trip costs more
+// than the loss) and clustered losses a queue overflowing, which quic-go
+// must see (resend.go, askMaxSpan). The sender keeps the last 1024 data datagrams it sent
 // to each peer and sends each again at most twice. A datagram that came
 // again counts as lost in the loss meter (the link lost it).
 //

@@ -117,8 +117,7 @@ func (p *rxPeer) ask(now time.Time) bool {
 	if !p.askedAt.IsZero() && now.Sub(p.askedAt) < p.askWait() || p.high-p.next > askMaxSpan {
 		return false
 	}
-	var b [2 + 4*askMaxMissing]byte
-	b[0] = tagAsk
+	var missing [askMaxMissing]uint32
 	n := 0
 	for q := p.next; q != p.high; q++ {
 		if p.record(q) != nil {
@@ -127,25 +126,25 @@ func (p *rxPeer) ask(now time.Time) bool {
 		if n == askMaxMissing {
 			return false
 		}
-		binary.BigEndian.PutUint32(b[2+4*n:], q)
+		missing[n] = q
 		n++
 	}
 	if n == 0 {
 		return false
 	}
-	b[1] = byte(n)
+	var b [2 + 4*askMaxMissing]byte
+	b[0], b[1] = tagAsk, byte(n)
+	for i, q := range missing[:n] {
+		binary.BigEndian.PutUint32(b[2+4*i:], q)
+	}
 	if _, err := p.c.pc.WriteTo(b[:2+4*n], p.addr); err != nil {
 		return false
 	}
 	p.c.st.askSent.Add(1)
 	p.askedAt = now
-	for q, k := p.next, 0; q != p.high && k < n; q++ {
-		if p.record(q) != nil {
-			continue
-		}
+	for _, q := range missing[:n] {
 		s := &p.slots[q%window]
 		s.seq, s.st, s.at, s.delivered = q, slotAsked, now, false
-		k++
 	}
 	return true
 }
