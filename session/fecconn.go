@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
@@ -17,11 +18,11 @@ import (
 type FECStats = fec.Stats
 
 // FECPacketSize is quic-go's default packet size with FEC on
-// (transport.fec_packet_size sets another). Path MTU discovery
-// stays off: its probes would size quic-go's packets, not the repairs,
-// which are up to fec.Overhead larger. So packets keep one size, chosen
-// so that a repair datagram (packet + fec.Overhead) is no larger than
-// quic-go's own first packets (1280 B) without FEC.
+// (transport.fec_packet_size sets another), chosen so that a repair
+// datagram (packet + fec.Overhead) is no larger than quic-go's own first
+// packets (1280 B) without FEC. With "on" packets keep this size; with
+// "auto" path MTU discovery grows it once the peer reads padded data
+// (fec.Config.PacketSize).
 const FECPacketSize = 1280 - fec.Overhead
 
 // fecLayer is what sits between the UDP socket and quic.Transport. With FEC
@@ -45,7 +46,13 @@ func newQUICTransport(udp *net.UDPConn, t Transport, log *slog.Logger) (*quic.Tr
 	if !t.FEC {
 		return &quic.Transport{Conn: udp}, &fecLayer{}, nil
 	}
-	c, err := fec.New(udp, fec.Config{GroupSize: t.FECGroupSize, Repair: t.FECRepair, Auto: t.FECAuto, Logger: log})
+	c, err := fec.New(udp, fec.Config{
+		GroupSize:  t.FECGroupSize,
+		Repair:     t.FECRepair,
+		Auto:       t.FECAuto,
+		PacketSize: cmp.Or(t.FECPacketSize, FECPacketSize),
+		Logger:     log,
+	})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -50,7 +50,8 @@ type Transport struct {
 	FECAuto      bool
 	FECGroupSize int
 	FECRepair    int
-	// FECPacketSize is quic-go's packet size with FEC on; 0 is
+	// FECPacketSize is quic-go's packet size with FEC on (with FECAuto,
+	// where path MTU discovery may grow it, the size it starts at); 0 is
 	// FECPacketSize (the constant).
 	FECPacketSize int
 }
@@ -89,11 +90,13 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 		c.Tracer = qlogDirTracer(t.QlogDir)
 	}
 	if t.FEC {
-		// Path MTU discovery would size the packets, not the repairs
-		// (larger by fec.Overhead); fix the size so repairs fit
-		// (FECPacketSize).
+		// Packets start at a size whose repairs (larger by fec.Overhead)
+		// fit the path. quic-go's path MTU probes size the packets, not
+		// the repairs: only the adaptive mode sends them, padded to a
+		// repair's size to a peer that reads that, and holds them back
+		// otherwise (fec.Config.PacketSize). "on" keeps the size.
 		c.InitialPacketSize = uint16(cmp.Or(t.FECPacketSize, FECPacketSize))
-		c.DisablePathMTUDiscovery = true
+		c.DisablePathMTUDiscovery = !t.FECAuto
 	}
 	return c
 }

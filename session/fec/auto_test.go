@@ -244,10 +244,13 @@ func drain(c *Conn) (stop func()) {
 // TestAutoFollowsLoss: over a link that loses 1 in 25 data datagrams
 // (4%) and loses, duplicates and reorders reports, the sender starts at
 // the floor (the first loss is still rebuilt), raises its repairs once
-// the receiver reports, and goes back to the floor when the loss stops.
+// the receiver reports, and goes back to the floor when the loss stops,
+// in groups twice as large (span). Groups close by size or after 20 ms of
+// idleness: a round's datagrams need not fill its last group once the
+// group size changes.
 func TestAutoFollowsLoss(t *testing.T) {
 	const g = 16
-	p := newPair(t, Config{GroupSize: g, Auto: true, Hold: forever, FlushIdle: forever, FlushMax: forever})
+	p := newPair(t, Config{GroupSize: g, Auto: true, Hold: forever, FlushIdle: 20 * time.Millisecond, FlushMax: forever})
 	stop := drain(p.a)
 	defer stop()
 	var wire wireLog
@@ -258,7 +261,7 @@ func TestAutoFollowsLoss(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch b[0] {
-		case tagData:
+		case tagData, tagPadded:
 			nData++
 			if lossy && nData%25 == 5 {
 				return
@@ -310,11 +313,11 @@ func TestAutoFollowsLoss(t *testing.T) {
 	mu.Lock()
 	lossy = false
 	mu.Unlock()
-	for wire.lastFull(g) != floorRepair && time.Now().Before(deadline) {
+	for wire.lastFull(2*g) != floorRepair && time.Now().Before(deadline) {
 		round()
 	}
-	if r := wire.lastFull(g); r != floorRepair {
-		t.Fatalf("repairs %d after the loss stopped, want %d", r, floorRepair)
+	if r := wire.lastFull(2 * g); r != floorRepair {
+		t.Fatalf("repairs %d of a group of %d after the loss stopped, want %d", r, 2*g, floorRepair)
 	}
 	a, b := p.a.Stats(), p.b.Stats()
 	if b.Unrecoverable != 0 || b.ReportsSent == 0 || a.ReportsReceived == 0 || a.Mismatched != 0 {
@@ -495,7 +498,7 @@ func TestShortGroupsAfterLossReport(t *testing.T) {
 	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
 		if from == p.a.LocalAddr().String() {
 			wire.add(b)
-			if b[0] == tagData {
+			if _, _, ok := parseData(b); ok {
 				mu.Lock()
 				drop := nData == dropData
 				nData++
@@ -737,7 +740,7 @@ func TestInterleavedRepairsRoundRobin(t *testing.T) {
 	p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
 		mu.Lock()
 		switch {
-		case b[0] == tagData && !haveFirst:
+		case (b[0] == tagData || b[0] == tagPadded) && !haveFirst:
 			first, haveFirst = be32(b[1:5]), true
 		case b[0] == tagInterleaved:
 			seen = append(seen, rh{int(be32(b[1:5]) - first), int(b[7] & 0x1F), int(b[5]), int(b[6])})
@@ -825,4 +828,63 @@ func TestBurstMeasure(t *testing.T) {
 	if b := m.report().burst; b != want {
 		t.Fatalf("burst %v, want %v (median 2: the mean, runs capped)", b, want)
 	}
+}
+
+// TestCleanLinkDoublesGroups: once the loss the sender follows has been
+// zero for lowerAfter, a full group holds twice GroupSize datagrams with
+// the floor's one repair (span); before that (a session's first second)
+// and from the first report that shows loss, GroupSize. Every datagram
+// arrives. Report times are injected, so no test waits lowerAfter.
+func TestCleanLinkDoublesGroups(t *testing.T) {
+	const g = 8
+	start := func(t *testing.T, firstReport time.Time) (groups func(n int) string) {
+		p := newPair(t, Config{GroupSize: g, Auto: true, Hold: forever, FlushIdle: forever, FlushMax: forever})
+		var wire wireLog
+		p.net.setLink(func(from, to string, b []byte, emit func([]byte)) {
+			if from == p.a.LocalAddr().String() {
+				wire.add(b)
+			}
+			emit(b)
+		})
+		injectAt(p.a, report(1, 1000, 0, 0), p.b.LocalAddr(), firstReport)
+		sent, rseq := 0, uint16(1)
+		return func(n int) string {
+			t.Helper()
+			before := len(wire.all())
+			p.send(t, sent, sent+n)
+			if got := p.read(t, n); fmt.Sprint(got) != fmt.Sprint(seq(sent, sent+n)) {
+				t.Fatalf("got %v, want %v", got, seq(sent, sent+n))
+			}
+			sent += n
+			// The next report: 2% loss, for the caller's next step.
+			rseq++
+			inject(p.a, report(rseq, 1000, 20, 1), p.b.LocalAddr())
+			return fmt.Sprint(wire.all()[before:])
+		}
+	}
+	r2, _ := choose(g, maxAutoRepair(g), (20+math.Sqrt(20))/1000, 1)
+	full := func(n, r, k int) string {
+		var hs []repairHdr
+		for range k {
+			for range r {
+				hs = append(hs, repairHdr{tagRepair, n, r, 1})
+			}
+		}
+		return fmt.Sprint(hs)
+	}
+	t.Run("no loss for less than lowerAfter", func(t *testing.T) {
+		groups := start(t, time.Now())
+		if got, want := groups(2*g), full(g, floorRepair, 2); got != want {
+			t.Fatalf("repairs %s, want %s", got, want)
+		}
+	})
+	t.Run("no loss for lowerAfter, then loss", func(t *testing.T) {
+		groups := start(t, time.Now().Add(-lowerAfter))
+		if got, want := groups(2*g), full(2*g, floorRepair, 1); got != want {
+			t.Fatalf("no loss: repairs %s, want %s", got, want)
+		}
+		if got, want := groups(2*g), full(g, r2, 2); got != want {
+			t.Fatalf("after a report of loss: repairs %s, want %s", got, want)
+		}
+	})
 }

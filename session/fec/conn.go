@@ -24,8 +24,14 @@ type Config struct {
 	// Auto is the adaptive mode (transport.fec = "auto"): the receiver
 	// reports the loss it measures, and the sender picks each peer's
 	// repairs and interleaving depth from the reports (choose).
-	Auto   bool
-	Logger *slog.Logger
+	Auto bool
+	// PacketSize is the size of quic-go's packets before path MTU
+	// discovery (quic.Config.InitialPacketSize), chosen so that a repair
+	// fits the path. A larger datagram is a path MTU probe; it is sent
+	// only padded (tag 0x36) to a peer that reads that, and held back
+	// otherwise (txPeer.frameData). 0: no limit.
+	PacketSize int
+	Logger     *slog.Logger
 
 	FlushIdle time.Duration // a group is idle when no datagram came for this long (see the package doc)
 	FlushMax  time.Duration // close a group at the latest this long after its first datagram
@@ -90,6 +96,7 @@ type Conn struct {
 	st struct {
 		dataSent, repairSent, dataRecv, repairRecv, recovered, unrecoverable, mismatched atomic.Uint64
 		reportSent, reportRecv, askSent, resent, retrieved                               atomic.Uint64
+		heldBack                                                                         atomic.Uint64
 	}
 }
 
@@ -153,6 +160,7 @@ func (c *Conn) Stats() Stats {
 		AsksSent:        c.st.askSent.Load(),
 		Resent:          c.st.resent.Load(),
 		Retrieved:       c.st.retrieved.Load(),
+		HeldBack:        c.st.heldBack.Load(),
 	}
 }
 
@@ -346,12 +354,13 @@ func (c *Conn) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		return
 	}
 	switch b[0] {
-	case tagData:
-		if len(b) < dataHeaderLen {
+	case tagData, tagPadded:
+		seq, payload, ok := parseData(b)
+		if !ok {
 			return
 		}
 		p := c.rxPeer(key, addr, now)
-		p.data(be32(b[1:5]), b[dataHeaderLen:], now)
+		p.data(seq, payload, now)
 		p.maybeReport(now)
 	case tagRepair, tagInterleaved:
 		if len(b) < repairHeaderLen+lenPrefix {
@@ -375,8 +384,12 @@ func (c *Conn) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		}
 		c.st.reportRecv.Add(1)
 		rseq, r := parseReport(b)
-		c.txPeer(addr).report(rseq, r, now)
-		if len(b) >= reportFlagsLen && b[reportLen]&flagResends != 0 {
+		var flags byte
+		if len(b) >= reportFlagsLen {
+			flags = b[reportLen]
+		}
+		c.txPeer(addr).report(rseq, r, flags, now)
+		if flags&flagResends != 0 {
 			c.rxPeer(key, addr, now).resends = true
 		}
 	case tagAsk:

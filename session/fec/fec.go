@@ -172,8 +172,13 @@ const (
 	// unknown version.
 	tagReport      = 0x33
 	tagInterleaved = 0x34
+	// Added in version 4: a data datagram padded to the size of a repair
+	// of a full group of datagrams its size (txPeer.queueData). Sent only
+	// to a peer whose reports carry flagPadded.
+	tagPadded = 0x36
 
 	dataHeaderLen   = 1 + 4
+	paddedHeaderLen = Overhead // tag, seq, 5 zero bytes
 	repairHeaderLen = 1 + 4 + 1 + 1 + 1
 	lenPrefix       = 2
 
@@ -231,6 +236,31 @@ func putData(dst []byte, seq uint32) {
 	binary.BigEndian.PutUint32(dst[1:5], seq)
 }
 
+// parseData reads a data datagram (tag 0x31, or 0x36 padded): its seq
+// and the QUIC datagram it carries. ok is false for any other datagram.
+func parseData(b []byte) (seq uint32, payload []byte, ok bool) {
+	hdr := dataHeaderLen
+	switch {
+	case len(b) == 0:
+		return 0, nil, false
+	case b[0] == tagPadded:
+		hdr = paddedHeaderLen
+	case b[0] != tagData:
+		return 0, nil, false
+	}
+	if len(b) < hdr {
+		return 0, nil, false
+	}
+	return be32(b[1:5]), b[hdr:], true
+}
+
+// putPadded writes a padded data header (tag 0x36, seq, zeros).
+func putPadded(dst []byte, seq uint32) {
+	dst[0] = tagPadded
+	binary.BigEndian.PutUint32(dst[1:5], seq)
+	clear(dst[dataHeaderLen:paddedHeaderLen])
+}
+
 // putRepair writes a repair header: tag 0x32 for a group of consecutive
 // datagrams (stride 1, exactly version 1), tag 0x34 with the stride in the
 // top 3 bits of the index byte for an interleaved group.
@@ -275,6 +305,10 @@ type Stats struct {
 	AsksSent  uint64
 	Resent    uint64
 	Retrieved uint64
+	// HeldBack counts datagrams above Config.PacketSize not sent because
+	// the peer does not read padded data: quic-go's path MTU probes,
+	// which it then takes as lost (txPeer.frameData).
+	HeldBack uint64
 }
 
 // Add adds o's counters to s (the sum over several sockets).
@@ -291,4 +325,5 @@ func (s *Stats) Add(o Stats) {
 	s.AsksSent += o.AsksSent
 	s.Resent += o.Resent
 	s.Retrieved += o.Retrieved
+	s.HeldBack += o.HeldBack
 }

@@ -125,8 +125,8 @@ func dropOn(drop map[int]bool, dropRepair map[[2]int]bool) func(from, to string,
 	groups := map[uint32]int{}
 	return func(from, to string, b []byte, emit func([]byte)) {
 		switch b[0] {
-		case tagData:
-			if drop[index(b[dataHeaderLen:])] {
+		case tagData, tagPadded:
+			if _, payload, _ := parseData(b); drop[index(payload)] {
 				return
 			}
 		case tagRepair:

@@ -205,7 +205,7 @@ func (p *rxPeer) maybeReport(now time.Time) {
 	}
 	var b [reportFlagsLen]byte
 	putReport(b[:], p.rseq, m.report())
-	b[reportLen] = flagResends
+	b[reportLen] = flagResends | flagPadded
 	if _, err := c.pc.WriteTo(b[:], p.addr); err != nil {
 		// Not sent: the next datagram retries; the loss is only that the
 		// peer's repairs follow a little later.
@@ -224,7 +224,7 @@ func (p *rxPeer) maybeReport(now time.Time) {
 //
 // The repairs and the depth rise at once and fall only when reports have
 // called for less for lowerAfter.
-func (p *txPeer) report(rseq uint16, w lossReport, now time.Time) {
+func (p *txPeer) report(rseq uint16, w lossReport, flags byte, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.reported {
@@ -233,6 +233,7 @@ func (p *txPeer) report(rseq uint16, w lossReport, now time.Time) {
 		}
 	}
 	p.reported, p.rseq = true, rseq
+	p.padded = flags&flagPadded != 0
 	loss, burst := estimate(w)
 	r, d := choose(p.c.cfg.GroupSize, p.c.cfg.Repair, loss, burst)
 	if r >= p.repair || now.Sub(p.repairAt) >= lowerAfter {
@@ -243,6 +244,12 @@ func (p *txPeer) report(rseq uint16, w lossReport, now time.Time) {
 			p.setShort(loss)
 		}
 		p.lossAt = now
+	}
+	switch {
+	case p.loss > 0:
+		p.cleanSince = time.Time{}
+	case p.cleanSince.IsZero():
+		p.cleanSince = now
 	}
 	if d >= p.depth || now.Sub(p.depthAt) >= lowerAfter {
 		p.depth, p.depthAt = d, now

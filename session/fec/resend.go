@@ -41,6 +41,9 @@ const (
 	// flagResends: the report's sender keeps its history and answers
 	// requests.
 	flagResends = 0x01
+	// flagPadded (version 4): the report's sender reads padded data
+	// (tag 0x36).
+	flagPadded = 0x02
 	// maxResend is how often one datagram is sent again at most: requests
 	// repeated (or spoofed) cost the link at most this many more copies.
 	maxResend = 2
@@ -55,21 +58,32 @@ const (
 
 // histEntry is one data datagram in the sender's history.
 type histEntry struct {
-	seq  uint32
-	sent uint8 // times sent again
-	ok   bool
-	b    []byte
+	seq   uint32
+	sent  uint8 // times sent again
+	ok    bool
+	shard []byte // the datagram's data shard: its length, then the datagram
 }
 
-// remember keeps b, the data datagram seq, for requests (adaptive mode;
-// the caller holds p.mu).
-func (p *txPeer) remember(seq uint32, b []byte) {
+// histCap is the capacity of a history buffer: the shard of the largest
+// datagram quic-go sends (1452 bytes) and so the largest shard of a
+// group, which pad then extends in place.
+const histCap = 1452 + lenPrefix
+
+// remember keeps b, the data datagram seq, for requests and returns its
+// data shard, which the open block uses as its own (adaptive mode; the
+// caller holds p.mu). A block holds at most a quarter of the window, so
+// the history never reuses a buffer the open block still holds.
+func (p *txPeer) remember(seq uint32, b []byte) []byte {
 	if p.hist == nil {
 		p.hist = make([]histEntry, window)
 	}
 	e := &p.hist[seq%window]
 	e.seq, e.sent, e.ok = seq, 0, true
-	e.b = append(e.b[:0], b...)
+	if cap(e.shard) < len(b)+lenPrefix {
+		e.shard = make([]byte, 0, max(histCap, len(b)+lenPrefix))
+	}
+	e.shard = appendShard(e.shard[:0], b)
+	return e.shard
 }
 
 // resend sends again the datagrams of a request that the history still
@@ -86,8 +100,7 @@ func (p *txPeer) resend(seqs []uint32) {
 			continue
 		}
 		e.sent++
-		p.queue(e.b, dataHeaderLen, frameResent)
-		putData(p.out[len(p.out)-dataHeaderLen-len(e.b):], seq)
+		p.queueData(e.shard[lenPrefix:], seq, frameResent)
 	}
 	if err := p.sendOut(); err != nil {
 		p.c.log.Debug("fec: resending datagrams failed", "error", err.Error())

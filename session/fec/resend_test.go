@@ -30,8 +30,8 @@ func (l *firstLoss) link(from, to string, b []byte, emit func([]byte)) {
 		return
 	}
 	lose := false
-	if b[0] == tagData {
-		i := index(b[dataHeaderLen:])
+	if _, payload, ok := parseData(b); ok {
+		i := index(payload)
 		l.sent[i]++
 		lose = l.always[i] || l.drop[i] && l.sent[i] == 1
 	}
@@ -240,7 +240,7 @@ func TestAskOnlyForSparseIsolatedLoss(t *testing.T) {
 					emit(b)
 					return
 				}
-				if b[0] != tagData || !drop[index(b[dataHeaderLen:])] {
+				if _, payload, ok := parseData(b); !ok || !drop[index(payload)] {
 					mu.Lock()
 					wire = append(wire, append([]byte(nil), b...))
 					mu.Unlock()

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,7 +158,9 @@ func TestFECResendHidesLossFromQUIC(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// Framing of session/fec: data 0x31 | seq u32; repairs 0x32 and 0x34
+	// Framing of session/fec: data 0x31 | seq u32, or 0x36 | seq u32 | 5
+	// zero bytes (padded, once the peer's reports say it reads that);
+	// repairs 0x32 and 0x34
 	// | first u32 | n u8 | r u8 | idx (0x34: (stride-1)<<5 | idx).
 	var big int
 	var target uint32
@@ -166,7 +170,7 @@ func TestFECResendHidesLossFromQUIC(t *testing.T) {
 			return false
 		}
 		switch b[0] {
-		case 0x31:
+		case 0x31, 0x36:
 			seq := binary.BigEndian.Uint32(b[1:5])
 			if targeted {
 				if seq == target && !dropped {
@@ -222,10 +226,13 @@ func TestFECResendHidesLossFromQUIC(t *testing.T) {
 	}
 }
 
-// TestFECPacketSize: transport.fec_packet_size sizes quic-go's packets
-// with FEC on: by default no datagram on the wire (repairs included) is
-// larger than 1280 bytes; with 1452 a download uses packets above 1280
-// and no datagram exceeds 1452 + 10.
+// TestFECPacketSize: with FEC quic-go's packets start at
+// transport.fec_packet_size (1270 by default, so that no datagram on the
+// wire, repairs included, is larger than 1280 bytes). "on" keeps that
+// size. With "auto" path MTU discovery grows them (the relay carries any
+// size): every data datagram above the start size goes out padded (tag
+// 0x36) to a repair's size, and none is larger than quic-go's largest
+// packet (1452) plus 10. With 1452 there is nothing to discover.
 func TestFECPacketSize(t *testing.T) {
 	if config.DefaultFECPacketSize != session.FECPacketSize {
 		t.Fatalf("config.DefaultFECPacketSize %d, session.FECPacketSize %d", config.DefaultFECPacketSize, session.FECPacketSize)
@@ -233,29 +240,61 @@ func TestFECPacketSize(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
 	pk := newTestPKI(t)
 	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	for _, size := range []int{0, config.MaxFECPacketSize} {
+	for _, tc := range []struct {
+		mode  config.FECMode
+		size  int // 0: the default
+		grows bool
+	}{
+		{config.FECOn, 0, false},
+		{config.FECAuto, 0, true},
+		{config.FECAuto, config.MaxFECPacketSize, false},
+	} {
+		start := cmp.Or(tc.size, config.DefaultFECPacketSize)
 		_, client, relay := fecRelayPair(t, pk, origin, 0, 1, func(c *config.Config) {
-			c.Transport.FEC = config.FECAuto
-			if size != 0 {
-				c.Transport.FECPacketSize = size
-			}
+			c.Transport.FEC, c.Transport.FECPacketSize = tc.mode, start
 		})
-		resp, err := callerClient().Get("http://" + client.HTTPAddr().String() + "/")
-		if err != nil {
-			t.Fatal(err)
+		var mu sync.Mutex
+		var plainAbove, paddedAbove, largest int
+		relay.DropWhen(func(_ bool, b []byte) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			largest = max(largest, len(b))
+			switch {
+			case b[0] == 0x31 && len(b) > start+5:
+				plainAbove++
+			case b[0] == 0x36 && len(b) > start+10:
+				paddedAbove++
+			}
+			return false
+		})
+		// Path MTU discovery probes every few round trips: GET until a
+		// packet above the start size went through (at most 200).
+		for i := 0; i < 200; i++ {
+			resp, err := callerClient().Get("http://" + client.HTTPAddr().String() + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("%s, size %d: %d bytes, err %v", tc.mode, start, len(got), err)
+			}
+			mu.Lock()
+			grown := paddedAbove > 0
+			mu.Unlock()
+			if grown || !tc.grows && i == 2 {
+				break
+			}
 		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || !bytes.Equal(got, body) {
-			t.Fatalf("size %d: %d bytes, err %v", size, len(got), err)
+		mu.Lock()
+		if plainAbove != 0 || largest > max(start, 1452)+10 || (paddedAbove > 0) != tc.grows {
+			t.Errorf("%s, size %d: %d unpadded data datagrams above the start size, %d padded ones, largest datagram %d; want none unpadded, padded ones only when the packets grow (%v), none above %d",
+				tc.mode, start, plainAbove, paddedAbove, largest, tc.grows, max(start, 1452)+10)
 		}
-		fromClient, fromServer := relay.Largest()
-		switch {
-		case size == 0 && max(fromClient, fromServer) > 1280:
-			t.Errorf("default size: largest datagrams %d (client) %d (server), want at most 1280", fromClient, fromServer)
-		case size != 0 && (fromServer <= 1280 || max(fromClient, fromServer) > size+10):
-			t.Errorf("size %d: largest datagrams %d (client) %d (server), want the server's above 1280 and none above %d", size, fromClient, fromServer, size+10)
+		if !tc.grows && largest > start+10 {
+			t.Errorf("%s, size %d: largest datagram %d, want at most %d", tc.mode, start, largest, start+10)
 		}
+		mu.Unlock()
 	}
 }
 
