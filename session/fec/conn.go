@@ -84,8 +84,11 @@ type Conn struct {
 	rx        map[netip.AddrPort]*rxPeer
 	ready     []delivery // datagrams ready for the reader, in order, from readyHead
 	readyHead int
-	free      [][]byte // spare delivery buffers
-	warned    map[netip.AddrPort]bool
+	// readGen numbers the socket reads. The socket is read only when
+	// ready is empty, so a delivery made before the current read has
+	// been copied out (rxPeer.store).
+	readGen uint64
+	warned  map[netip.AddrPort]bool
 
 	// deadline guards the read deadline the caller set and the one last
 	// set on pc (the earlier of the caller's and a hold's).
@@ -100,16 +103,12 @@ type Conn struct {
 	}
 }
 
-// delivery is a datagram ready for the reader: buf holds the datagram,
-// then its control messages (oobLen bytes).
+// delivery is a datagram ready for the reader and its control messages:
+// the buffers of its slot, not a copy (rxPeer.store).
 type delivery struct {
-	buf    []byte
-	oobLen int
-	addr   net.Addr
+	data, oob []byte
+	addr      net.Addr
 }
-
-func (d delivery) data() []byte { return d.buf[:len(d.buf)-d.oobLen] }
-func (d delivery) oob() []byte  { return d.buf[len(d.buf)-d.oobLen:] }
 
 // New wraps pc. The caller must not use pc directly afterwards.
 func New(pc net.PacketConn, cfg Config) (*Conn, error) {
@@ -132,13 +131,15 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 		cfg.Repair = maxAutoRepair(cfg.GroupSize)
 	}
 	c := &Conn{
-		pc:     pc,
-		cfg:    cfg,
-		log:    cfg.Logger,
-		tx:     map[netip.AddrPort]*txPeer{},
-		rx:     map[netip.AddrPort]*rxPeer{},
-		rbuf:   make([]byte, 65536),
-		warned: map[netip.AddrPort]bool{},
+		pc:   pc,
+		cfg:  cfg,
+		log:  cfg.Logger,
+		tx:   map[netip.AddrPort]*txPeer{},
+		rx:   map[netip.AddrPort]*rxPeer{},
+		rbuf: make([]byte, 65536),
+		// 0 is no read: a slot never lent (slot.lentGen) looks unlent.
+		readGen: 1,
+		warned:  map[netip.AddrPort]bool{},
 	}
 	c.enableFast(pc)
 	return c, nil
@@ -263,8 +264,8 @@ func (c *Conn) waitReady(read func() error) error {
 	return nil
 }
 
-// popReady takes the next ready datagram; the caller returns its buffer
-// with c.recycle once copied out.
+// popReady takes the next ready datagram, valid until the next socket
+// read.
 func (c *Conn) popReady() delivery {
 	d := c.ready[c.readyHead]
 	c.ready[c.readyHead] = delivery{}
@@ -275,8 +276,6 @@ func (c *Conn) popReady() delivery {
 	return d
 }
 
-func (c *Conn) recycle(d delivery) { c.free = append(c.free, d.buf[:0]) }
-
 // ReadFrom implements net.PacketConn: it returns the next QUIC datagram,
 // received or rebuilt, without framing.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -286,13 +285,13 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 		return 0, nil, err
 	}
 	d := c.popReady()
-	n := copy(b, d.data())
-	c.recycle(d)
+	n := copy(b, d.data)
 	return n, d.addr, nil
 }
 
 // readOne reads one datagram from the socket and handles it.
 func (c *Conn) readOne() error {
+	c.readGen++
 	n, addr, err := c.pc.ReadFrom(c.rbuf)
 	if err != nil {
 		return err
@@ -301,15 +300,11 @@ func (c *Conn) readOne() error {
 	return nil
 }
 
-// deliver queues a copy of b and its control messages for the reader.
-func (c *Conn) deliver(b, oob []byte, addr net.Addr) {
-	var buf []byte
-	if k := len(c.free); k > 0 {
-		buf = c.free[k-1]
-		c.free = c.free[:k-1]
-	}
-	buf = append(append(buf, b...), oob...)
-	c.ready = append(c.ready, delivery{buf: buf, oobLen: len(oob), addr: addr})
+// deliver queues the datagram of s for the reader. The delivery lends
+// s's buffers; store does not write into them again within this read.
+func (c *Conn) deliver(s *slot, addr net.Addr) {
+	c.ready = append(c.ready, delivery{data: s.buf, oob: s.oob, addr: addr})
+	s.lentGen = c.readGen
 }
 
 // expireHolds gives up the gaps whose hold ended and returns the earliest

@@ -117,7 +117,6 @@ func (f *fastConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPA
 	d := f.popReady()
 	n, oobn, flags = copyOut(b, oob, d)
 	addr, _ = d.addr.(*net.UDPAddr)
-	f.recycle(d)
 	return n, oobn, flags, addr, nil
 }
 
@@ -139,7 +138,6 @@ func (f *fastConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		}
 		m.N, m.NN, m.Flags = copyOut(buf, m.OOB, d)
 		m.Addr = d.addr
-		f.recycle(d)
 	}
 	return k, nil
 }
@@ -147,12 +145,12 @@ func (f *fastConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 // copyOut copies a delivery to a reader's buffers; control messages that
 // do not fit are left out whole (MSG_CTRUNC), not cut.
 func copyOut(b, oob []byte, d delivery) (n, oobn, flags int) {
-	n = copy(b, d.data())
-	if n < len(d.data()) {
+	n = copy(b, d.data)
+	if n < len(d.data) {
 		flags |= unix.MSG_TRUNC
 	}
-	if len(d.oob()) <= len(oob) {
-		oobn = copy(oob, d.oob())
+	if len(d.oob) <= len(oob) {
+		oobn = copy(oob, d.oob)
 	} else {
 		flags |= unix.MSG_CTRUNC
 	}
@@ -163,6 +161,7 @@ func copyOut(b, oob []byte, d delivery) (n, oobn, flags int) {
 // call and handles them. A framed datagram cut by the buffer is dropped;
 // an unframed one still tells a peer with FEC off.
 func (f *fastConn) readBatch() error {
+	f.readGen++
 	n, err := f.bc.ReadBatch(f.msgs, 0)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ type slot struct {
 	at        time.Time // when it arrived or was rebuilt
 	buf       []byte    // the datagram, kept for recovery of its group
 	oob       []byte    // control messages it arrived with (fast path), or those of the datagram that completed its rebuild
+	lentGen   uint64    // Conn.readGen when a delivery last lent buf and oob (0: never)
 }
 
 // rxGroup is a group of which at least one repair arrived and whose data
@@ -172,7 +173,7 @@ func (p *rxPeer) pass(now time.Time) {
 	if s := p.record(p.next); s != nil && s.st == slotHave {
 		if !s.delivered {
 			s.delivered = true
-			p.c.deliver(s.buf, s.oob, p.addr)
+			p.c.deliver(s, p.addr)
 		}
 		p.meter.add(s.rebuilt)
 	} else if s == nil || s.st == slotAsked {
@@ -219,11 +220,17 @@ func (p *rxPeer) store(seq uint32, payload []byte, now time.Time, rebuilt bool) 
 	givenUp = s.seq == seq && s.st == slotGivenUp
 	late := givenUp || seqLess(seq, p.next)
 	s.seq, s.st, s.at, s.rebuilt = seq, slotHave, now, rebuilt
+	if s.lentGen == p.c.readGen {
+		// A delivery of this read may still hold the buffers: fill new
+		// ones (only when the window wrapped within one read).
+		s.buf, s.oob = nil, nil
+	}
+	s.lentGen = 0
 	s.buf = append(s.buf[:0], payload...)
 	s.oob = append(s.oob[:0], p.c.curOOB...)
 	s.delivered = late
 	if late {
-		p.c.deliver(s.buf, s.oob, p.addr)
+		p.c.deliver(s, p.addr)
 	}
 	return givenUp
 }
@@ -238,7 +245,7 @@ func (p *rxPeer) flush(now time.Time) {
 		}
 		if !s.delivered {
 			s.delivered = true
-			p.c.deliver(s.buf, s.oob, p.addr)
+			p.c.deliver(s, p.addr)
 		}
 		p.meter.add(s.rebuilt)
 		p.next++
