@@ -7,7 +7,7 @@
 // Reed-Solomon repair datagrams to each group of outgoing datagrams, and the
 // receiver rebuilds lost datagrams before quic-go reads them.
 //
-// # Framing (version 3)
+// # Framing (version 4)
 //
 // Every datagram on the wire starts with a tag byte whose two high bits are
 // 0, so it can never be taken for a QUIC packet (RFC 9000 17.2 and 17.3 set
@@ -19,6 +19,7 @@
 //	report:      0x33 | rseq u16 | count u16 | lost u16 | burst u16 [| flags u8]
 //	interleaved: 0x34 | first u32 | n u8 | r u8 | (stride-1)<<5 | idx | RS shard
 //	request:     0x35 | count u8 | seq u32 × count
+//	padded data: 0x36 | seq u32 | 5 zero bytes | QUIC datagram
 //
 // seq numbers every data datagram sent to one peer, starting at a random
 // value. A group is the n consecutive datagrams first..first+n-1; its r
@@ -36,10 +37,17 @@
 // burst/256 datagrams long on average (0: fewer than 3 runs seen); rseq
 // numbers the reports to one peer. The flags byte (framing version 3)
 // has bit 0 set when the report's sender keeps its history and answers
-// requests; a version-2 receiver reads the first 9 bytes and ignores it.
-// A request (0x35, version 3) goes from the receiver of data to its
-// sender: send these data datagrams again. Other tag values in 0x00-0x3F
-// are reserved for later versions.
+// requests, bit 1 (version 4) when it reads padded data; a version-2
+// receiver reads the first 9 bytes and ignores it. A request (0x35,
+// version 3) goes from the receiver of data to its sender: send these data
+// datagrams again. Padded data (0x36, version 4) is a data datagram exactly
+// as long as a repair of a full group of datagrams its size: an "auto"
+// sender sends all its data so once the peer's reports carry bit 1, so
+// that data and repairs of full-size packets share GSO runs and a path MTU
+// probe that gets through proves its size for the repairs; before that it
+// sends nothing larger than Config.PacketSize (quic-go's probes are
+// dropped, and quic-go keeps its size). Other tag values in 0x00-0x3F are
+// reserved for later versions.
 //
 // Version 1 had tags 0x31 and 0x32 only; "on" still sends exactly those,
 // so an "on" end of this version and a version-1 end interoperate. Both
@@ -85,7 +93,10 @@
 // picks the repairs of a full group, the fewest that keep the expected
 // residual loss at or below 1e-4 (policy.go), between a floor of 1 and
 // Config.Repair; before any report it sends the floor. Repairs and depth
-// rise at once and fall only after reports called for less for 1 s.
+// rise at once and fall only after reports called for less for 1 s. Once
+// the loss it follows has been zero for 1 s, a full group holds twice
+// GroupSize datagrams (at most 128) with the floor's one repair, until a
+// report shows loss (send.go, span).
 //
 // When the losses come in runs (burst b >= 1.5) the sender also
 // interleaves: it collects a block of up to depth×GroupSize datagrams,
@@ -113,7 +124,8 @@
 // was given up is still delivered. State is bounded: a window of 1024
 // datagrams and at most 16 peers, the least recently heard one evicted;
 // in the adaptive mode the sender also keeps its last 1024 data datagrams
-// per peer (about 1.3 MB at the default packet size) for requests.
+// per peer (about 1.5 MB: buffers of the largest packet, which also serve
+// as the groups' shards) for requests.
 //
 // # Resending on request (adaptive mode)
 //
@@ -144,15 +156,17 @@
 // end's reports (counted in Stats.Mismatched) with one WARN per peer, and
 // the "auto" end warns once per peer when 4096 data datagrams went out
 // without a report; its repairs then stay at the floor. An "auto" end of
-// version 2 sends reports without flags and is never asked to resend.
+// version 2 sends reports without flags and is never asked to resend; one
+// of version 2 or 3 never gets padded data.
 //
 // # Cost
 //
-// Wrapping the socket hides the *net.UDPConn from quic-go, which then uses
-// neither GSO, batched receive nor ECN, and, as the wrapper does not expose
-// SyscallConn, does not set the DF bit or run path MTU discovery: the caller
-// should fix quic-go's packet size (quic.Config.InitialPacketSize) so that a
-// packet plus [Overhead] fits the path.
+// Over a *net.UDPConn, [Conn.PacketConn] gives quic-go GSO, batched
+// receive, ECN and the socket options (fast_linux.go); otherwise quic-go
+// sees a plain net.PacketConn. The caller fixes quic-go's starting packet
+// size (quic.Config.InitialPacketSize, Config.PacketSize) so that a packet
+// plus [Overhead] fits the path, and lets quic-go's path MTU discovery run
+// only in the adaptive mode (padded data above).
 //
 // Framing is not authenticated: an off-path attacker who can spoof the
 // peer's address can disturb recovery, but QUIC's packet protection still
