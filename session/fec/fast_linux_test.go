@@ -309,22 +309,27 @@ func TestQUICTakesFastPath(t *testing.T) {
 
 // BenchmarkGSOWrite: one GSO write from quic-go (10 datagrams of 1270
 // bytes) through the layer: framing, groups, repairs and GSO runs, with
-// "on" (16+2) and "auto" (before any report: 16+1, and the history kept
-// for requests). The receiving socket is not read; the kernel drops what
-// overflows it.
+// "on" (16+2), "auto" before any report (16+1, unpadded, the history kept
+// for requests) and "auto" after a report of no loss from a peer that
+// reads padded data (padded, 16+1); "raw" is the same write on the socket
+// without the layer, what quic-go does with FEC off. The receiving socket
+// is not read; the kernel drops what overflows it.
 func BenchmarkGSOWrite(b *testing.B) {
 	for _, mode := range []struct {
-		name string
-		cfg  Config
+		name   string
+		cfg    *Config
+		padded bool
 	}{
-		{"on", Config{GroupSize: 16, Repair: 2}},
-		{"auto", Config{GroupSize: 16, Auto: true}},
+		{"raw", nil, false},
+		{"on", &Config{GroupSize: 16, Repair: 2}, false},
+		{"auto", &Config{GroupSize: 16, Auto: true}, false},
+		{"auto-padded", &Config{GroupSize: 16, Auto: true}, true},
 	} {
-		b.Run(mode.name, func(b *testing.B) { benchGSOWrite(b, mode.cfg) })
+		b.Run(mode.name, func(b *testing.B) { benchGSOWrite(b, mode.cfg, mode.padded) })
 	}
 }
 
-func benchGSOWrite(b *testing.B, cfg Config) {
+func benchGSOWrite(b *testing.B, cfg *Config, padded bool) {
 	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
@@ -335,21 +340,32 @@ func benchGSOWrite(b *testing.B, cfg Config) {
 		b.Fatal(err)
 	}
 	defer sink.Close()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := New(u, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	f := c.PacketConn().(*fastConn)
 	const seg = 1270
 	buf := make([]byte, 10*seg)
 	oob := appendSegmentSize(tosOOB(0x02), seg)
 	to := sink.LocalAddr().(*net.UDPAddr)
+	write := u.WriteMsgUDP
+	if cfg != nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c, err := New(u, *cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if padded {
+			r := make([]byte, reportFlagsLen)
+			putReport(r, 1, lossReport{n: 1000})
+			r[reportLen] = flagResends | flagPadded
+			c.readMu.Lock()
+			c.receive(r, to, nil, time.Now())
+			c.readMu.Unlock()
+		}
+		write = c.PacketConn().(*fastConn).WriteMsgUDP
+	}
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := f.WriteMsgUDP(buf, oob, to); err != nil {
+		if _, _, err := write(buf, oob, to); err != nil {
 			b.Fatal(err)
 		}
 	}
