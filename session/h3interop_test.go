@@ -69,7 +69,15 @@ func interopOrigin() http.Handler {
 // streams, control stream and SETTINGS) against http3.Server.
 func TestOurClientAgainstQuicGoServer(t *testing.T) {
 	cs := newCertSet(t)
-	ln, err := quic.ListenAddrEarly("127.0.0.1:0", http3.ConfigureTLSConfig(cs.serverTLS(t, "client.test", "server.test")), &quic.Config{Allow0RTT: true})
+	// An explicit transport, closed last: Transport.Close waits for its
+	// read loop, where a listener of quic.ListenAddrEarly only asks it to
+	// stop, and goleak (TestMain) then found it still reading under load.
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(cs.serverTLS(t, "client.test", "server.test")), &quic.Config{Allow0RTT: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +88,8 @@ func TestOurClientAgainstQuicGoServer(t *testing.T) {
 		srv.Close()
 		ln.Close() // ServeListener does not own it
 		<-done
+		tr.Close()
+		udp.Close()
 	})
 	tc := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), ln.Addr().(*net.UDPAddr).Port, nil)
 	waitFor(t, "ready", func() bool { return tc.State() == Ready })

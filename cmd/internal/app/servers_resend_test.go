@@ -32,7 +32,15 @@ func startBadServer(t *testing.T, pk *testPKI, mode string) *badServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, &quic.Config{})
+	// An explicit transport, closed last: Transport.Close waits for its
+	// read loop, where a listener of quic.ListenAddr only asks it to stop
+	// and goleak (TestMain) could find it still reading under load.
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(tlsConf, &quic.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +51,8 @@ func startBadServer(t *testing.T, pk *testPKI, mode string) *badServer {
 		cancel()
 		ln.Close()
 		wg.Wait()
+		tr.Close()
+		udp.Close()
 	})
 	wg.Go(func() {
 		for {
