@@ -25,6 +25,11 @@ type FECStats = fec.Stats
 // (fec.Config.PacketSize).
 const FECPacketSize = 1280 - fec.Overhead
 
+// fecPacketSize is the size quic-go's packets start at with FEC on: the
+// layer holds back anything larger until the peer reads padded data, so
+// both must take it from here.
+func (t Transport) fecPacketSize() int { return cmp.Or(t.FECPacketSize, FECPacketSize) }
+
 // fecLayer is what sits between the UDP socket and quic.Transport. With FEC
 // off it is a watcher only: quic-go gets the *net.UDPConn itself (GSO,
 // batched receive, ECN and path MTU discovery unchanged) and the watcher
@@ -50,7 +55,7 @@ func newQUICTransport(udp *net.UDPConn, t Transport, log *slog.Logger) (*quic.Tr
 		GroupSize:  t.FECGroupSize,
 		Repair:     t.FECRepair,
 		Auto:       t.FECAuto,
-		PacketSize: cmp.Or(t.FECPacketSize, FECPacketSize),
+		PacketSize: t.fecPacketSize(),
 		Logger:     log,
 	})
 	if err != nil {

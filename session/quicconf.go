@@ -2,7 +2,6 @@ package session
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -95,7 +94,7 @@ func QUICConfig(t Transport, server bool) *quic.Config {
 		// the repairs: only the adaptive mode sends them, padded to a
 		// repair's size to a peer that reads that, and holds them back
 		// otherwise (fec.Config.PacketSize). "on" keeps the size.
-		c.InitialPacketSize = uint16(cmp.Or(t.FECPacketSize, FECPacketSize))
+		c.InitialPacketSize = uint16(t.fecPacketSize())
 		c.DisablePathMTUDiscovery = !t.FECAuto
 	}
 	return c
