@@ -245,12 +245,14 @@ func drain(c *Conn) (stop func()) {
 // (4%) and loses, duplicates and reorders reports, the sender starts at
 // the floor (the first loss is still rebuilt), raises its repairs once
 // the receiver reports, and goes back to the floor when the loss stops,
-// in groups twice as large (span). Groups close by size or after 20 ms of
-// idleness: a round's datagrams need not fill its last group once the
-// group size changes.
+// in groups twice as large (span). Groups close by size, after 20 ms of
+// idleness or 40 ms after they opened: a round's datagrams need not fill
+// its last group once the group size changes, and a timer that fires
+// while a slow sender is still writing re-arms for FlushMax, which must
+// therefore be finite too.
 func TestAutoFollowsLoss(t *testing.T) {
 	const g = 16
-	p := newPair(t, Config{GroupSize: g, Auto: true, Hold: forever, FlushIdle: 20 * time.Millisecond, FlushMax: forever})
+	p := newPair(t, Config{GroupSize: g, Auto: true, Hold: forever, FlushIdle: 20 * time.Millisecond, FlushMax: 40 * time.Millisecond})
 	stop := drain(p.a)
 	defer stop()
 	var wire wireLog
