@@ -44,17 +44,22 @@ func runProfile(ctx context.Context, args []string) error {
 			return fmt.Errorf("perf not found (apt-get install linux-perf)")
 		}
 	}
-	c.pairs = "ptproxy"
+	// One ptproxy pair is profiled: ptproxy, or ptproxy-alt (with
+	// --alt-env added) to profile another setting.
+	name := c.pairs
+	if !pairs.IsPtproxy(name) {
+		return fmt.Errorf("--pairs must be %s or %s (one pair is profiled), not %q", pairs.Ptproxy, pairs.PtproxyAlt, name)
+	}
 	b := &bench{c: c}
 	defer b.close()
 	var notes []string
-	if _, err := b.prepare([]string{pairs.Ptproxy}, &notes); err != nil {
+	if _, err := b.prepare([]string{name}, &notes); err != nil {
 		return err
 	}
 	if err := b.startOrigin("", fmt.Sprintf("127.0.0.1:%d", b.env.OriginPort), tcpDialer(fmt.Sprintf("127.0.0.1:%d", b.env.OriginPort))); err != nil {
 		return err
 	}
-	p, err := pairs.Build(&b.env, pairs.Ptproxy)
+	p, err := pairs.Build(&b.env, name)
 	if err != nil {
 		return err
 	}
@@ -119,8 +124,12 @@ func runProfile(ctx context.Context, args []string) error {
 		return res.err
 	}
 	reqs := float64(max(res.r.Requests, 1))
-	summary := fmt.Sprintf("# ptproxy pair under GET %s at concurrency %d (loopback, origin and load generator on the same 2 CPUs)\n# %.0f req/s, pair CPU %.1f µs/request, %d errors, foreign load %.2f CPUs\n# context switches per request: client %.1f, server %.1f\n# perf %s (one recording per side)\n",
-		*path, *conc, res.r.RPS(), float64(m.Pair.Microseconds())/reqs, res.r.Errors, m.Foreign(),
+	label := name
+	if env := p.Client.Env; len(env) > 0 {
+		label += " (" + strings.Join(env, " ") + ")"
+	}
+	summary := fmt.Sprintf("# %s pair under GET %s at concurrency %d (loopback, origin and load generator on the same 2 CPUs)\n# %.0f req/s, pair CPU %.1f µs/request, %d errors, foreign load %.2f CPUs\n# context switches per request: client %.1f, server %.1f\n# perf %s (one recording per side)\n",
+		label, *path, *conc, res.r.RPS(), float64(m.Pair.Microseconds())/reqs, res.r.Errors, m.Foreign(),
 		float64(cs1[0]-cs0[0])/reqs, float64(cs1[1]-cs0[1])/reqs,
 		strings.Replace(strings.Join(recordArgs(0, "perf-SIDE.data"), " "), "-p 0", "-p PID", 1))
 	reports := []struct {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
@@ -26,7 +27,13 @@ import (
 // fast path.
 func fastConnOn(t *testing.T, cfg Config) (*Conn, *fastConn) {
 	t.Helper()
-	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return fastConnAt(t, "udp4", net.IPv4(127, 0, 0, 1), cfg)
+}
+
+// fastConnAt is fastConnOn on a socket of network bound to ip.
+func fastConnAt(t *testing.T, network string, ip net.IP, cfg Config) (*Conn, *fastConn) {
+	t.Helper()
+	u, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,13 +189,22 @@ func TestFastPathGSOAndECN(t *testing.T) {
 // carries control messages (a rebuilt one those of the datagram that
 // completed it), so quic-go's ECN counts stay whole.
 func TestFastPathRebuildsThroughRelay(t *testing.T) {
+	// One group per write, and five: the repairs of a write's earlier
+	// groups wait in their own buffers until it sends (txPeer.repNext).
+	for _, per := range []int{8, 40} {
+		t.Run(strconv.Itoa(per), func(t *testing.T) { rebuildThroughRelay(t, per) })
+	}
+}
+
+func rebuildThroughRelay(t *testing.T, per int) {
 	a, fa := fastConnOn(t, Config{GroupSize: 8, Repair: 3, Hold: forever})
 	b, fb := fastConnOn(t, Config{GroupSize: 8, Repair: 3, Hold: forever})
 	recvTOS(t, fb)
 	relay := fectest.NewRelay(t, fb.LocalAddr().(*net.UDPAddr), 0.05, 7)
 	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: relay.Port()}
 
-	const seg, batches, per = 100, 20, 8
+	const seg = 100
+	batches := 160 / per
 	total := batches * per
 	for k := range batches {
 		var buf []byte
@@ -368,5 +384,216 @@ func benchGSOWrite(b *testing.B, cfg *Config, padded bool) {
 		if _, _, err := write(buf, oob, to); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The fast path's slots take the socket's read buffers instead of copying
+// the datagrams (rxPeer.store). Every byte read out must still be the
+// byte sent: across reorders, a window's worth of slot reuse, and a slot
+// taken again in the same socket read while its last datagram waits to be
+// read out.
+func TestFastPathSwapKeepsBytes(t *testing.T) {
+	_, fb := fastConnOn(t, Config{GroupSize: 16, Repair: 1, Hold: forever})
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	to := fb.LocalAddr()
+	sendSeq := func(seq uint32, i int) {
+		t.Helper()
+		b := make([]byte, dataHeaderLen)
+		putData(b, seq)
+		if _, err := src.WriteTo(append(b, payload(i)...), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(ms []ipv4.Message, want []int) {
+		t.Helper()
+		if len(ms) != len(want) {
+			t.Fatalf("read %d datagrams, want %d", len(ms), len(want))
+		}
+		for k, m := range ms {
+			if got := m.Buffers[0][:m.N]; !bytes.Equal(got, payload(want[k])) {
+				t.Fatalf("datagram %d of the read: %d bytes, not datagram %d as sent", k, len(got), want[k])
+			}
+		}
+	}
+
+	// In order, and one pair in ten swapped on the way, over three
+	// windows' worth of seqs, read out as they come.
+	const base, total, chunk = 1 << 20, 3 * window, 64
+	for from := 0; from < total; from += chunk {
+		var want []int
+		for i := from; i < from+chunk; i++ {
+			j := i
+			switch (i - from) % 10 {
+			case 5:
+				j = i + 1
+			case 6:
+				j = i - 1
+			}
+			sendSeq(uint32(base+j), j)
+			want = append(want, i)
+		}
+		check(readBatchAll(t, fb, chunk), want)
+	}
+
+	// Both in one socket read: the first is delivered (its slot's buffer
+	// lent to the read-out), the second lands in the same slot a window
+	// later and waits behind its gap.
+	next := uint32(base + total + 10*window)
+	sendSeq(next, 7000)
+	sendSeq(next+window, 7001)
+	check(readBatchAll(t, fb, 1), []int{7000})
+}
+
+// The gathering write addresses peers as net.UDPConn does: on an IPv6
+// socket, and an IPv4 peer of a dual-stack socket (IPv4-mapped). Every
+// datagram of a GSO write with its repairs arrives whole.
+func TestFastPathGatherAddressFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		network   string
+		from, to  net.IP
+		toNetwork string
+	}{
+		{"ipv6", "udp6", net.IPv6loopback, net.IPv6loopback, "udp6"},
+		{"dual-stack to ipv4", "udp", net.IPv6unspecified, net.IPv4(127, 0, 0, 1), "udp4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{GroupSize: 4, Repair: 1, Hold: forever}
+			probe, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: tc.from})
+			if err != nil {
+				if os.Getenv("CI") == "true" {
+					t.Fatalf("no %s socket on %v: %v", tc.network, tc.from, err)
+				}
+				t.Skipf("no %s socket on %v here (IPv6 loopback needed): %v", tc.network, tc.from, err)
+			}
+			probe.Close()
+			a, fa := fastConnAt(t, tc.network, tc.from, cfg)
+			_, fb := fastConnAt(t, tc.toNetwork, tc.to, cfg)
+			if a.rc == nil {
+				t.Fatal("no gathering write on this socket")
+			}
+			to := &net.UDPAddr{IP: tc.to, Port: fb.LocalAddr().(*net.UDPAddr).Port}
+			const seg, n = 200, 12
+			buf := make([]byte, seg*n)
+			for i := range n {
+				putIndex(buf[i*seg:], i)
+			}
+			if _, _, err := fa.WriteMsgUDP(buf, appendSegmentSize(nil, seg), to); err != nil {
+				t.Fatal(err)
+			}
+			for i, m := range readBatchAll(t, fb, n) {
+				if d := m.Buffers[0][:m.N]; len(d) != seg || getIndex(d) != i || !bytes.Equal(d, buf[i*seg:(i+1)*seg]) {
+					t.Fatalf("datagram %d: %d bytes, index %d", i, len(d), getIndex(d))
+				}
+			}
+			if st := a.Stats(); st.DataSent != n || st.RepairSent != n/4 {
+				t.Errorf("sent %d data and %d repairs, want %d and %d", st.DataSent, st.RepairSent, n, n/4)
+			}
+		})
+	}
+}
+
+// BenchmarkFastReceive: the layer's own work on the receive path, per
+// batch of 8 padded 1440-byte datagrams (and a repair per 32) as quic-go
+// reads them with ReadBatch, without the system call. "raw" is only what
+// the socket read does (one copy into a read buffer), which quic-go pays
+// without FEC too; the layer's cost is the difference.
+func BenchmarkFastReceive(b *testing.B) {
+	for _, layer := range []bool{false, true} {
+		name := "raw"
+		if layer {
+			name = "auto"
+		}
+		b.Run(name, func(b *testing.B) { benchFastReceive(b, layer) })
+	}
+}
+
+func benchFastReceive(b *testing.B, layer bool) {
+	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(u, Config{GroupSize: 32, Auto: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	f := c.PacketConn().(*fastConn)
+	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	const size = 1440
+	quic := make([]ipv4.Message, batchSize)
+	for i := range quic {
+		quic[i].Buffers = [][]byte{make([]byte, 1500)}
+		quic[i].OOB = make([]byte, 128)
+	}
+	oob := tosOOB(0x02)
+	datagram := make([]byte, paddedHeaderLen+size)
+	repair := make([]byte, repairHeaderLen+lenPrefix+size)
+	var seq uint32
+	b.SetBytes(batchSize * size)
+	b.ReportAllocs()
+	f.readMu.Lock()
+	defer f.readMu.Unlock()
+	for b.Loop() {
+		f.readGen++ // a socket read
+		now := time.Now()
+		for i := range batchSize {
+			m := &f.msgs[i]
+			putPadded(datagram, seq)
+			putIndex(datagram[paddedHeaderLen:], int(seq))
+			n := copy(m.Buffers[0], datagram) // the socket's copy
+			if !layer {
+				continue
+			}
+			f.curBuf = &m.Buffers[0]
+			f.receive(m.Buffers[0][:n], from, oob, now)
+			f.curBuf = nil
+			if seq++; seq%32 == 0 {
+				// The group's repair; its content does not matter here,
+				// as no datagram is missing.
+				putRepair(repair, seq-32, 32, 1, 0, 1)
+				f.receive(repair, from, oob, now)
+			}
+		}
+		if !layer {
+			continue
+		}
+		for k := 0; k < len(quic) && f.readyHead < len(f.ready); k++ {
+			d := f.popReady()
+			quic[k].N, quic[k].NN, quic[k].Flags = copyOut(quic[k].Buffers[0], quic[k].OOB, d)
+		}
+	}
+}
+
+// With GSO off (QUIC_GO_DISABLE_GSO, quic-go's own switch) every datagram
+// of a GSO write quic-go hands in goes out on its own, its header and body
+// gathered by one sendmsg each, and arrives whole.
+func TestFastPathWithoutGSO(t *testing.T) {
+	t.Setenv("QUIC_GO_DISABLE_GSO", "1")
+	a, fa := fastConnOn(t, Config{GroupSize: 4, Repair: 1, Hold: forever})
+	_, fb := fastConnOn(t, Config{GroupSize: 4, Repair: 1, Hold: forever})
+	if a.gso.Load() {
+		t.Fatal("GSO still on")
+	}
+	const seg, n = 300, 10
+	buf := make([]byte, seg*n-7) // the last datagram shorter
+	for i := range n {
+		putIndex(buf[i*seg:], i)
+	}
+	if _, _, err := fa.WriteMsgUDP(buf, appendSegmentSize(nil, seg), fb.LocalAddr().(*net.UDPAddr)); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range readBatchAll(t, fb, n) {
+		want := buf[i*seg : min((i+1)*seg, len(buf))]
+		if d := m.Buffers[0][:m.N]; !bytes.Equal(d, want) {
+			t.Fatalf("datagram %d: %d bytes, want %d as sent", i, len(d), len(want))
+		}
+	}
+	if out := a.fast.gsoOut.Load(); out != 0 {
+		t.Errorf("%d GSO writes with GSO off", out)
 	}
 }

@@ -272,7 +272,7 @@ func parseData(b []byte) (seq uint32, payload []byte, ok bool) {
 func putPadded(dst []byte, seq uint32) {
 	dst[0] = tagPadded
 	binary.BigEndian.PutUint32(dst[1:5], seq)
-	clear(dst[dataHeaderLen:paddedHeaderLen])
+	dst[5], dst[6], dst[7], dst[8], dst[9] = 0, 0, 0, 0, 0
 }
 
 // putRepair writes a repair header: tag 0x32 for a group of consecutive
