@@ -159,7 +159,7 @@ func runLoopback(ctx context.Context, args []string) error {
 		}
 		sc.Finish()
 	}
-	res.Host = hostInfo(b.commit, b.env.Bins)
+	res.Host = b.hostInfo()
 	res.Targets = loopbackTargets(res, iopts)
 	res.Duration = time.Since(started).Round(time.Second).String()
 	res.Notes = append(res.Notes,

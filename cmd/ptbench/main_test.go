@@ -169,3 +169,34 @@ func TestFileLimitInherited(t *testing.T) {
 		t.Fatalf("child's limit %s, harness's %d", got, lim)
 	}
 }
+
+// --alt-commit builds ptproxy as of a commit, from an export of it (the
+// repository is left as it is), and names the commit; a name that is not
+// a commit is refused with the flag in the error.
+func TestBuildAtCommit(t *testing.T) {
+	root, err := repoRoot("")
+	if err == nil {
+		_, err = exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no git repository here: %v", err)
+		}
+		t.Skipf("needs the git repository (apt-get install git): %v", err)
+	}
+	work := t.TempDir()
+	if _, _, err := buildAt(root, "no-such-revision", work); err == nil || !strings.Contains(err.Error(), "--alt-commit") {
+		t.Fatalf("a bad revision gave %v", err)
+	}
+	bin, commit, err := buildAt(root, "HEAD", work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if commit != strings.TrimSpace(string(want)) {
+		t.Errorf("commit %q, want %q", commit, strings.TrimSpace(string(want)))
+	}
+	if out, err := exec.Command(bin, "--help").CombinedOutput(); err != nil || !strings.Contains(string(out), "point-to-point HTTP/1.1 reverse proxy") {
+		t.Errorf("the binary built is not ptproxy: %v\n%s", err, out)
+	}
+}

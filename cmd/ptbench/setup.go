@@ -37,6 +37,7 @@ type common struct {
 	portBase int
 	ptEnv    string
 	altEnv   string
+	altRev   string
 	tag      string
 }
 
@@ -49,6 +50,7 @@ func (c *common) register(fs *flag.FlagSet, defPairs string, defReps int) {
 	fs.BoolVar(&c.keep, "keep", false, "keep the scratch folder (configs, logs)")
 	fs.StringVar(&c.ptEnv, "ptproxy-env", "", "comma-separated KEY=VALUE added to the ptproxy processes' environment (experiments, e.g. GOMAXPROCS=1)")
 	fs.StringVar(&c.altEnv, "alt-env", strings.Join(pairs.DefaultAltEnv, ","), "comma-separated KEY=VALUE added (after --ptproxy-env) to the processes of the "+pairs.PtproxyAlt+" pair")
+	fs.StringVar(&c.altRev, "alt-commit", "", "build the ptproxy of the "+pairs.PtproxyAlt+" pair from this git revision instead of the working tree, to compare two versions in one run (with --alt-env '' for the same settings)")
 	fs.StringVar(&c.tag, "tag", "", "suffix of the results files (results-<mode>[-<tag>]), to keep an experiment apart")
 	fs.IntVar(&c.portBase, "port-base", 21000, "first port of the harness's range (origin at +80, pair i at +100i+80 and +100i+43)")
 }
@@ -64,6 +66,9 @@ type bench struct {
 	cleanup []func()
 	self    string
 	commit  string // what ptproxy was built from (treeCommit)
+	// altCommit is what the ptproxy-alt pair's ptproxy was built from
+	// (--alt-commit; "" when it is the same binary).
+	altCommit string
 }
 
 // base returns the results file name for mode, with the tag if any.
@@ -177,6 +182,11 @@ func (b *bench) prepare(names []string, notes *[]string) ([]string, error) {
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build ./cmd/ptproxy: %v\n%s", err, out)
+	}
+	if b.c.altRev != "" {
+		if bins.PtproxyAlt, b.altCommit, err = buildAt(root, b.c.altRev, b.work); err != nil {
+			return nil, err
+		}
 	}
 	want := map[string]bool{}
 	for _, n := range names {
@@ -346,7 +356,7 @@ func startPair(ctx context.Context, p *pairs.Pair, dial loadgen.DialFunc, timeou
 }
 
 // hostInfo describes the machine and the programs' versions.
-func hostInfo(commit string, bins pairs.Bins) map[string]string {
+func hostInfoOf(commit string, bins pairs.Bins) map[string]string {
 	h := map[string]string{
 		"cpus":       strconv.Itoa(runtime.NumCPU()),
 		"go":         runtime.Version(),
@@ -386,6 +396,43 @@ func hostInfo(commit string, bins pairs.Bins) map[string]string {
 		h["ptproxy commit"] = commit
 	}
 	return h
+}
+
+// hostInfo is hostInfoOf with the commit of the ptproxy-alt pair, when
+// it was built from another one.
+func (b *bench) hostInfo() map[string]string {
+	h := hostInfoOf(b.commit, b.env.Bins)
+	if b.altCommit != "" {
+		h[pairs.PtproxyAlt+" commit"] = b.altCommit + " (--alt-commit)"
+	}
+	return h
+}
+
+// buildAt builds ptproxy as of git revision rev of repo (exported with
+// git archive into work, so the repository is left as it is) and returns
+// the binary and the revision's short commit.
+func buildAt(repo, rev, work string) (bin, commit string, err error) {
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "--verify", rev+"^{commit}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("--alt-commit %q: not a commit of %s", rev, repo)
+	}
+	commit = strings.TrimSpace(string(out))
+	src := filepath.Join(work, "src-"+commit)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", "", err
+	}
+	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repo, commit, src)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("--alt-commit: exporting %s: %v\n%s", commit, err, out)
+	}
+	bin = filepath.Join(work, "bin", "ptproxy-"+commit)
+	log.Printf("building %s's ptproxy from %s", pairs.PtproxyAlt, commit)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/ptproxy")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("--alt-commit: go build ./cmd/ptproxy at %s: %v\n%s", commit, err, out)
+	}
+	return bin, commit, nil
 }
 
 // treeCommit names the commit of the working tree at repo, and says so
@@ -514,7 +561,15 @@ func (b *bench) experimentNotes(ran []string) []string {
 		out = append(out, "Experiment: ptproxy ran with "+strings.Join(b.env.PtproxyEnv, " ")+" in its environment.")
 	}
 	if slices.Contains(ran, pairs.PtproxyAlt) {
-		out = append(out, "Pair "+pairs.PtproxyAlt+" is ptproxy with "+strings.Join(b.env.PtproxyAltEnv, " ")+" added to both processes' environment, alternated with the other pairs in every repetition.")
+		what := "ptproxy"
+		if b.altCommit != "" {
+			what += " built from commit " + b.altCommit
+		}
+		env := "nothing"
+		if len(b.env.PtproxyAltEnv) > 0 {
+			env = strings.Join(b.env.PtproxyAltEnv, " ")
+		}
+		out = append(out, "Pair "+pairs.PtproxyAlt+" is "+what+" with "+env+" added to both processes' environment, alternated with the other pairs in every repetition.")
 	}
 	return out
 }

@@ -314,7 +314,7 @@ func wanSession(ctx context.Context, b *bench, names, notes []string, o wanOpts,
 	}
 	recSc.Finish()
 
-	res.Host = hostInfo(b.commit, b.env.Bins)
+	res.Host = b.hostInfo()
 	lossHow := "independent (Bernoulli)"
 	if link.GE != nil {
 		lossHow = link.GE.String() + ", each direction its own state"

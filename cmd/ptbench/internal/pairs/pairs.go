@@ -58,6 +58,8 @@ const (
 // Bins are the programs used.
 type Bins struct {
 	Ptproxy, Nginx, Caddy, HAProxy string
+	// PtproxyAlt is the ptproxy of the PtproxyAlt pair; "" is Ptproxy.
+	PtproxyAlt string
 }
 
 // Env is where pairs run.
@@ -115,6 +117,9 @@ func Build(e *Env, name string) (*Pair, error) {
 		if err = buildPtproxy(e, p, dir, front, back, origin); err == nil {
 			env := append(slices.Clone(e.PtproxyEnv), e.PtproxyAltEnv...)
 			p.Server.Env, p.Client.Env = env, env
+			if e.Bins.PtproxyAlt != "" {
+				p.Server.Argv[0], p.Client.Argv[0] = e.Bins.PtproxyAlt, e.Bins.PtproxyAlt
+			}
 		}
 	case Nginx:
 		err = buildNginx(e, p, dir, front, backAddr, origin)

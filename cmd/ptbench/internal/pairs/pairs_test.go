@@ -96,6 +96,24 @@ func TestPtproxyAltPair(t *testing.T) {
 	if len(e.PtproxyEnv) != 1 {
 		t.Errorf("the common environment was changed: %q", e.PtproxyEnv)
 	}
+	if p.Server.Argv[0] != e.Bins.Ptproxy {
+		t.Errorf("without Bins.PtproxyAlt the pair runs %s, not %s", p.Server.Argv[0], e.Bins.Ptproxy)
+	}
+
+	// Built from another commit (--alt-commit): its own binary, and the
+	// ptproxy pair keeps the working tree's.
+	e.Bins.PtproxyAlt = "/bin/ptproxy-0123abc"
+	if p, err = Build(e, PtproxyAlt); err != nil {
+		t.Fatal(err)
+	}
+	for _, proc := range []*Proc{p.Server, p.Client} {
+		if proc.Argv[0] != e.Bins.PtproxyAlt {
+			t.Errorf("%s runs %s, not %s", proc.Name, proc.Argv[0], e.Bins.PtproxyAlt)
+		}
+	}
+	if q, err := Build(e, Ptproxy); err != nil || q.Server.Argv[0] != e.Bins.Ptproxy {
+		t.Errorf("the ptproxy pair runs %v (%v), not %s", q.Server.Argv, err, e.Bins.Ptproxy)
+	}
 	if _, err := config.LoadFile(filepath.Join(e.Work, PtproxyAlt, "client.toml"), nil); err != nil {
 		t.Error(err)
 	}
