@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/reedsolomon"
@@ -53,12 +52,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// readBufSize holds any datagram of the layer (at most the packet size
-// plus Overhead) and the first bytes of a larger unframed one, enough to
-// tell a peer with FEC off. A slot that took a fast-path read buffer
-// (rxPeer.store) keeps one this size.
-const readBufSize = 2048
-
 // Conn is a net.PacketConn that adds FEC framing to what it writes and
 // removes it from what it reads, rebuilding lost datagrams. Reads are
 // serialised (quic-go has one reader); writes to different peers run in
@@ -75,10 +68,6 @@ type Conn struct {
 	// gso is whether writes may batch with UDP_SEGMENT.
 	udp *net.UDPConn
 	gso atomic.Bool
-	// rc and family: udp's socket and address family, for the gathering
-	// writes (fast_linux.go); rc is nil where they are not used.
-	rc     syscall.RawConn
-	family int
 	// fast counts the fast path at work (tests): GSO writes quic-go
 	// handed in, GSO runs sent, socket reads that took several datagrams.
 	fast struct{ gsoIn, gsoOut, batchIn atomic.Uint64 }
@@ -89,14 +78,9 @@ type Conn struct {
 
 	// receive side: everything below is owned by the goroutine in ReadFrom
 	// (under readMu).
-	readMu sync.Mutex
-	rbuf   []byte
-	curOOB []byte // control messages of the datagram being handled
-	// curBuf is the socket read buffer the datagram being handled lies
-	// in (fast path; nil otherwise, or once a slot took it): a slot that
-	// stores the datagram takes this buffer and leaves its old one in its
-	// place (rxPeer.store), so the datagram is not copied.
-	curBuf    *[]byte
+	readMu    sync.Mutex
+	rbuf      []byte
+	curOOB    []byte // control messages of the datagram being handled
 	rx        map[netip.AddrPort]*rxPeer
 	ready     []delivery // datagrams ready for the reader, in order, from readyHead
 	readyHead int

@@ -4,7 +4,6 @@ package fec
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -27,6 +26,11 @@ const (
 // quic-go's own batched receive.
 const batchSize = 8
 
+// readBufSize holds any datagram of the layer (at most the packet size
+// plus Overhead) and the first bytes of a larger unframed one, enough to
+// tell a peer with FEC off.
+const readBufSize = 2048
+
 // enableFast marks c for the fast path when pc is a UDP socket: writes
 // carry control messages and, where the socket takes UDP_SEGMENT, batch
 // with GSO.
@@ -37,124 +41,7 @@ func (c *Conn) enableFast(pc net.PacketConn) {
 	}
 	c.udp = u
 	c.gso.Store(gsoAvailable(u))
-	rc, err := u.SyscallConn()
-	if err != nil {
-		return
-	}
-	var sa unix.Sockaddr
-	var serr error
-	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
-		return
-	}
-	switch sa.(type) {
-	case *unix.SockaddrInet4:
-		c.rc, c.family = rc, unix.AF_INET
-	case *unix.SockaddrInet6:
-		c.rc, c.family = rc, unix.AF_INET6
-	}
 }
-
-// gather is a sender's scratch for sendmsg with one iovec per piece,
-// kept so that a write allocates nothing (no closure, no iovec array).
-type gather struct {
-	iov   []unix.Iovec
-	sa4   unix.RawSockaddrInet4
-	sa6   unix.RawSockaddrInet6
-	msg   unix.Msghdr
-	errno unix.Errno
-	fn    func(fd uintptr) bool // g.sendmsg, made once
-}
-
-func (g *gather) sendmsg(fd uintptr) bool {
-	_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&g.msg)), 0)
-	if e == unix.EAGAIN {
-		return false // the poller waits until the socket takes more
-	}
-	g.errno = e
-	return true
-}
-
-// sendPieces sends the run made of pieces back to back (GSO segments of
-// seg bytes when seg > 0) with one sendmsg that gathers them where they
-// lie, so they are not first copied into one buffer. Where that is not
-// open (no UDP socket, an IPv6 zone, GSO refused) the run is flattened
-// into flat and goes through send.
-func (c *Conn) sendPieces(g *gather, pieces [][]byte, seg int, oob []byte, scratch, flat *[]byte, addr net.Addr) error {
-	u, ok := addr.(*net.UDPAddr)
-	if c.rc == nil || !ok || u.Zone != "" {
-		*flat = appendPieces((*flat)[:0], pieces)
-		return c.send(*flat, seg, oob, scratch, addr)
-	}
-	cm := oob
-	if seg > 0 {
-		*scratch = appendSegmentSize(append((*scratch)[:0], oob...), seg)
-		cm = *scratch
-	}
-	err := g.send(c.rc, c.family, u, pieces, cm)
-	if seg > 0 && err == nil {
-		c.fast.gsoOut.Add(1)
-	}
-	if err == nil || seg == 0 || !isGSOError(err) {
-		return err
-	}
-	// send finds GSO refused too, turns it off with a warning and sends
-	// one datagram per system call.
-	*flat = appendPieces((*flat)[:0], pieces)
-	return c.send(*flat, seg, oob, scratch, addr)
-}
-
-// send is one sendmsg of pieces to u with the control messages cm.
-func (g *gather) send(rc syscall.RawConn, family int, u *net.UDPAddr, pieces [][]byte, cm []byte) error {
-	g.msg = unix.Msghdr{}
-	switch ip4 := u.IP.To4(); {
-	case family == unix.AF_INET && ip4 != nil:
-		g.sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: [4]byte(ip4)}
-		putPort((*[2]byte)(unsafe.Pointer(&g.sa4.Port)), u.Port)
-		g.msg.Name, g.msg.Namelen = (*byte)(unsafe.Pointer(&g.sa4)), unix.SizeofSockaddrInet4
-	case family == unix.AF_INET6 && (ip4 != nil || len(u.IP) == net.IPv6len):
-		// An IPv4 peer of a dual-stack socket is IPv4-mapped, as
-		// net.UDPConn writes it.
-		g.sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: [16]byte(u.IP.To16())}
-		putPort((*[2]byte)(unsafe.Pointer(&g.sa6.Port)), u.Port)
-		g.msg.Name, g.msg.Namelen = (*byte)(unsafe.Pointer(&g.sa6)), unix.SizeofSockaddrInet6
-	default:
-		return fmt.Errorf("fec: write to %v: not an address of this socket's family", u)
-	}
-	g.iov = g.iov[:0]
-	for _, b := range pieces {
-		if len(b) > 0 {
-			v := unix.Iovec{Base: &b[0]}
-			v.SetLen(len(b))
-			g.iov = append(g.iov, v)
-		}
-	}
-	if len(g.iov) == 0 {
-		return nil
-	}
-	g.msg.Iov = &g.iov[0]
-	g.msg.SetIovlen(len(g.iov))
-	if len(cm) > 0 {
-		g.msg.Control = &cm[0]
-		g.msg.SetControllen(len(cm))
-	}
-	if g.fn == nil {
-		g.fn = g.sendmsg
-	}
-	g.errno = 0
-	err := rc.Write(g.fn)
-	g.msg = unix.Msghdr{}
-	clear(g.iov) // the pieces are not kept alive by the scratch
-	if err != nil {
-		return err
-	}
-	if g.errno != 0 {
-		return os.NewSyscallError("sendmsg", g.errno)
-	}
-	return nil
-}
-
-// putPort writes port in network byte order.
-func putPort(dst *[2]byte, port int) { dst[0], dst[1] = byte(port>>8), byte(port) }
 
 // gsoAvailable reports whether the socket takes UDP_SEGMENT, unless
 // QUIC_GO_DISABLE_GSO (quic-go's own switch) turns GSO off.
@@ -289,9 +176,7 @@ func (f *fastConn) readBatch() error {
 		if m.Flags&unix.MSG_TRUNC != 0 && Framed(b) {
 			continue
 		}
-		f.curBuf = &m.Buffers[0]
 		f.receive(b, m.Addr, m.OOB[:m.NN], now)
-		f.curBuf = nil
 	}
 	return nil
 }

@@ -189,8 +189,8 @@ func TestFastPathGSOAndECN(t *testing.T) {
 // carries control messages (a rebuilt one those of the datagram that
 // completed it), so quic-go's ECN counts stay whole.
 func TestFastPathRebuildsThroughRelay(t *testing.T) {
-	// One group per write, and five: the repairs of a write's earlier
-	// groups wait in their own buffers until it sends (txPeer.repNext).
+	// One group per write, and five: each group's repairs are its own,
+	// whatever else the same write flushes.
 	for _, per := range []int{8, 40} {
 		t.Run(strconv.Itoa(per), func(t *testing.T) { rebuildThroughRelay(t, per) })
 	}
@@ -387,11 +387,10 @@ func benchGSOWrite(b *testing.B, cfg *Config, padded bool) {
 	}
 }
 
-// The fast path's slots take the socket's read buffers instead of copying
-// the datagrams (rxPeer.store). Every byte read out must still be the
-// byte sent: across reorders, a window's worth of slot reuse, and a slot
-// taken again in the same socket read while its last datagram waits to be
-// read out.
+// Every byte the fast path reads out is the byte sent: across reorders,
+// a window's worth of slot reuse, and a slot taken again in the same
+// socket read while its last datagram waits to be read out (a delivery
+// lends its slot's buffers, rxPeer.store).
 func TestFastPathSwapKeepsBytes(t *testing.T) {
 	_, fb := fastConnOn(t, Config{GroupSize: 16, Repair: 1, Hold: forever})
 	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -448,9 +447,9 @@ func TestFastPathSwapKeepsBytes(t *testing.T) {
 	check(readBatchAll(t, fb, 1), []int{7000})
 }
 
-// The gathering write addresses peers as net.UDPConn does: on an IPv6
-// socket, and an IPv4 peer of a dual-stack socket (IPv4-mapped). Every
-// datagram of a GSO write with its repairs arrives whole.
+// The fast path sends on an IPv6 socket and from a dual-stack socket to
+// an IPv4 peer: every datagram of a GSO write with its repairs arrives
+// whole.
 func TestFastPathGatherAddressFamilies(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -473,9 +472,6 @@ func TestFastPathGatherAddressFamilies(t *testing.T) {
 			probe.Close()
 			a, fa := fastConnAt(t, tc.network, tc.from, cfg)
 			_, fb := fastConnAt(t, tc.toNetwork, tc.to, cfg)
-			if a.rc == nil {
-				t.Fatal("no gathering write on this socket")
-			}
 			to := &net.UDPAddr{IP: tc.to, Port: fb.LocalAddr().(*net.UDPAddr).Port}
 			const seg, n = 200, 12
 			buf := make([]byte, seg*n)
@@ -503,12 +499,8 @@ func TestFastPathGatherAddressFamilies(t *testing.T) {
 // the socket read does (one copy into a read buffer), which quic-go pays
 // without FEC too; the layer's cost is the difference.
 func BenchmarkFastReceive(b *testing.B) {
-	for _, layer := range []bool{false, true} {
-		name := "raw"
-		if layer {
-			name = "auto"
-		}
-		b.Run(name, func(b *testing.B) { benchFastReceive(b, layer) })
+	for _, mode := range []string{"raw", "auto"} {
+		b.Run(mode, func(b *testing.B) { benchFastReceive(b, mode == "auto") })
 	}
 }
 
@@ -549,9 +541,7 @@ func benchFastReceive(b *testing.B, layer bool) {
 			if !layer {
 				continue
 			}
-			f.curBuf = &m.Buffers[0]
 			f.receive(m.Buffers[0][:n], from, oob, now)
-			f.curBuf = nil
 			if seq++; seq%32 == 0 {
 				// The group's repair; its content does not matter here,
 				// as no datagram is missing.
@@ -570,8 +560,7 @@ func benchFastReceive(b *testing.B, layer bool) {
 }
 
 // With GSO off (QUIC_GO_DISABLE_GSO, quic-go's own switch) every datagram
-// of a GSO write quic-go hands in goes out on its own, its header and body
-// gathered by one sendmsg each, and arrives whole.
+// of a GSO write quic-go hands in goes out on its own and arrives whole.
 func TestFastPathWithoutGSO(t *testing.T) {
 	t.Setenv("QUIC_GO_DISABLE_GSO", "1")
 	a, fa := fastConnOn(t, Config{GroupSize: 4, Repair: 1, Hold: forever})

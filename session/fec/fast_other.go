@@ -19,13 +19,3 @@ func (c *Conn) PacketConn() net.PacketConn { return c }
 func appendSegmentSize(b []byte, _ int) []byte { return b }
 
 func isGSOError(error) bool { return false }
-
-// gather is empty without a gathering write.
-type gather struct{}
-
-// sendPieces sends the run made of pieces back to back, flattened into
-// flat.
-func (c *Conn) sendPieces(_ *gather, pieces [][]byte, seg int, oob []byte, scratch, flat *[]byte, addr net.Addr) error {
-	*flat = appendPieces((*flat)[:0], pieces)
-	return c.send(*flat, seg, oob, scratch, addr)
-}

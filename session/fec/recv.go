@@ -23,7 +23,6 @@ type slot struct {
 	rebuilt   bool      // rebuilt from repairs (the link lost it)
 	at        time.Time // when it arrived or was rebuilt
 	buf       []byte    // the datagram, kept for recovery of its group
-	raw       []byte    // the whole socket read buffer buf lies in, when it was taken from a read (Conn.curBuf)
 	oob       []byte    // control messages it arrived with (fast path), or those of the datagram that completed its rebuild
 	lentGen   uint64    // Conn.readGen when a delivery last lent buf and oob (0: never)
 }
@@ -200,9 +199,9 @@ func (p *rxPeer) data(seq uint32, payload []byte, now time.Time) {
 		// so), and its round trip times the next requests.
 		p.c.st.retrieved.Add(1)
 		p.sampleAsk(now.Sub(s.at))
-		p.store(seq, payload, now, true, true)
+		p.store(seq, payload, now, true)
 	} else {
-		p.store(seq, payload, now, false, true)
+		p.store(seq, payload, now, false)
 	}
 	for _, g := range p.pending {
 		if g.holds(seq) {
@@ -213,40 +212,21 @@ func (p *rxPeer) data(seq uint32, payload []byte, now time.Time) {
 	p.flush(now)
 }
 
-// store records a datagram that arrived (wire: payload lies in the
-// datagram being handled) or was rebuilt; one behind next (its gap was
-// given up, or it precedes the first datagram heard) is delivered at once.
-// rebuilt marks it lost by the link. It reports whether seq had been given
-// up.
-func (p *rxPeer) store(seq uint32, payload []byte, now time.Time, rebuilt, wire bool) (givenUp bool) {
+// store records a datagram that arrived or was rebuilt; one behind next
+// (its gap was given up, or it precedes the first datagram heard) is
+// delivered at once. It reports whether seq had been given up.
+func (p *rxPeer) store(seq uint32, payload []byte, now time.Time, rebuilt bool) (givenUp bool) {
 	s := &p.slots[seq%window]
 	givenUp = s.seq == seq && s.st == slotGivenUp
 	late := givenUp || seqLess(seq, p.next)
 	s.seq, s.st, s.at, s.rebuilt = seq, slotHave, now, rebuilt
-	lent := s.lentGen == p.c.readGen
-	if lent {
+	if s.lentGen == p.c.readGen {
 		// A delivery of this read may still hold the buffers: fill new
 		// ones (only when the window wrapped within one read).
-		s.oob = nil
+		s.buf, s.oob = nil, nil
 	}
 	s.lentGen = 0
-	if rb := p.c.curBuf; wire && rb != nil {
-		// Swap instead of copying: the slot keeps the read buffer, and
-		// the socket's next read fills the slot's old one. That read
-		// comes after every delivery made so far was copied out
-		// (Conn.readGen), so even a buffer lent in this read may go.
-		p.c.curBuf = nil
-		old := s.raw
-		if cap(old) < readBufSize {
-			old = make([]byte, readBufSize)
-		}
-		s.raw, s.buf, *rb = *rb, payload, old[:cap(old)]
-	} else {
-		if lent {
-			s.buf, s.raw = nil, nil
-		}
-		s.buf = append(s.buf[:0], payload...)
-	}
+	s.buf = append(s.buf[:0], payload...)
 	s.oob = append(s.oob[:0], p.c.curOOB...)
 	s.delivered = late
 	if late {
@@ -409,7 +389,7 @@ func (p *rxPeer) tryRecover(g *rxGroup, now time.Time) {
 		if lenPrefix+l > len(sh) {
 			continue
 		}
-		if !p.store(g.seqOf(i), sh[lenPrefix:lenPrefix+l], now, true, false) {
+		if !p.store(g.seqOf(i), sh[lenPrefix:lenPrefix+l], now, true) {
 			p.c.st.recovered.Add(1)
 		}
 	}

@@ -28,17 +28,13 @@ type txPeer struct {
 	lastAt  time.Time
 	timer   *time.Timer // flushes the open block (idle or FlushMax)
 	armed   bool
-	hdrs    []byte     // headers of the frames waiting for sendOut, back to back
-	outF    []outFrame // the frames waiting for sendOut, in order
-	pieces  [][]byte   // scratch: headers and bodies of one run (sendOut)
-	gather  gather     // scratch of the gathering system call (fast_linux.go)
-	flat    []byte     // scratch: a run in one buffer, where the socket takes no gather
+	out     []byte     // frames waiting for sendOut, back to back
+	outF    []outFrame // their sizes and kinds
 	oob     []byte     // control messages of the last write
 	cmsg    []byte     // scratch: oob plus the GSO segment size
 	enc     codecs
-	work    [][]byte // one group's shards at flush
-	rep     [][]byte // repair shard buffers, of the groups flushed since the last sendOut from repNext down
-	repNext int
+	work    [][]byte  // one group's shards at flush
+	rep     [][]byte  // repair shard buffers of the block's groups
 	groups  []txGroup // the block's groups at flush
 
 	// The open block holds blockDepth groups' worth of datagrams
@@ -120,6 +116,7 @@ func newTxPeer(c *Conn, addr net.Addr) *txPeer {
 		c:      c,
 		addr:   addr,
 		seq:    binary.BigEndian.Uint32(b[:]),
+		out:    make([]byte, 0, 1600),
 		enc:    codecs{},
 		repair: c.cfg.Repair,
 		depth:  1,
@@ -236,16 +233,14 @@ func (p *txPeer) frameData(b []byte, now time.Time) {
 	// every group cost a thread wake-up each on a quiet host.
 }
 
-// queue adds a frame of hdr header bytes and body to those waiting for
-// sendOut and returns its header, which the caller fills in whole. body is
-// not copied (sendOut gathers it from where it lies): it must stay as it
-// is until sendOut, as quic-go's buffer does during its write, a history
-// entry under p.mu, and a repair buffer until sendOut (repNext).
-func (p *txPeer) queue(body []byte, hdr int, kind frameKind) []byte {
-	off := len(p.hdrs)
-	p.hdrs = slices.Grow(p.hdrs, hdr)[:off+hdr]
-	p.outF = append(p.outF, outFrame{hdr: off, hlen: hdr, body: body, kind: kind})
-	return p.hdrs[off:]
+// queue appends a frame of hdr header bytes (filled in whole by the
+// caller) and body to the frames waiting for sendOut.
+func (p *txPeer) queue(body []byte, hdr int, kind frameKind) {
+	// Not zeroed: putData, putPadded and putRepair write every byte.
+	n := len(p.out)
+	p.out = slices.Grow(p.out, hdr+len(body))[:n+hdr]
+	p.out = append(p.out, body...)
+	p.outF = append(p.outF, outFrame{n: hdr + len(body), kind: kind})
 }
 
 // queueData queues b as data datagram seq: padded (tag 0x36) when the
@@ -257,21 +252,19 @@ func (p *txPeer) queue(body []byte, hdr int, kind frameKind) []byte {
 // keeps the framing of the time it goes out, as its size must fit alike.
 func (p *txPeer) queueData(b []byte, seq uint32, kind frameKind) {
 	if p.padded {
-		putPadded(p.queue(b, paddedHeaderLen, kind), seq)
+		p.queue(b, paddedHeaderLen, kind)
+		putPadded(p.out[len(p.out)-paddedHeaderLen-len(b):], seq)
 		return
 	}
-	putData(p.queue(b, dataHeaderLen, kind), seq)
+	p.queue(b, dataHeaderLen, kind)
+	putData(p.out[len(p.out)-dataHeaderLen-len(b):], seq)
 }
 
-// outFrame is a frame waiting for sendOut: its header at
-// txPeer.hdrs[hdr:hdr+hlen], then body.
+// outFrame is one frame in txPeer.out.
 type outFrame struct {
-	hdr, hlen int
-	body      []byte
-	kind      frameKind
+	n    int
+	kind frameKind
 }
-
-func (f *outFrame) size() int { return f.hlen + len(f.body) }
 
 // frameKind is what a queued frame is, for the counters.
 type frameKind uint8
@@ -284,20 +277,19 @@ const (
 
 // sendOut sends the queued frames in order and empties the queue. With
 // GSO, each run of equal-size frames (and a shorter one ending it) goes
-// out in one system call, as quic-go's own batches do without FEC; the
-// call gathers the run's headers and bodies where they lie. It returns
-// the first error; frames after a failed run are still tried.
+// out in one system call, as quic-go's own batches do without FEC. It
+// returns the first error; frames after a failed run are still tried.
 func (p *txPeer) sendOut() error {
 	c := p.c
 	var first error
+	off := 0
 	for i := 0; i < len(p.outF); {
-		size := p.outF[i].size()
-		total, j := size, i+1
+		size, total, j := p.outF[i].n, p.outF[i].n, i+1
 		if c.gso.Load() {
-			for j < len(p.outF) && j-i < maxGSOSegments && p.outF[j].size() <= size && total+p.outF[j].size() <= maxGSOBytes {
-				total += p.outF[j].size()
+			for j < len(p.outF) && j-i < maxGSOSegments && p.outF[j].n <= size && total+p.outF[j].n <= maxGSOBytes {
+				total += p.outF[j].n
 				j++
-				if p.outF[j-1].size() < size {
+				if p.outF[j-1].n < size {
 					break
 				}
 			}
@@ -306,11 +298,7 @@ func (p *txPeer) sendOut() error {
 		if j-i > 1 {
 			seg = size
 		}
-		p.pieces = p.pieces[:0]
-		for _, f := range p.outF[i:j] {
-			p.pieces = append(p.pieces, p.hdrs[f.hdr:f.hdr+f.hlen], f.body)
-		}
-		if err := c.sendPieces(&p.gather, p.pieces, seg, p.oob, &p.cmsg, &p.flat, p.addr); err != nil {
+		if err := c.send(p.out[off:off+total], seg, p.oob, &p.cmsg, p.addr); err != nil {
 			first = cmp.Or(first, err)
 		} else {
 			for _, f := range p.outF[i:j] {
@@ -324,21 +312,11 @@ func (p *txPeer) sendOut() error {
 				}
 			}
 		}
+		off += total
 		i = j
 	}
-	// The references to quic-go's buffers and the history go.
-	clear(p.outF)
-	clear(p.pieces)
-	p.hdrs, p.outF, p.repNext = p.hdrs[:0], p.outF[:0], 0
+	p.out, p.outF = p.out[:0], p.outF[:0]
 	return first
-}
-
-// appendPieces appends the pieces to b, back to back.
-func appendPieces(b []byte, pieces [][]byte) []byte {
-	for _, x := range pieces {
-		b = append(b, x...)
-	}
-	return b
 }
 
 // flushIdle is how long the open block waits for a next datagram. A block
@@ -414,9 +392,7 @@ func (p *txPeer) flushLocked() {
 	g := p.blockSpan
 	d := max(1, (n+g-1)/g, min(p.blockDepth, n/minPerGroup))
 	p.groups = p.groups[:0]
-	// The repairs queued by an earlier flush of this write still wait
-	// for sendOut in their buffers: this block's take the next ones.
-	nrep, maxR := p.repNext, 0
+	nrep, maxR := 0, 0
 	for j := range d {
 		cnt := (n - j + d - 1) / d
 		r := repairCount(cnt, g, p.repair)
@@ -434,13 +410,14 @@ func (p *txPeer) flushLocked() {
 		nrep += r
 		maxR = max(maxR, r)
 	}
-	p.repNext = nrep
 	for i := range maxR {
 		for _, gr := range p.groups {
 			if i >= gr.r {
 				continue
 			}
-			putRepair(p.queue(p.rep[gr.rep+i], repairHeaderLen, frameRepair), p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
+			body := p.rep[gr.rep+i]
+			p.queue(body, repairHeaderLen, frameRepair)
+			putRepair(p.out[len(p.out)-repairHeaderLen-len(body):], p.first+uint32(gr.j), gr.cnt, gr.r, i, d)
 		}
 	}
 }
