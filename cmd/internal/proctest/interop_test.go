@@ -239,6 +239,16 @@ func (g *originGroup) request(row *scenario, c *peerClient) (request, string) {
 	if row.abN > 0 {
 		r.N, r.C = row.abN, row.abC
 	}
+	if c.name == "ab-k" && (row.want < 200 || row.want > 299) {
+		// ab -k sends a next request on every connection whose answer
+		// completes, even once the last one needed is under way, and
+		// counts a non-2xx answer when it reads its head: with a second
+		// connection, an answer that comes back at once (an early 413, a
+		// 304) to that extra request is counted before ab stops, so "Non-2xx
+		// responses" is n or n+1 by timing, directly too (seen in CI). One
+		// connection stops at the n-th answer.
+		r.C = 1
+	}
 	if why := row.notFor[c.name]; why != "" {
 		return r, why
 	}
