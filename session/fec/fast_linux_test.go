@@ -391,7 +391,7 @@ func benchGSOWrite(b *testing.B, cfg *Config, padded bool) {
 // a window's worth of slot reuse, and a slot taken again in the same
 // socket read while its last datagram waits to be read out (a delivery
 // lends its slot's buffers, rxPeer.store).
-func TestFastPathSwapKeepsBytes(t *testing.T) {
+func TestFastPathKeepsBytes(t *testing.T) {
 	_, fb := fastConnOn(t, Config{GroupSize: 16, Repair: 1, Hold: forever})
 	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -450,7 +450,7 @@ func TestFastPathSwapKeepsBytes(t *testing.T) {
 // The fast path sends on an IPv6 socket and from a dual-stack socket to
 // an IPv4 peer: every datagram of a GSO write with its repairs arrives
 // whole.
-func TestFastPathGatherAddressFamilies(t *testing.T) {
+func TestFastPathAddressFamilies(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		network   string
