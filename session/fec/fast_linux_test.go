@@ -586,3 +586,66 @@ func TestFastPathWithoutGSO(t *testing.T) {
 		t.Errorf("%d GSO writes with GSO off", out)
 	}
 }
+
+// The headers go out exactly as framed: the send buffer is reused without
+// being zeroed (txPeer.queue), so every header byte must be written each
+// time; the padded header's five bytes after the seq are zeros, whatever
+// the buffer held before.
+func TestFramesWrittenWhole(t *testing.T) {
+	c, f := fastConnOn(t, Config{GroupSize: 4, Auto: true})
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	to := sink.LocalAddr().(*net.UDPAddr)
+	// The peer reads padded data (its report says so).
+	r := make([]byte, reportFlagsLen)
+	putReport(r, 1, lossReport{n: 1000})
+	r[reportLen] = flagResends | flagPadded
+	c.readMu.Lock()
+	c.receive(r, to, nil, time.Now())
+	c.readMu.Unlock()
+
+	const seg, per, writes = 200, 6, 4
+	buf := bytes.Repeat([]byte{0xff}, seg*per)
+	for range writes {
+		if _, _, err := f.WriteMsgUDP(buf, appendSegmentSize(nil, seg), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var data, repairs int
+	var last uint32
+	got := make([]byte, 2048)
+	sink.SetReadDeadline(time.Now().Add(safety))
+	for data < per*writes {
+		n, _, err := sink.ReadFrom(got)
+		if err != nil {
+			t.Fatalf("after %d data and %d repairs: %v", data, repairs, err)
+		}
+		b := got[:n]
+		switch b[0] {
+		case tagPadded:
+			if n != paddedHeaderLen+seg || !bytes.Equal(b[dataHeaderLen:paddedHeaderLen], make([]byte, 5)) {
+				t.Fatalf("padded datagram of %d bytes, header % x", n, b[:paddedHeaderLen])
+			}
+			if seq := be32(b[1:5]); data > 0 && seq != last+1 {
+				t.Fatalf("seq %d after %d", seq, last)
+			}
+			last = be32(b[1:5])
+			data++
+		case tagRepair:
+			// Groups of 4, or 8 once the followed loss was zero for a
+			// second (txPeer.span).
+			if g, rr, idx := int(b[5]), int(b[6]), int(b[7]); g < 1 || g > 8 || rr < 1 || idx >= rr {
+				t.Fatalf("repair header % x", b[:repairHeaderLen])
+			}
+			repairs++
+		default:
+			t.Fatalf("datagram with tag %#x", b[0])
+		}
+	}
+	if repairs == 0 {
+		t.Fatal("no repairs: the test did not exercise them")
+	}
+}
