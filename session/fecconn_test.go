@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ptproxy/ptproxy/session/fec/fectest"
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // bulk serves GET /bulk with 1 MiB of known bytes and answers a POST with
@@ -42,7 +43,7 @@ func startFECServer(t *testing.T, cs *certSet, tr Transport) (*Server, *logBuf) 
 	t.Helper()
 	log, logs := newLogger(t)
 	s, err := NewServer(ServerOptions{
-		BindAddress: "127.0.0.1", Port: freePort(t), TLS: cs.serverTLS(t, "client.test", "server.test"),
+		BindAddress: "127.0.0.1", Port: nettest.FreePort(t, "udp"), TLS: cs.serverTLS(t, "client.test", "server.test"),
 		Transport: tr, Handler: httpHandler(bulk), Logger: log.With("side", "server"), PeerHostname: "client.test",
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/ptproxy/ptproxy/session/pki"
 	"go.uber.org/goleak"
 )
@@ -193,7 +194,7 @@ func startServer(t *testing.T, tlsConf *tls.Config, port int, h http.Handler) *t
 func startServerMod(t *testing.T, tlsConf *tls.Config, port int, h http.Handler, mod func(*ServerOptions)) *testServer {
 	t.Helper()
 	if port == 0 {
-		port = freePort(t)
+		port = nettest.FreePort(t, "udp")
 	}
 	log, logs := newLogger(t)
 	o := ServerOptions{
@@ -321,18 +322,6 @@ func readBody(t *testing.T, resp *http.Response) string {
 		t.Fatalf("reading body: %v", err)
 	}
 	return string(b)
-}
-
-// freePort returns a UDP port that was free a moment ago (Port 0 means the
-// default 20010 in the options, so tests pick a port themselves).
-func freePort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
 func slogJSON(b *logBuf) *slog.Logger {

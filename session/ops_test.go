@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio/h3"
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // delayRelay forwards UDP between one client and a server on loopback,
@@ -354,7 +355,7 @@ func TestClientProbeDetectsStuckLoop(t *testing.T) {
 
 func TestClientProbeWhileConnectingAndBackingOff(t *testing.T) {
 	cs := newCertSet(t)
-	port := freePort(t) // nobody listens: attempts time out, then back off
+	port := nettest.FreePort(t, "udp") // nobody listens: attempts time out, then back off
 	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
 		o.Transport.MaxIdleTimeout = 5 * time.Second
 	})
@@ -480,3 +481,4 @@ func TestGoAwayIs503(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
+

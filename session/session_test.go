@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/ptproxy/ptproxy/session/pki"
 )
 
@@ -182,7 +183,7 @@ func TestClientCertFromOtherCA(t *testing.T) {
 
 func TestNotReadyImmediately(t *testing.T) {
 	cs := newCertSet(t)
-	port := freePort(t) // nobody listens
+	port := nettest.FreePort(t, "udp") // nobody listens
 	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
 		o.Transport.MaxIdleTimeout = 300 * time.Millisecond
 	})
@@ -207,7 +208,7 @@ func TestNotReadyImmediately(t *testing.T) {
 
 func TestResolverCalledEveryAttempt(t *testing.T) {
 	cs := newCertSet(t)
-	port := freePort(t)
+	port := nettest.FreePort(t, "udp")
 	var calls atomic.Int32
 	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
 		o.ConnectAddress = "tunnel.example"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ptproxy/ptproxy/httpio"
 	"github.com/ptproxy/ptproxy/httpio/h3"
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/quic-go/quic-go"
 )
 
@@ -22,7 +23,7 @@ import (
 // requests wait up to wait for a session.
 func waitingClient(t *testing.T, cs *certSet, wait time.Duration) (*testClient, int) {
 	t.Helper()
-	port := freePort(t)
+	port := nettest.FreePort(t, "udp")
 	cl := startClient(t, cs.clientTLS(t, "server.test", cs.client(t, "client.test")), port, func(o *ClientOptions) {
 		o.SessionWait = wait
 	})

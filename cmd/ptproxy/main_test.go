@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/ptproxy/ptproxy/session/pki"
 )
 
@@ -236,15 +237,6 @@ type setup struct {
 	ca                *pki.CA // signed the files in dir
 }
 
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 func freeTCPAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -258,7 +250,7 @@ func freeTCPAddr(t *testing.T) string {
 // paths, resolved against the file's directory, as deployed).
 func writeConfigs(t *testing.T, origin string, drainTimeoutMS int) *setup {
 	t.Helper()
-	s := &setup{dir: t.TempDir(), quicPort: freeUDPPort(t), httpAddr: freeTCPAddr(t)}
+	s := &setup{dir: t.TempDir(), quicPort: nettest.FreePort(t, "udp"), httpAddr: freeTCPAddr(t)}
 	ca, err := pki.NewCA("process test CA")
 	if err != nil {
 		t.Fatal(err)

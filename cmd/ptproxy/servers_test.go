@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/ptproxy/ptproxy/session/pki"
 )
 
@@ -25,7 +26,7 @@ func TestSystemdStatusSeveralServers(t *testing.T) {
 	if err := pki.WriteFiles(filepath.Join(s.dir, "s2"), s.ca, map[string]*pki.Leaf{"server2": sv2}); err != nil {
 		t.Fatal(err)
 	}
-	port2 := freeUDPPort(t)
+	port2 := nettest.FreePort(t, "udp")
 	server, err := os.ReadFile(s.serverCfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ptproxy/ptproxy/httpio"
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // echoOrigin answers /echo with the request body, /bytes?n= with n bytes,
@@ -226,12 +227,7 @@ func rawRoundTrip(t *testing.T, addr, raw string) string {
 func TestEndToEndPeerNotRunningIs503(t *testing.T) {
 	pk := newTestPKI(t)
 	// A UDP port nobody listens on.
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
+	port := nettest.FreePort(t, "udp")
 	cfg := pk.clientConfig(port)
 	cfg.Transport.MaxIdleTimeout = 300 // attempts fail quickly
 	clog, _ := newTestLogger(t)
@@ -318,12 +314,7 @@ func TestEndToEndServerRestartReconnects(t *testing.T) {
 func TestEndToEndRequestWaitsForSession(t *testing.T) {
 	origin := startOrigin(t, echoOrigin(nil))
 	pk := newTestPKI(t)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close() // nobody listens yet
+	port := nettest.FreePort(t, "udp") // nobody listens yet
 	ccfg := pk.clientConfig(port)
 	ccfg.System.SessionWaitTimeout = 60000 // a safety net, not a timing
 	clog, _ := newTestLogger(t)

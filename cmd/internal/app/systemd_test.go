@@ -18,6 +18,7 @@ import (
 
 	"github.com/ptproxy/ptproxy/config"
 	"github.com/ptproxy/ptproxy/session"
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // recNotifier records sd_notify messages (the in-process view; the
@@ -459,7 +460,7 @@ initial_rtt = 50
 initial_window = 100000
 send_window = 500000
 congestion_algorithm = "Bbr"
-`, freeUDPPort(t), p.path("ca.pem"), p.path("server.pem"), p.path("server-key.pem"))
+`, nettest.FreePort(t, "udp"), p.path("ca.pem"), p.path("server.pem"), p.path("server-key.pem"))
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -518,13 +519,4 @@ func TestStdlogBridge(t *testing.T) {
 	if !logs.contains("failed to sufficiently increase receive buffer size", "quic-go", "WARN") {
 		t.Fatal("quic-go's line did not reach slog")
 	}
-}
-
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/ptproxy/ptproxy/httpio"
 	"github.com/ptproxy/ptproxy/httpio/h3"
 	"github.com/ptproxy/ptproxy/session"
+	"github.com/ptproxy/ptproxy/session/nettest"
 	"github.com/quic-go/quic-go"
 )
 
@@ -386,7 +387,7 @@ func startCaddy(t *testing.T, bin, dir, origin string) *caddyProc {
 	t.Helper()
 	var err error
 	for try := range 3 {
-		port := freeTCPUDPPort(t)
+		port := nettest.FreePort(t, "tcp", "udp")
 		conf := caddyConfig(dir, port, origin)
 		path := filepath.Join(dir, "caddy.json")
 		if err := os.WriteFile(path, conf, 0o644); err != nil {
@@ -451,22 +452,6 @@ func caddyConfig(dir string, port int, origin string) []byte {
 		panic(err)
 	}
 	return b
-}
-
-// freeTCPUDPPort is a loopback port free for TCP and UDP right now: Caddy
-// serves HTTP/3 on the UDP port of its TCP listener.
-func freeTCPUDPPort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		port := freeTCPPort(t)
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		if err == nil {
-			c.Close()
-			return port
-		}
-	}
-	t.Fatal("no loopback port free for both TCP and UDP")
-	return 0
 }
 
 // sessionClient is our session.Client dialling Caddy, with its transitions

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // TestTwoEndpointsInterop: one pair, two endpoints over its one session,
@@ -19,7 +21,7 @@ func TestTwoEndpointsInterop(t *testing.T) {
 	nginx := startOriginKind(t, nginxOrigin())
 	node := startOriginKind(t, nodeOrigin("node", 0))
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	serverCfg := e.serverConfig("server.toml", port, nginx.addr())
 	appendTo(t, serverCfg, fmt.Sprintf("[[origin_groups]]\nname = \"node\"\naddresses = [%q]\n\n[[endpoints]]\nname = \"node\"\norigin_group = \"node\"\n", node.addr()))
 	clientCfg := e.clientConfig("client.toml", port)

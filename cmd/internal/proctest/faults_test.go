@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // faultOrigin is the origin behind the server process. It counts the
@@ -256,7 +258,7 @@ const outageWait = "session_wait_timeout = 200"
 func TestServerKilledMidStream(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	server, client, addr := startPair(t, e, o.addr, port, port, outageWait)
 
 	down := startDownload(t, addr)
@@ -350,7 +352,7 @@ func checkRecovery(t *testing.T, client *proc, since time.Time) {
 func TestPartitionDetectedWithinIdleTimeout(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	relay, err := NewRelay(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
 		t.Fatal(err)
@@ -398,7 +400,7 @@ func TestPartitionDetectedWithinIdleTimeout(t *testing.T) {
 func TestClientKilledMidStream(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	server, client, addr := startPair(t, e, o.addr, port, port)
 
 	down := startDownload(t, addr)
@@ -420,7 +422,7 @@ func TestClientKilledMidStream(t *testing.T) {
 func TestOutageAnswers503(t *testing.T) {
 	o := newFaultOrigin(t)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	server, client, addr := startPair(t, e, o.addr, port, port, outageWait)
 	server.kill()
 	client.waitLog("lost transition", "session idle", 0, event("lost"))
@@ -457,7 +459,7 @@ func TestRestartRequestsWait(t *testing.T) {
 	const restarts = 3
 	o := newFaultOrigin(t)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	// A safety net, not a timing: requests wait until the server is back.
 	server, client, addr := startPair(t, e, o.addr, port, port, "session_wait_timeout = 60000")
 

@@ -161,17 +161,6 @@ func (e *env) write(name, content string) string {
 	return p
 }
 
-// freeUDPPort returns a loopback UDP port nobody is bound to right now.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // record is one JSON log line of a process.
 type record map[string]any
 

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // The peers of the interop suite (TestInterop): origin servers and HTTP
@@ -104,17 +106,6 @@ func pythonExe(t *testing.T) string {
 		return exe
 	}
 	return py
-}
-
-// freeTCPPort returns a loopback TCP port nobody listens on right now.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // peerProc is an origin server process started by the test. It is stopped
@@ -262,7 +253,7 @@ func startOriginKind(t *testing.T, k *originKind) *originInstance {
 	o := &originInstance{kind: k, bin: needTool(t, k.bin, k.pkg), dir: t.TempDir()}
 	var err error
 	for range 3 {
-		o.port = freeTCPPort(t)
+		o.port = nettest.FreePort(t, "tcp")
 		if err = o.launch(t); err == nil {
 			return o
 		}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // TestInterop checks ptproxy against servers and clients we did not write
@@ -45,7 +47,7 @@ func TestInterop(t *testing.T) {
 func runOriginGroup(t *testing.T, x *interopRun, kind *originKind, results *matrix) {
 	o := startOriginKind(t, kind)
 	e := newEnv(t)
-	port := freeUDPPort(t)
+	port := nettest.FreePort(t, "udp")
 	server, _, addr := startPair(t, e, o.addr(), port, port)
 	g := &originGroup{x: x, kind: kind, origin: o, proxied: "http://" + addr, results: results, server: server}
 	for _, row := range interopRows {

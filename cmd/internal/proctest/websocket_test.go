@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/ptproxy/ptproxy/session/nettest"
 )
 
 // wsOutcome is what testdata/interop/ws.py's client reports.
@@ -32,14 +34,14 @@ func TestWebSocketInterop(t *testing.T) {
 	py := pythonWith(t, "websockets", "python3-websockets")
 	script := filepath.Join(interopDir(t), "ws.py")
 	dir := t.TempDir()
-	port := freeTCPPort(t)
+	port := nettest.FreePort(t, "tcp")
 	originAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	origin := startPeerProc(t, "ws-origin", exec.Command(py, script, "server", "--port", strconv.Itoa(port)), dir)
 	if err := origin.waitAccepting(originAddr); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	udp := freeUDPPort(t)
+	udp := nettest.FreePort(t, "udp")
 	_, _, addr := startPair(t, e, originAddr, udp, udp)
 
 	run := func(what, url string) wsOutcome {
