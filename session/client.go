@@ -86,6 +86,9 @@ type Client struct {
 	// testHookSent, when set, runs on the requester's goroutine right
 	// after a request head was written on a session.
 	testHookSent atomic.Pointer[func()]
+	// testHookHead, when set, runs between the request head's write and
+	// the FIN of a bodiless request, with its stream (tests).
+	testHookHead atomic.Pointer[func(*quic.Stream)]
 	// testHookEarly, when set, runs on the attempt's goroutine right after
 	// an early (0-RTT) session was published.
 	testHookEarly atomic.Pointer[func()]

@@ -183,7 +183,16 @@ func (x *Exchange) send(s *clientSession, e *earlySession) error {
 		w.SetPeerLimit(s.h3.peerFieldLimit())
 	}
 	if err = w.WriteHead(x.head); err == nil && x.bodiless {
-		err = w.Close()
+		if h := x.c.testHookHead.Load(); h != nil {
+			(*h)(str)
+		}
+		if err = w.Close(); err != nil && peerStoppedCleanly(str) {
+			// The head went out and the server already answered and
+			// stopped reading (STOP_SENDING with H3_NO_ERROR, RFC 9114
+			// 4.1) before the FIN left: the request is being answered.
+			// Read the answer; sending it again would run it twice.
+			err = nil
+		}
 	}
 	if err != nil {
 		// An early stream is never touched again (see earlySession);
@@ -236,6 +245,13 @@ func (x *Exchange) CloseWrite(trailers httpio.Header) error {
 		return nil
 	}
 	return withPeerStop(err, x.str)
+}
+
+// peerStoppedCleanly reports whether the peer stopped reading str with
+// H3_NO_ERROR: it needs no more of the request (it answered early).
+func peerStoppedCleanly(str *quic.Stream) bool {
+	se, ok := errors.AsType[*quic.StreamError](context.Cause(str.Context()))
+	return ok && se.Remote && se.ErrorCode == quic.StreamErrorCode(h3.ErrCodeNoError)
 }
 
 // withPeerStop adds to err the peer's STOP_SENDING (a *quic.StreamError)
