@@ -106,7 +106,8 @@ func (in *Instance) status() Status {
 		if len(st.Sessions) > 0 {
 			for i, f := range byServer {
 				st.Sessions[i].FEC = &SessionFEC{Recovered: f.Stats.Recovered, Unrecoverable: f.Stats.Unrecoverable,
-					Mismatched: f.Stats.Mismatched, DataReceived: f.Stats.DataReceived}
+					Mismatched: f.Stats.Mismatched, DataReceived: f.Stats.DataReceived,
+					Retrieved: f.Stats.Retrieved, Resent: f.Stats.Resent}
 			}
 		}
 	}

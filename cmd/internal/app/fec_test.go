@@ -224,6 +224,12 @@ func TestFECResendHidesLossFromQUIC(t *testing.T) {
 	if k := `ptproxy_quic_session_packets{direction="lost",server="server.test"}`; cm[k] != 0 {
 		t.Errorf("client: %s = %v, want quic-go to have seen no loss", k, cm[k])
 	}
+	// /status says the same, at the top and for the session.
+	st := fetchStatus(t, "http://"+client.AdminAddr().String())
+	if st.FEC == nil || len(st.Sessions) != 1 || st.Sessions[0].FEC == nil ||
+		st.FEC.Resent < 1 || st.Sessions[0].FEC.Resent != st.FEC.Resent || st.Sessions[0].FEC.Retrieved != st.FEC.Retrieved {
+		t.Errorf("client status: fec %+v, sessions %+v", st.FEC, st.Sessions)
+	}
 }
 
 // TestFECPacketSize: with FEC quic-go's packets start at

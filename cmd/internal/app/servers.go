@@ -391,6 +391,9 @@ type SessionFEC struct {
 	Unrecoverable uint64 `json:"unrecoverable_datagrams"`
 	Mismatched    uint64 `json:"mismatched_datagrams"`
 	DataReceived  uint64 `json:"data_datagrams_received"`
+	// Resending on request (mode "auto"), as in FECStatus.
+	Retrieved uint64 `json:"retrieved_datagrams,omitempty"`
+	Resent    uint64 `json:"resent_datagrams,omitempty"`
 }
 
 // SessionStats are the statistics of a session while it is up (in

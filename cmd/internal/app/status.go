@@ -81,6 +81,9 @@ func writeStatus(w io.Writer, st *Status, now time.Time) {
 			}
 			if f := ss.FEC; f != nil {
 				text += fmt.Sprintf(", fec recovered %d, unrecoverable %d of %d datagrams", f.Recovered, f.Unrecoverable, f.DataReceived)
+				if f.Retrieved > 0 || f.Resent > 0 {
+					text += fmt.Sprintf(", retrieved %d, resent %d", f.Retrieved, f.Resent)
+				}
 			}
 			if ss.LastFailure != "" {
 				text += "; last error: " + ss.LastFailure
