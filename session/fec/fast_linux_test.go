@@ -369,12 +369,7 @@ func benchGSOWrite(b *testing.B, cfg *Config, padded bool) {
 		}
 		defer c.Close()
 		if padded {
-			r := make([]byte, reportFlagsLen)
-			putReport(r, 1, lossReport{n: 1000})
-			r[reportLen] = flagResends | flagPadded
-			c.readMu.Lock()
-			c.receive(r, to, nil, time.Now())
-			c.readMu.Unlock()
+			peerReadsPadded(c, to)
 		}
 		write = c.PacketConn().(*fastConn).WriteMsgUDP
 	}
@@ -599,13 +594,7 @@ func TestFramesWrittenWhole(t *testing.T) {
 	}
 	defer sink.Close()
 	to := sink.LocalAddr().(*net.UDPAddr)
-	// The peer reads padded data (its report says so).
-	r := make([]byte, reportFlagsLen)
-	putReport(r, 1, lossReport{n: 1000})
-	r[reportLen] = flagResends | flagPadded
-	c.readMu.Lock()
-	c.receive(r, to, nil, time.Now())
-	c.readMu.Unlock()
+	peerReadsPadded(c, to)
 
 	const seg, per, writes = 200, 6, 4
 	buf := bytes.Repeat([]byte{0xff}, seg*per)
@@ -648,4 +637,15 @@ func TestFramesWrittenWhole(t *testing.T) {
 	if repairs == 0 {
 		t.Fatal("no repairs: the test did not exercise them")
 	}
+}
+
+// peerReadsPadded hands c a loss report from peer (no loss) whose flags
+// say it answers requests and reads padded data, as an "auto" peer's do.
+func peerReadsPadded(c *Conn, peer net.Addr) {
+	r := make([]byte, reportFlagsLen)
+	putReport(r, 1, lossReport{n: 1000})
+	r[reportLen] = flagResends | flagPadded
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	c.receive(r, peer, nil, time.Now())
 }
