@@ -69,8 +69,9 @@ type Conn struct {
 	udp *net.UDPConn
 	gso atomic.Bool
 	// fast counts the fast path at work (tests): GSO writes quic-go
-	// handed in, GSO runs sent, socket reads that took several datagrams.
-	fast struct{ gsoIn, gsoOut, batchIn atomic.Uint64 }
+	// handed in, GSO runs sent, socket reads that took several datagrams,
+	// trains of datagrams the kernel coalesced (UDP_GRO).
+	fast struct{ gsoIn, gsoOut, batchIn, groIn atomic.Uint64 }
 
 	// send side
 	txMu sync.Mutex // guards tx (the map, not the peers)
@@ -279,14 +280,18 @@ func (c *Conn) popReady() delivery {
 // ReadFrom implements net.PacketConn: it returns the next QUIC datagram,
 // received or rebuilt, without framing.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	return c.readFrom(b, c.readOne)
+}
+
+// readFrom is ReadFrom reading from the socket with read.
+func (c *Conn) readFrom(b []byte, read func() error) (int, net.Addr, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	if err := c.waitReady(c.readOne); err != nil {
+	if err := c.waitReady(read); err != nil {
 		return 0, nil, err
 	}
 	d := c.popReady()
-	n := copy(b, d.data)
-	return n, d.addr, nil
+	return copy(b, d.data), d.addr, nil
 }
 
 // readOne reads one datagram from the socket and handles it.

@@ -28,8 +28,12 @@ const batchSize = 8
 
 // readBufSize holds any datagram of the layer (at most the packet size
 // plus Overhead) and the first bytes of a larger unframed one, enough to
-// tell a peer with FEC off.
-const readBufSize = 2048
+// tell a peer with FEC off. groBufSize holds a train of datagrams the
+// kernel coalesced (UDP_GRO): at most one UDP payload.
+const (
+	readBufSize = 2048
+	groBufSize  = 1<<16 + readBufSize
+)
 
 // enableFast marks c for the fast path when pc is a UDP socket: writes
 // carry control messages and, where the socket takes UDP_SEGMENT, batch
@@ -46,20 +50,37 @@ func (c *Conn) enableFast(pc net.PacketConn) {
 // gsoAvailable reports whether the socket takes UDP_SEGMENT, unless
 // QUIC_GO_DISABLE_GSO (quic-go's own switch) turns GSO off.
 func gsoAvailable(u *net.UDPConn) bool {
-	if off, err := strconv.ParseBool(os.Getenv("QUIC_GO_DISABLE_GSO")); err == nil && off {
-		return false
-	}
+	return !offloadOff() && control(u, func(fd int) error {
+		_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		return err
+	})
+}
+
+// groEnable asks the socket to coalesce what it receives (UDP_GRO, Linux
+// 5.0), unless QUIC_GO_DISABLE_GSO turns segmentation offload off.
+func groEnable(u *net.UDPConn) bool {
+	return !offloadOff() && control(u, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	})
+}
+
+// offloadOff reports whether QUIC_GO_DISABLE_GSO is set true.
+func offloadOff() bool {
+	off, err := strconv.ParseBool(os.Getenv("QUIC_GO_DISABLE_GSO"))
+	return err == nil && off
+}
+
+// control runs fn on u's socket and reports whether both worked.
+func control(u *net.UDPConn, fn func(fd int) error) bool {
 	rc, err := u.SyscallConn()
 	if err != nil {
 		return false
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		_, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-	}); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		return false
 	}
-	return serr == nil
+	return ferr == nil
 }
 
 // PacketConn returns what quic.Transport should get. Over a UDP socket it
@@ -67,13 +88,24 @@ func gsoAvailable(u *net.UDPConn) bool {
 // GSO writes (split into datagrams, framed, and sent again in GSO runs),
 // batched reads, ECN and packet-info control messages, and the socket
 // options. Otherwise it is c.
+//
+// It also asks the socket for coalesced receive (UDP_GRO), which quic-go
+// does not use: a GSO run of the peer's (or a train the network device
+// coalesced) arrives in one piece instead of datagram by datagram, which
+// spares the kernel more per datagram than the layer costs (transport.md
+// "Cost").
 func (c *Conn) PacketConn() net.PacketConn {
 	if c.udp == nil {
 		return c
 	}
 	f := &fastConn{Conn: c, bc: ipv4.NewPacketConn(c.udp), msgs: make([]ipv4.Message, batchSize)}
+	f.gro = groEnable(c.udp)
+	size := readBufSize
+	if f.gro {
+		size = groBufSize
+	}
 	for i := range f.msgs {
-		f.msgs[i].Buffers = [][]byte{make([]byte, readBufSize)}
+		f.msgs[i].Buffers = [][]byte{make([]byte, size)}
 		f.msgs[i].OOB = make([]byte, 256)
 	}
 	return f
@@ -84,8 +116,14 @@ func (c *Conn) PacketConn() net.PacketConn {
 // do; only the system calls and control messages differ.
 type fastConn struct {
 	*Conn
-	bc   *ipv4.PacketConn
-	msgs []ipv4.Message // owned under readMu
+	bc *ipv4.PacketConn
+
+	// Owned under readMu: the read buffers, whether the socket coalesces
+	// (gro), and the control messages of a train without its segment
+	// size (groOOB).
+	msgs   []ipv4.Message
+	gro    bool
+	groOOB []byte
 }
 
 // SyscallConn gives quic-go the socket for its options (buffer sizes,
@@ -176,26 +214,67 @@ func (f *fastConn) readBatch() error {
 		if m.Flags&unix.MSG_TRUNC != 0 && Framed(b) {
 			continue
 		}
-		f.receive(b, m.Addr, m.OOB[:m.NN], now)
+		oob, seg := m.OOB[:m.NN], 0
+		if f.gro {
+			oob, seg = f.groSegments(oob)
+		}
+		if seg <= 0 || seg >= len(b) {
+			f.receive(b, m.Addr, oob, now)
+			continue
+		}
+		// A train: datagrams of seg bytes, the last possibly shorter,
+		// that all came with the same control messages.
+		f.fast.groIn.Add(1)
+		for off := 0; off < len(b); off += seg {
+			f.receive(b[off:min(off+seg, len(b))], m.Addr, oob, now)
+		}
 	}
 	return nil
+}
+
+// ReadFrom is Conn.ReadFrom through readBatch, which splits the trains
+// the socket coalesced.
+func (f *fastConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	return f.readFrom(b, f.readBatch)
+}
+
+// groSegments finds the segment size of a coalesced train in oob (0: one
+// datagram) and returns oob without it: quic-go gets the control messages
+// the datagrams would have had one by one.
+func (f *fastConn) groSegments(oob []byte) ([]byte, int) {
+	body, from, to := findCmsg(oob, unix.IPPROTO_UDP, unix.UDP_GRO)
+	if len(body) < 4 {
+		return oob, 0
+	}
+	f.groOOB = append(append(f.groOOB[:0], oob[:from]...), oob[to:]...)
+	return f.groOOB, int(*(*int32)(unsafe.Pointer(&body[0])))
 }
 
 // segmentSize finds the UDP_SEGMENT control message in oob: the segment
 // size (0: none) and where the message lies, oob[from:to].
 func segmentSize(oob []byte) (seg, from, to int) {
+	body, from, to := findCmsg(oob, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	if len(body) < 2 {
+		return 0, len(oob), len(oob)
+	}
+	return int(*(*uint16)(unsafe.Pointer(&body[0]))), from, to
+}
+
+// findCmsg finds the control message of level and typ in oob: its body
+// (nil: none) and where the whole message lies, oob[from:to].
+func findCmsg(oob []byte, level, typ int32) (body []byte, from, to int) {
 	for off := 0; off < len(oob); {
 		h, body, remainder, err := unix.ParseOneSocketControlMessage(oob[off:])
 		if err != nil {
-			return 0, len(oob), len(oob)
+			break
 		}
 		next := len(oob) - len(remainder)
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 {
-			return int(*(*uint16)(unsafe.Pointer(&body[0]))), off, next
+		if h.Level == level && h.Type == typ {
+			return body, off, next
 		}
 		off = next
 	}
-	return 0, len(oob), len(oob)
+	return nil, len(oob), len(oob)
 }
 
 // appendSegmentSize appends a UDP_SEGMENT control message of size seg to
