@@ -162,8 +162,9 @@
 // # Cost
 //
 // Over a *net.UDPConn, [Conn.PacketConn] gives quic-go GSO, batched
-// receive, ECN and the socket options (fast_linux.go); otherwise quic-go
-// sees a plain net.PacketConn. The caller fixes quic-go's starting packet
+// receive, ECN and the socket options (fast_linux.go), and reads from a
+// socket that coalesces (UDP_GRO) what quic-go would read datagram by
+// datagram; otherwise quic-go sees a plain net.PacketConn. The caller fixes quic-go's starting packet
 // size (quic.Config.InitialPacketSize, Config.PacketSize) so that a packet
 // plus [Overhead] fits the path, and lets quic-go's path MTU discovery run
 // only in the adaptive mode (padded data above).
