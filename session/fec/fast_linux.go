@@ -93,7 +93,8 @@ func control(u *net.UDPConn, fn func(fd int) error) bool {
 // does not use: a GSO run of the peer's (or a train the network device
 // coalesced) arrives in one piece instead of datagram by datagram, which
 // spares the kernel more per datagram than the layer costs (transport.md
-// "Cost").
+// "Cost"). Reads must then go through what PacketConn returns, which
+// splits the trains; c's own ReadFrom would take a train for one datagram.
 func (c *Conn) PacketConn() net.PacketConn {
 	if c.udp == nil {
 		return c

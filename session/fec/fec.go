@@ -164,10 +164,11 @@
 // Over a *net.UDPConn, [Conn.PacketConn] gives quic-go GSO, batched
 // receive, ECN and the socket options (fast_linux.go), and reads from a
 // socket that coalesces (UDP_GRO) what quic-go would read datagram by
-// datagram; otherwise quic-go sees a plain net.PacketConn. The caller fixes quic-go's starting packet
-// size (quic.Config.InitialPacketSize, Config.PacketSize) so that a packet
-// plus [Overhead] fits the path, and lets quic-go's path MTU discovery run
-// only in the adaptive mode (padded data above).
+// datagram; otherwise quic-go sees a plain net.PacketConn. The caller
+// fixes quic-go's starting packet size (quic.Config.InitialPacketSize,
+// Config.PacketSize) so that a packet plus [Overhead] fits the path, and
+// lets quic-go's path MTU discovery run only in the adaptive mode (padded
+// data above).
 //
 // Framing is not authenticated: an off-path attacker who can spoof the
 // peer's address can disturb recovery, but QUIC's packet protection still
