@@ -79,7 +79,11 @@ type Conn struct {
 
 	// receive side: everything below is owned by the goroutine in ReadFrom
 	// (under readMu).
-	readMu    sync.Mutex
+	readMu sync.Mutex
+	// read is how ReadFrom reads the socket: readOne, or the fast path's
+	// readBatch once PacketConn asked the socket to coalesce (only
+	// readBatch splits the trains).
+	read      func() error
 	rbuf      []byte
 	curOOB    []byte // control messages of the datagram being handled
 	rx        map[netip.AddrPort]*rxPeer
@@ -142,6 +146,7 @@ func New(pc net.PacketConn, cfg Config) (*Conn, error) {
 		readGen: 1,
 		warned:  map[netip.AddrPort]bool{},
 	}
+	c.read = c.readOne
 	c.enableFast(pc)
 	return c, nil
 }
@@ -280,14 +285,9 @@ func (c *Conn) popReady() delivery {
 // ReadFrom implements net.PacketConn: it returns the next QUIC datagram,
 // received or rebuilt, without framing.
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
-	return c.readFrom(b, c.readOne)
-}
-
-// readFrom is ReadFrom reading from the socket with read.
-func (c *Conn) readFrom(b []byte, read func() error) (int, net.Addr, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	if err := c.waitReady(read); err != nil {
+	if err := c.waitReady(c.read); err != nil {
 		return 0, nil, err
 	}
 	d := c.popReady()

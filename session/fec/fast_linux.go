@@ -93,14 +93,18 @@ func control(u *net.UDPConn, fn func(fd int) error) bool {
 // does not use: a GSO run of the peer's (or a train the network device
 // coalesced) arrives in one piece instead of datagram by datagram, which
 // spares the kernel more per datagram than the layer costs (transport.md
-// "Cost"). Reads must then go through what PacketConn returns, which
-// splits the trains; c's own ReadFrom would take a train for one datagram.
+// "Cost"); from then on c's ReadFrom reads as the returned connection
+// does.
 func (c *Conn) PacketConn() net.PacketConn {
 	if c.udp == nil {
 		return c
 	}
 	f := &fastConn{Conn: c, bc: ipv4.NewPacketConn(c.udp), msgs: make([]ipv4.Message, batchSize)}
+	// Under readMu: no read of c's may take a train for one datagram.
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
 	f.gro = groEnable(c.udp)
+	c.read = f.readBatch
 	size := readBufSize
 	if f.gro {
 		size = groBufSize
@@ -231,12 +235,6 @@ func (f *fastConn) readBatch() error {
 		}
 	}
 	return nil
-}
-
-// ReadFrom is Conn.ReadFrom through readBatch, which splits the trains
-// the socket coalesced.
-func (f *fastConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	return f.readFrom(b, f.readBatch)
 }
 
 // groSegments finds the segment size of a coalesced train in oob (0: one
