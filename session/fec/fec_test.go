@@ -500,6 +500,31 @@ func TestFirstDatagramLost(t *testing.T) {
 	}
 }
 
+// TestRepairBeforeAnyData: a repair heard before any data datagram of its
+// peer starts nothing. Its group went out before this end could hear it
+// (a client's first packets reach a server's port before it is bound, and
+// only the repair after them arrives): its datagrams must not count as
+// the link's losses, which would start the loss measure, and an "auto"
+// peer's repairs, high. The window starts at the first data datagram.
+func TestRepairBeforeAnyData(t *testing.T) {
+	p := newPair(t, Config{GroupSize: 2, Repair: 1, Hold: 5 * time.Millisecond, FlushIdle: forever, FlushMax: forever})
+	p.net.setLink(dropOn(map[int]bool{0: true, 1: true}, nil))
+	p.send(t, 0, 6)
+	if got := p.read(t, 4); fmt.Sprint(got) != "[2 3 4 5]" {
+		t.Fatalf("got %v", got)
+	}
+	// Past the hold of a gap the repair would have opened.
+	time.Sleep(20 * time.Millisecond)
+	p.send(t, 6, 8)
+	if got := p.read(t, 2); fmt.Sprint(got) != "[6 7]" {
+		t.Fatalf("got %v", got)
+	}
+	// The repairs of the groups before datagram 6 arrived before it.
+	if st := p.b.Stats(); st.Unrecoverable != 0 || st.RepairReceived < 3 || st.DataReceived != 6 {
+		t.Fatalf("stats %+v: want no datagram given up, 3 repairs or more and 6 data received", st)
+	}
+}
+
 // TestStatsAddCoversEveryCounter: Add sums every field of Stats, so a
 // counter added later cannot be left out of a multi-socket sum.
 func TestStatsAddCoversEveryCounter(t *testing.T) {

@@ -289,6 +289,15 @@ func (p *rxPeer) repair(first uint32, n, r, idx, stride int, shard []byte, now t
 		stride < 1 || stride > MaxDepth {
 		return
 	}
+	if !p.started {
+		// No data datagram of this peer's heard yet: its group went out
+		// before this end could hear it (the peer's first packets reach
+		// a port not yet bound, and only the repair after them arrives).
+		// Its datagrams are not the link's losses; counting them would
+		// start the loss measure, and the peer's repairs, high. The
+		// window starts at the first data datagram.
+		return
+	}
 	last := first + uint32((n-1)*stride)
 	if !p.admit(first, last, now) || seqLess(first, p.high-window) {
 		return
