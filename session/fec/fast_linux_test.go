@@ -455,6 +455,7 @@ func benchLoopbackWrite(b *testing.B, mode string) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { cs.Close(); cr.Close() })
 		peerReadsPadded(cs, to)
 		fr := cr.PacketConn().(*fastConn)
 		if mode == "auto-nogro" && fr.gro {
