@@ -57,25 +57,26 @@ func fastConnAt(t *testing.T, network string, ip net.IP, cfg Config) (*Conn, *fa
 // UDP_SEGMENT (before Linux 4.18).
 func requireGSO(t *testing.T, c *Conn) {
 	t.Helper()
-	if c.gso.Load() {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("UDP_SEGMENT (GSO) not available on this kernel")
-	}
-	t.Skip("UDP_SEGMENT (GSO) not available on this kernel (Linux 4.18 or newer needed)")
+	requireKernel(t, c.gso.Load(), "UDP_SEGMENT (GSO)", "4.18")
 }
 
 // requireGRO is requireGSO for coalesced receive (UDP_GRO, Linux 5.0).
 func requireGRO(t *testing.T, f *fastConn) {
 	t.Helper()
-	if f.gro {
+	requireKernel(t, f.gro, "UDP_GRO", "5.0")
+}
+
+// requireKernel fails in CI, and skips elsewhere, unless the kernel has
+// the feature (since Linux version since).
+func requireKernel(t *testing.T, has bool, feature, since string) {
+	t.Helper()
+	if has {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("UDP_GRO not available on this kernel")
+		t.Fatalf("%s not available on this kernel", feature)
 	}
-	t.Skip("UDP_GRO not available on this kernel (Linux 5.0 or newer needed)")
+	t.Skipf("%s not available on this kernel (Linux %s or newer needed)", feature, since)
 }
 
 // recvTOS asks the socket for each datagram's TOS byte (ECN), as quic-go
